@@ -1,0 +1,131 @@
+"""Frozen value types shared by every layer: desired specs, observed certs, actions.
+
+Pure data only. Datetimes are always timezone-aware UTC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+
+
+class KeyType(StrEnum):
+    RSA2048 = "rsa2048"
+    RSA4096 = "rsa4096"
+    EC256 = "ec256"
+    EC384 = "ec384"
+
+    @property
+    def is_ecdsa(self) -> bool:
+        return self in (KeyType.EC256, KeyType.EC384)
+
+    @property
+    def njet_cert_type(self) -> str:
+        """NJet's `cert_type` for a key of this type ("rsa" or "ecc")."""
+        return "ecc" if self.is_ecdsa else "rsa"
+
+
+DEFAULT_KEY_TYPE = KeyType.RSA2048
+
+
+class ChallengeType(StrEnum):
+    HTTP = "http"  # http-01
+    TLS = "tls"  # tls-alpn-01
+
+
+class Source(StrEnum):
+    CONF = "njet.conf"  # a static server block
+    EVENT = "event"  # a server announced at runtime by NJet (dyn_srv, MQTT)
+
+
+@dataclass(frozen=True)
+class CertificateSpec:
+    """One wanted certificate: CN = names[0], SAN = names.
+
+    `domain` is the store key (= names[0]). `listens` are NJet's listen strings as GET
+    /api/v1/ssl spells them ("127.0.0.1:8443", "0.0.0.0:8444", "[::1]:8445").
+    `key_type` None means "follow the block's bootstrap certificate, else rsa2048".
+    `bootstrap_cert` is the path of the block's `ssl_certificate` (for that detection).
+    """
+
+    domain: str
+    names: tuple[str, ...]
+    listens: tuple[str, ...] = ()
+    key_type: KeyType | None = None
+    source: Source = Source.CONF
+    origin: str = ""  # "conf/njet.conf:12" or "event"
+    bootstrap_cert: str | None = None
+
+
+@dataclass(frozen=True)
+class NameWarning:
+    """A name that cannot be handled (wildcard, regex, `_`, empty), with why and where."""
+
+    name: str
+    reason: str
+    origin: str
+
+
+@dataclass(frozen=True)
+class Desired:
+    specs: Mapping[str, CertificateSpec]
+    warnings: tuple[NameWarning, ...] = ()
+
+
+@dataclass(frozen=True)
+class CertInfo:
+    """Facts read from one leaf certificate (see certinfo.py)."""
+
+    common_name: str | None
+    names: tuple[str, ...]  # DNS SANs in certificate order
+    not_before: datetime
+    not_after: datetime
+    key_type: KeyType | None  # None: a key type we do not manage (e.g. ed25519)
+    serial: str  # hex
+    fingerprint: str  # sha256 of the DER leaf, lowercase hex
+    issuer: str  # RFC 4514 string
+
+    @property
+    def lifetime_seconds(self) -> float:
+        return (self.not_after - self.not_before).total_seconds()
+
+
+@dataclass(frozen=True)
+class StoredCert:
+    """A cert+key pair found in the store. `key_matches` False means: report, never use."""
+
+    domain: str
+    info: CertInfo
+    key_matches: bool
+    cert_url: str | None = None
+
+
+@dataclass(frozen=True)
+class ServedCert:
+    """What a real TLS handshake to one of the block's listens showed (step 2)."""
+
+    domain: str
+    listen: str
+    fingerprint: str | None  # None: the handshake failed
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Observed:
+    stored: Mapping[str, StoredCert]
+    # domain -> served facts; empty in store-only mode
+    served: Mapping[str, ServedCert] = field(default_factory=dict)
+    # domains whose files exist but could not be used, with a human reason
+    problems: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class IssuedCert:
+    """What an ACME order hands back, ready for the store."""
+
+    cert_pem: bytes  # leaf + chain, as lego writes <domain>.crt
+    issuer_pem: bytes  # the chain without the leaf (<domain>.issuer.crt)
+    key_pem: bytes
+    cert_url: str

@@ -1,0 +1,98 @@
+"""Every on-disk location the controller uses, derived from the NJet prefix in one place.
+
+The layout under `<prefix>/.lego/` is lego's (and so NJet's own Go cert-manager's):
+  certificates/<name>.crt|.key|.issuer.crt|.json   the live pairs
+  accounts/<ca-host>/<email>/account.json, keys/<email>.key
+  status/<name>.json       our per-certificate retry / renewal status
+  quarantine/<name>.<ts>/  pairs taken out of service (never deleted silently)
+  journal/                 the swap journal (store.py)
+  runtime/                 event-sourced desired state (servers announced at runtime)
+  lock                     the single-writer lock
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from controller.errors import ConfigError
+
+# A store name: a lowercase hostname (optionally with a leading "*." turned into "_.").
+_LABEL = r"(?!-)[a-z0-9-]{1,63}(?<!-)"
+_HOSTNAME_RE = re.compile(rf"^(?:\*\.)?(?:{_LABEL}\.)*{_LABEL}$")
+
+
+def validate_domain(name: str) -> str:
+    """Return `name` lowercased if it is a usable hostname, else raise ConfigError.
+
+    Guards every path built from a name: no "/", "..", "%", unicode, or >253 chars.
+    """
+    lowered = name.strip().lower().rstrip(".")
+    if not lowered or len(lowered) > 253 or not _HOSTNAME_RE.match(lowered):
+        raise ConfigError(f"not a valid DNS name: {name!r}")
+    return lowered
+
+
+def safe_file_name(domain: str) -> str:
+    """lego's sanitized file name: "*" becomes "_"."""
+    return validate_domain(domain).replace("*", "_")
+
+
+@dataclass(frozen=True)
+class StorePaths:
+    prefix: Path
+
+    @property
+    def lego(self) -> Path:
+        return self.prefix / ".lego"
+
+    @property
+    def certificates(self) -> Path:
+        return self.lego / "certificates"
+
+    @property
+    def accounts(self) -> Path:
+        return self.lego / "accounts"
+
+    @property
+    def status(self) -> Path:
+        return self.lego / "status"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.lego / "quarantine"
+
+    @property
+    def journal(self) -> Path:
+        return self.lego / "journal"
+
+    @property
+    def runtime(self) -> Path:
+        return self.lego / "runtime"
+
+    @property
+    def lock(self) -> Path:
+        return self.lego / "lock"
+
+    def cert(self, domain: str) -> Path:
+        return self.certificates / f"{safe_file_name(domain)}.crt"
+
+    def key(self, domain: str) -> Path:
+        return self.certificates / f"{safe_file_name(domain)}.key"
+
+    def issuer(self, domain: str) -> Path:
+        return self.certificates / f"{safe_file_name(domain)}.issuer.crt"
+
+    def resource(self, domain: str) -> Path:
+        return self.certificates / f"{safe_file_name(domain)}.json"
+
+    def status_file(self, domain: str) -> Path:
+        return self.status / f"{safe_file_name(domain)}.json"
+
+    def account_dir(self, ca_dir_url: str, email: str) -> Path:
+        """lego's account folder: accounts/<ca host_port>/<email or 'noemail@example.com'>/."""
+        parts = urlsplit(ca_dir_url)
+        host = (parts.netloc or "ca").replace(":", "_")
+        return self.accounts / host / (email or "noemail@example.com")
