@@ -1,0 +1,7 @@
+"""Root pytest configuration: fixture modules under tests/fixtures/ are plugins, one concern per file."""
+
+pytest_plugins = [
+    "tests.fixtures.pebble",
+    "tests.fixtures.njetsim",
+    "tests.fixtures.mqtt",
+]
