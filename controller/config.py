@@ -23,11 +23,11 @@ _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None
 
 
 def parse_duration(value: object) -> timedelta:
-    """"90s", "15m", "1h", "7d", "2w", or integer/float seconds → timedelta."""
+    """ "90s", "15m", "1h", "7d", "2w", or integer/float seconds → timedelta."""
     if isinstance(value, timedelta):
         return value
     if isinstance(value, bool):
-        raise ValueError("expected a duration like \"90s\", \"1h\", \"7d\" or seconds")
+        raise ValueError('expected a duration like "90s", "1h", "7d" or seconds')
     if isinstance(value, int | float):
         if value < 0:
             raise ValueError("a duration cannot be negative")
@@ -36,7 +36,7 @@ def parse_duration(value: object) -> timedelta:
         m = _DURATION_RE.match(value)
         if m:
             return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
-    raise ValueError(f"expected a duration like \"90s\", \"1h\", \"7d\" or seconds, got {value!r}")
+    raise ValueError(f'expected a duration like "90s", "1h", "7d" or seconds, got {value!r}')
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
@@ -158,7 +158,9 @@ def _describe(err: dict[str, Any]) -> str:
 def parse_config(data: dict[str, Any], *, prefix: Path, source: str = "<config>") -> Config:
     for name in _SECTIONS:
         if name in data and not isinstance(data[name], dict):
-            raise ConfigError(f"{source}: [{name}] must be a table, got {type(data[name]).__name__}")
+            raise ConfigError(
+                f"{source}: [{name}] must be a table, got {type(data[name]).__name__}"
+            )
     try:
         return Config.model_validate({**data, "prefix": prefix, "source": source})
     except ValidationError as exc:

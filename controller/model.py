@@ -113,12 +113,28 @@ class ServedCert:
 
 
 @dataclass(frozen=True)
+class NjetTarget:
+    """Where to apply a certificate in the running NJet: GET /api/v1/ssl's own strings."""
+
+    listens: tuple[str, ...]
+    server_names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Observed:
     stored: Mapping[str, StoredCert]
     # domain -> served facts; empty in store-only mode
     served: Mapping[str, ServedCert] = field(default_factory=dict)
     # domains whose files exist but could not be used, with a human reason
     problems: Mapping[str, str] = field(default_factory=dict)
+    # key type of each desired block's bootstrap certificate (ssl_certificate), when readable
+    bootstrap_key_types: Mapping[str, KeyType] = field(default_factory=dict)
+    # NJet view (empty in store-only mode): domain -> the server to PUT to, as GET spells it
+    njet_targets: Mapping[str, NjetTarget] = field(default_factory=dict)
+    # domain -> why the running NJet has no matching server (e.g. waiting for a reload)
+    njet_unmatched: Mapping[str, str] = field(default_factory=dict)
+    # set when NJet's API could not be read this pass
+    njet_error: str | None = None
 
 
 @dataclass(frozen=True)

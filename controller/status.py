@@ -32,6 +32,8 @@ class CertStatus(BaseModel):
     last_success_at: AwareDatetime | None = None
     # when the name left desired state (for deleteGracePeriod); None while desired
     orphaned_at: AwareDatetime | None = None
+    # an operator asked for a renewal (admin API); cleared by the next successful issuance
+    force_renew: bool = False
 
 
 BACKOFF_BASE = timedelta(minutes=1)
@@ -42,7 +44,7 @@ def backoff_delay(attempts: int, *, retry_after: float | None = None) -> timedel
     """1m, 2m, 4m, … capped at 6h; a longer server-given Retry-After wins."""
     if attempts <= 0:
         return timedelta(0)
-    delay = min(BACKOFF_BASE * (2 ** (attempts - 1)), BACKOFF_CAP)
+    delay = min(BACKOFF_BASE * (1 << min(attempts - 1, 20)), BACKOFF_CAP)
     if retry_after is not None and timedelta(seconds=retry_after) > delay:
         delay = timedelta(seconds=retry_after)
     return delay
