@@ -131,22 +131,20 @@ def _describe(server: NjetServer) -> str:
     return f"{'/'.join(server.listens)} {' '.join(server.server_names) or '(no name)'}"
 
 
-def _put_arrays(spec: CertificateSpec, server: NjetServer) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def _put_arrays(
+    spec: CertificateSpec, server: NjetServer
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """GET's arrays, reordered only when the first entry is not shared with the spec."""
     spec_listens = {canonical_listen(x) for x in spec.listens}
     listens = server.listens
-    li = next(
-        (i for i, x in enumerate(server.listens) if canonical_listen(x) in spec_listens), 0
-    )
+    li = next((i for i, x in enumerate(server.listens) if canonical_listen(x) in spec_listens), 0)
     if li:
         listens = _first_to_front(listens, li)
     wanted = {n.lower() for n in spec.names}
     names = server.server_names
     first = names[0] if names else ""
     if not (first.lower() in wanted and _is_exact_name(first)):
-        ni = next(
-            (i for i, n in enumerate(names) if n.lower() in wanted and _is_exact_name(n)), 0
-        )
+        ni = next((i for i, n in enumerate(names) if n.lower() in wanted and _is_exact_name(n)), 0)
         names = _first_to_front(names, ni) if names else names
     return listens, names
 
@@ -177,9 +175,7 @@ def match_server(spec: CertificateSpec, servers: Sequence[NjetServer]) -> MatchR
             candidates=tuple(matches),
         )
     if not spec.listens:
-        return MatchResult(
-            MatchStatus.WAITING_FOR_RELOAD, reason=f"no listen known for {want}"
-        )
+        return MatchResult(MatchStatus.WAITING_FOR_RELOAD, reason=f"no listen known for {want}")
     elsewhere = [
         s for s in servers if s not in on_listen and wanted & {n.lower() for n in s.server_names}
     ]

@@ -1,0 +1,219 @@
+"""ACME challenge solving: the `ChallengeSolver` port and the controller's own http-01 server.
+
+Called by adapters/acme_client.py (AcmeIssuer): for every pending authorization it calls
+`solver.present(domain, token, key_authorization)`, answers the challenge, and finally
+`solver.cleanup(...)` with the same arguments. A later wrapper (NJet proxying the challenge)
+implements the same Protocol and delegates to `LocalHttp01Solver`.
+
+`LocalHttp01Solver(address)` serves GET /.well-known/acme-challenge/<token> on `address`
+(":80" = every interface, "127.0.0.1:8099", "[::1]:8099") with the key authorization. It never
+looks at the Host header (NJet's proxy sends Host = the upstream address), answers any number of
+concurrent and repeated requests (a CA validates several times) and says 404 for unknown tokens.
+The listener exists only while at least one challenge is presented: concurrent orders share it
+(a reference count); the last cleanup closes it. The tls-alpn-01 twin lives in tls_alpn.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from controller.errors import ConfigError, TemporaryError
+
+log = logging.getLogger(__name__)
+
+HTTP_01 = "http-01"
+TLS_ALPN_01 = "tls-alpn-01"
+CHALLENGE_PATH = "/.well-known/acme-challenge/"
+_READ_TIMEOUT = 10.0
+_MAX_HEAD = 16 * 1024
+
+
+class ChallengeSolver(Protocol):
+    """Makes one challenge answerable, then removes it.
+
+    Contract: `challenge_type` is the ACME type solved ("http-01" or "tls-alpn-01").
+    `present` returns only once the CA can validate (the server is listening); it raises
+    TemporaryError (e.g. address in use) or ConfigError (e.g. no permission for the port).
+    `cleanup` gets the same arguments, never raises, and is called exactly once per successful
+    `present`. `close` stops everything at shutdown. Several orders may be in flight at once.
+    """
+
+    challenge_type: str
+
+    async def present(self, domain: str, token: str, key_authorization: str) -> None: ...
+    async def cleanup(self, domain: str, token: str, key_authorization: str) -> None: ...
+    async def close(self) -> None: ...
+
+
+def parse_listen_address(address: str) -> tuple[str | None, int]:
+    """":80" -> (None, 80) (all interfaces); "h:p", "[v6]:p" -> (host, port); "80" -> (None, 80)."""
+    text = address.strip()
+    if text.isdigit():
+        host, port_text = "", text
+    elif text.startswith("["):
+        end = text.find("]")
+        if end < 0 or not text[end + 1 :].startswith(":"):
+            raise ConfigError(f"bad listen address {address!r}: expected [ipv6]:port")
+        host, port_text = text[1:end], text[end + 2 :]
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep or ":" in host:
+            raise ConfigError(f"bad listen address {address!r}: expected host:port or :port")
+    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ConfigError(f"bad listen address {address!r}: port must be 0-65535")
+    return (host or None), int(port_text)
+
+
+ServerFactory = Callable[[str | None, int], Awaitable[asyncio.Server]]
+
+
+class SharedListener:
+    """A server that runs while at least one user holds it (reference count)."""
+
+    def __init__(self, address: str, purpose: str, factory: ServerFactory) -> None:
+        self.address = address
+        self._host, self._port = parse_listen_address(address)
+        self._purpose = purpose
+        self._factory = factory
+        self._server: asyncio.Server | None = None
+        self._users = 0
+        self._lock = asyncio.Lock()
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    @property
+    def ports(self) -> list[int]:
+        """The bound ports (useful with port 0); empty while not running."""
+        if self._server is None:
+            return []
+        return sorted({int(s.getsockname()[1]) for s in self._server.sockets})
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            if self._server is None:
+                self._server = await self._start()
+                log.debug("%s listening on %s", self._purpose, self.address)
+            self._users += 1
+
+    async def release(self) -> None:
+        async with self._lock:
+            self._users = max(0, self._users - 1)
+            if self._users == 0:
+                await self._stop()
+
+    async def close(self) -> None:
+        async with self._lock:
+            self._users = 0
+            await self._stop()
+
+    async def _start(self) -> asyncio.Server:
+        where = f"{self.address} ({self._purpose})"
+        try:
+            return await self._factory(self._host, self._port)
+        except PermissionError:
+            raise ConfigError(
+                f"cannot listen on {where}: permission denied (ports below 1024 need root or"
+                " CAP_NET_BIND_SERVICE)"
+            ) from None
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise TemporaryError(f"cannot listen on {where}: address already in use") from None
+            if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+                raise ConfigError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+            raise TemporaryError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+
+    async def _stop(self) -> None:
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(server.wait_closed(), 5)
+            log.debug("%s on %s closed", self._purpose, self.address)
+
+
+class LocalHttp01Solver:
+    """http-01 answered by the controller's own HTTP server on `address`."""
+
+    challenge_type: str = HTTP_01
+
+    def __init__(self, address: str = ":80") -> None:
+        self._tokens: dict[str, str] = {}
+        self._listener = SharedListener(address, "http-01 challenge server", self._serve)
+
+    @property
+    def address(self) -> str:
+        return self._listener.address
+
+    @property
+    def ports(self) -> list[int]:
+        return self._listener.ports
+
+    async def present(self, domain: str, token: str, key_authorization: str) -> None:
+        self._tokens[token] = key_authorization
+        try:
+            await self._listener.acquire()
+        except BaseException:
+            self._tokens.pop(token, None)
+            raise
+        log.debug("http-01 token presented for %s", domain)
+
+    async def cleanup(self, domain: str, token: str, key_authorization: str) -> None:
+        if self._tokens.get(token) == key_authorization:
+            del self._tokens[token]
+        try:
+            await self._listener.release()
+        except Exception:  # cleanup never raises
+            log.exception("closing the http-01 challenge server failed")
+
+    async def close(self) -> None:
+        self._tokens.clear()
+        await self._listener.close()
+
+    async def _serve(self, host: str | None, port: int) -> asyncio.Server:
+        return await asyncio.start_server(self._handle, host, port, reuse_address=True)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _READ_TIMEOUT)
+            status, body, method = self._respond(head)
+            reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Not Allowed"}[status]
+            headers = (
+                f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            ).encode("ascii")
+            writer.write(headers if method == "HEAD" else headers + body)
+            await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError, TimeoutError):
+                await asyncio.wait_for(writer.wait_closed(), 2)
+
+    def _respond(self, head: bytes) -> tuple[int, bytes, str]:
+        if len(head) > _MAX_HEAD:
+            return 400, b"request too large\n", "GET"
+        request_line = head.split(b"\r\n", 1)[0].decode("latin-1")
+        parts = request_line.split(" ")
+        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+            return 400, b"bad request\n", "GET"
+        method, target = parts[0], parts[1]
+        if method not in ("GET", "HEAD"):
+            return 405, b"only GET\n", method
+        path = urlsplit(target).path  # origin-form or absolute-form; the host part is ignored
+        if path.startswith(CHALLENGE_PATH):
+            key_authorization = self._tokens.get(path[len(CHALLENGE_PATH) :])
+            if key_authorization is not None:
+                return 200, key_authorization.encode("ascii"), method
+        return 404, b"no such challenge\n", method

@@ -1,0 +1,206 @@
+"""Event-sourced desired state: the servers NJet announced at runtime, persisted across restarts.
+
+File: `<prefix>/.lego/runtime/servers.json` (`{"version": 1, "servers": [...]}`), written
+atomically (temp file + fsync + rename + directory fsync). Called by the controller: `apply()`
+for every MQTT event, `replace_all()` on start / reconnect resync (specs rebuilt from the
+retained `/ins/srv/#` records and GET /api/v1/ssl), `load()` when computing desired state.
+
+Entries are keyed by (domain = first usable name, listens). Matching rule of
+`deleteCertificate`: by name — an entry is removed when its domain equals the event domain's
+first usable name and, if the event names listens, at least one listen is shared. An event
+with `server_addr: []` (NJet's answer to a failed dyn_srv add) therefore removes only entries
+announced under that name; a name never announced removes nothing.
+
+Note: NJet also sends `generateCertificate` for every managed static block at start and
+reload; those land here too. Merging with njet.conf specs (and dropping names njet.conf
+already covers) is the caller's job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from controller.errors import StoreError
+from controller.events import EventAction, NjetEvent, specs_from_domains
+from controller.model import CertificateSpec, Source
+from controller.paths import StorePaths
+
+log = logging.getLogger(__name__)
+
+_VERSION = 1
+
+
+class _Entry(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    domain: str
+    names: list[str]
+    listens: list[str] = []
+    origin: str = "event"
+
+
+class _File(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    version: int = _VERSION
+    servers: list[_Entry] = []
+
+
+def _key(spec: CertificateSpec) -> tuple[str, frozenset[str]]:
+    return spec.domain, frozenset(spec.listens)
+
+
+def _atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    # Private helper: controller/adapters/fsutil.py did not exist when this was written.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class RuntimeStore:
+    """The persisted list of event-sourced CertificateSpecs (source=Source.EVENT)."""
+
+    def __init__(self, paths: StorePaths) -> None:
+        self._path = paths.runtime / "servers.json"
+        self._cache: tuple[CertificateSpec, ...] | None = None
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def load(self) -> tuple[CertificateSpec, ...]:
+        """The stored specs; () when the file is absent.
+
+        A corrupt file is renamed to `servers.json.corrupt-<UTC time>` (kept for inspection,
+        never deleted) and treated as empty: the next resync rebuilds the state.
+        """
+        if self._cache is not None:
+            return self._cache
+        try:
+            raw = self._path.read_bytes()
+        except FileNotFoundError:
+            self._cache = ()
+            return self._cache
+        except OSError as exc:
+            raise StoreError(f"cannot read runtime servers file {self._path}: {exc}") from exc
+        try:
+            parsed = _File.model_validate_json(raw)
+        except ValidationError as exc:
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+            aside = self._path.with_name(f"{self._path.name}.corrupt-{stamp}")
+            log.warning(
+                "runtime servers file %s is unreadable (%s errors); moved to %s, starting empty",
+                self._path,
+                exc.error_count(),
+                aside,
+            )
+            with contextlib.suppress(OSError):
+                os.replace(self._path, aside)
+            self._cache = ()
+            return self._cache
+        self._cache = tuple(
+            CertificateSpec(
+                domain=e.domain,
+                names=tuple(e.names),
+                listens=tuple(e.listens),
+                source=Source.EVENT,
+                origin=e.origin,
+            )
+            for e in parsed.servers
+        )
+        return self._cache
+
+    def _save(self, specs: tuple[CertificateSpec, ...]) -> None:
+        doc = {
+            "version": _VERSION,
+            "servers": [
+                {
+                    "domain": s.domain,
+                    "names": list(s.names),
+                    "listens": list(s.listens),
+                    "origin": s.origin,
+                }
+                for s in specs
+            ],
+        }
+        try:
+            _atomic_write(self._path, orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+        except OSError as exc:
+            raise StoreError(f"cannot write runtime servers file {self._path}: {exc}") from exc
+        self._cache = specs
+
+    def apply(self, event: NjetEvent) -> bool:
+        """Fold one event into the stored state; True when something changed (and was saved).
+
+        Invalid names are skipped (see controller.events.specs_from_domains; the warnings are
+        logged here).
+        """
+        derived = specs_from_domains(event.domains)
+        for w in derived.warnings:
+            log.warning("event %s: skipped name %r: %s", event.action, w.name, w.reason)
+        current = list(self.load())
+        if event.action is EventAction.GENERATE:
+            for spec in derived.specs:
+                idx = next((i for i, s in enumerate(current) if _key(s) == _key(spec)), None)
+                if idx is None:
+                    current.append(spec)
+                else:
+                    current[idx] = spec
+        else:
+            for spec in derived.specs:
+                addrs = set(spec.listens)
+                current = [
+                    s
+                    for s in current
+                    if not (s.domain == spec.domain and (not addrs or addrs & set(s.listens)))
+                ]
+        new = tuple(current)
+        if new == self.load():
+            return False
+        self._save(new)
+        return True
+
+    def replace_all(self, specs: tuple[CertificateSpec, ...] | list[CertificateSpec]) -> bool:
+        """Replace the whole state (resync); True when it differs from what was stored.
+
+        Only domain, names, listens and origin are kept (source becomes Source.EVENT);
+        a repeated (domain, listens) key keeps the last spec.
+        """
+        by_key: dict[tuple[str, frozenset[str]], CertificateSpec] = {}
+        for s in specs:
+            norm = CertificateSpec(
+                domain=s.domain,
+                names=tuple(s.names),
+                listens=tuple(s.listens),
+                source=Source.EVENT,
+                origin=s.origin or "event",
+            )
+            by_key[_key(norm)] = norm
+        new = tuple(by_key.values())
+        if new == self.load():
+            return False
+        self._save(new)
+        return True

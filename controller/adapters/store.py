@@ -1,0 +1,381 @@
+"""The lego-layout certificate store (`CertStore` of ports.py): read, swap, delete, quarantine.
+
+Layout (lego's, so NJet's Go cert-manager and lego itself read the same files):
+  <prefix>/.lego/certificates/<name>.crt         leaf + chain (fullchain)
+                              <name>.key         private key, mode 0600
+                              <name>.issuer.crt  the chain without the leaf (absent if none)
+                              <name>.json        {"domain", "certUrl", "certStableUrl"}
+<name> is the domain with "*" -> "_". Pairs written by lego or NJet's cert-manager (no status
+file, .json with more fields, .pem/.pfx siblings) are adopted as they are.
+
+Crash safety: every change goes through a journal entry `journal/<name>/`: new files are staged
+and fsynced there, the old files are hard-linked there as a backup, then `JOURNAL` (the record)
+is written atomically; only then are files renamed into certificates/. The record's presence
+decides recovery: without it the entry is discarded (nothing was touched), with it the swap is
+finished in the recorded direction (forward, or back to the backup after a failed rename).
+So a name only ever holds its complete old files or its complete new files. The mechanics live
+in adapters/store_journal.py; this module builds the records and reads the store.
+
+load_all() caches parsed facts by (st_size, st_mtime_ns, st_ino) of .crt/.key/.json, so an
+unchanged store costs one stat per file. Called by app.py (recover at start), observe.py
+(load_all) and execute.py (get/put/key_pem/cert_pem/delete/quarantine). Thread-safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+from controller.adapters import fsutil
+from controller.adapters.store_journal import (
+    FILE_SLOTS,
+    PAIR_SLOTS,
+    JournalRecord,
+    Journal,
+)
+from controller.certinfo import key_matches_cert, read_cert_info, split_pem_chain
+from controller.errors import ConfigError, StoreError
+from controller.model import IssuedCert, StoredCert
+from controller.paths import StorePaths, safe_file_name, validate_domain
+
+log = logging.getLogger(__name__)
+
+KEY_MODE = 0o600
+FILE_MODE = 0o644
+DIR_MODE = 0o700
+
+_Ident = tuple[int, int, int]
+
+
+@dataclass(frozen=True)
+class _Parsed:
+    """One name's files as last parsed: the identity they had, and what they meant."""
+
+    ident: tuple[_Ident, _Ident | None, _Ident | None]
+    domain: str
+    stored: StoredCert | None  # None: unusable (see problem)
+    problem: str | None  # set when the pair must not be used
+
+
+def _ident(st: os.stat_result) -> _Ident:
+    return (st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def _stat_ident(path: Path) -> _Ident | None:
+    try:
+        return _ident(os.stat(path))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise fsutil.store_error("stat", path, exc) from None
+
+
+def _stem_domain(stem: str) -> str:
+    return "*" + stem[1:] if stem.startswith("_.") else stem
+
+
+def resource_json(domain: str, cert_url: str) -> bytes:
+    """lego's <name>.json: its certificate.Resource without the PEM fields (tab-indented)."""
+    doc = {"domain": domain, "certUrl": cert_url, "certStableUrl": cert_url}
+    return orjson.dumps(doc, option=orjson.OPT_INDENT_2).replace(b"  ", b"\t") + b"\n"
+
+
+class LegoStore:
+    """`CertStore` over `<prefix>/.lego/certificates/` (see the module docstring)."""
+
+    def __init__(
+        self, paths: StorePaths, *, now: Callable[[], datetime] | None = None
+    ) -> None:
+        self.paths = paths
+        self._now = now or (lambda: datetime.now(UTC))
+        self._lock = threading.RLock()
+        self._cache: dict[str, _Parsed] = {}
+        self._journal = Journal(paths, file_mode=self._file_mode)
+
+    # -- recovery ---------------------------------------------------------------------------
+
+    def recover(self) -> list[str]:
+        """Finish or undo interrupted swaps, remove temp files; one human line per action."""
+        with self._lock:
+            lines = self._journal.recover_all()
+            for directory in (
+                self.paths.lego,
+                self.paths.certificates,
+                self.paths.status,
+                self.paths.journal,
+            ):
+                lines.extend(_remove_temp_files(directory))
+            self._cache.clear()
+        for line in lines:
+            log.info("store recovery: %s", line)
+        return lines
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def load_all(self) -> tuple[Mapping[str, StoredCert], Mapping[str, str]]:
+        with self._lock:
+            return self._load_all()
+
+    def _load_all(self) -> tuple[dict[str, StoredCert], dict[str, str]]:
+        directory = self.paths.certificates
+        try:
+            entries = list(os.scandir(directory))
+        except FileNotFoundError:
+            self._cache = {}
+            return {}, {}
+        except OSError as exc:
+            raise fsutil.store_error("list", directory, exc) from None
+        crts: dict[str, os.DirEntry[str]] = {}
+        keys: dict[str, os.DirEntry[str]] = {}
+        jsons: dict[str, os.DirEntry[str]] = {}
+        for entry in entries:
+            name = entry.name
+            if name.startswith("."):
+                continue  # temp files, hidden files
+            if name.endswith(".crt"):
+                crts[name[:-4]] = entry
+            elif name.endswith(".key"):
+                keys[name[:-4]] = entry
+            elif name.endswith(".json"):
+                jsons[name[:-5]] = entry
+        for stem in [s for s in crts if s.endswith(".issuer")]:
+            if stem[:-7] in crts and stem not in keys:
+                del crts[stem]  # <name>.issuer.crt is the chain of <name>, not a leaf
+        usable: dict[str, StoredCert] = {}
+        problems: dict[str, str] = {}
+        cache: dict[str, _Parsed] = {}
+        for stem, crt_entry in crts.items():
+            try:
+                ident = (
+                    _ident(crt_entry.stat()),
+                    _entry_ident(keys.get(stem)),
+                    _entry_ident(jsons.get(stem)),
+                )
+            except FileNotFoundError:
+                continue  # removed while we listed
+            except OSError as exc:
+                raise fsutil.store_error("stat", directory / crt_entry.name, exc) from None
+            parsed = self._cache.get(stem)
+            if parsed is None or parsed.ident != ident:
+                parsed = self._parse(stem, ident)
+            cache[stem] = parsed
+            if parsed.problem is None and parsed.stored is not None:
+                usable[parsed.domain] = parsed.stored
+            else:
+                problems[parsed.domain] = parsed.problem or "unusable"
+        for stem in keys.keys() - crts.keys():
+            problems.setdefault(
+                _stem_domain(stem), f"key file {directory / (stem + '.key')} has no certificate"
+            )
+        self._cache = cache
+        return usable, problems
+
+    def _parse(self, stem: str, ident: tuple[_Ident, _Ident | None, _Ident | None]) -> _Parsed:
+        directory = self.paths.certificates
+        crt_path, key_path = directory / f"{stem}.crt", directory / f"{stem}.key"
+        domain = _stem_domain(stem)
+
+        def bad(problem: str) -> _Parsed:
+            return _Parsed(ident=ident, domain=domain, stored=None, problem=problem)
+
+        if ident[1] is None:
+            return bad(f"certificate {crt_path} has no key file {key_path.name}")
+        try:
+            cert_pem, key_pem = crt_path.read_bytes(), key_path.read_bytes()
+        except OSError as exc:
+            return bad(str(fsutil.store_error("read", Path(exc.filename or crt_path), exc)))
+        try:
+            info = read_cert_info(cert_pem)
+        except ValueError as exc:
+            return bad(f"certificate {crt_path} cannot be read: {exc}")
+        for candidate in (info.common_name, *info.names[:1]):
+            if candidate and _file_stem(candidate) == stem:
+                domain = validate_domain(candidate)
+                break
+        try:
+            matches = key_matches_cert(key_pem, cert_pem)
+        except ValueError as exc:
+            return bad(f"key {key_path} cannot be read: {exc}")
+        stored = StoredCert(
+            domain=domain,
+            info=info,
+            key_matches=matches,
+            cert_url=_cert_url(directory / f"{stem}.json") if ident[2] else None,
+        )
+        problem = None if matches else f"key {key_path} does not match certificate {crt_path}"
+        return _Parsed(ident=ident, domain=domain, stored=stored, problem=problem)
+
+    def _parsed_for(self, domain: str) -> _Parsed | None:
+        stem = safe_file_name(domain)
+        directory = self.paths.certificates
+        crt = _stat_ident(directory / f"{stem}.crt")
+        if crt is None:
+            return None
+        ident = (
+            crt,
+            _stat_ident(directory / f"{stem}.key"),
+            _stat_ident(directory / f"{stem}.json"),
+        )
+        parsed = self._cache.get(stem)
+        if parsed is None or parsed.ident != ident:
+            parsed = self._parse(stem, ident)
+            self._cache[stem] = parsed
+        return parsed
+
+    def get(self, domain: str) -> StoredCert | None:
+        """The pair for `domain`; None when the .crt or .key is missing.
+
+        A key that does not match comes back with key_matches=False; a certificate or key that
+        cannot be parsed raises StoreError with the reason.
+        """
+        with self._lock:
+            parsed = self._parsed_for(domain)
+        if parsed is None or parsed.ident[1] is None:
+            return None
+        if parsed.stored is None:
+            raise StoreError(parsed.problem or f"stored pair of {domain} is unusable")
+        return parsed.stored
+
+    def key_pem(self, domain: str) -> bytes | None:
+        return _read_optional(self.paths.key(domain))
+
+    def cert_pem(self, domain: str) -> bytes | None:
+        return _read_optional(self.paths.cert(domain))
+
+    # -- writing ----------------------------------------------------------------------------
+
+    def put(self, domain: str, issued: IssuedCert) -> StoredCert:
+        """Replace the pair of `domain` all-or-nothing (see the module docstring)."""
+        try:
+            name = safe_file_name(domain)
+        except ConfigError as exc:
+            raise StoreError(f"cannot store a certificate under {domain!r}: {exc}") from None
+        try:
+            info = read_cert_info(issued.cert_pem)
+            matches = key_matches_cert(issued.key_pem, issued.cert_pem)
+        except ValueError as exc:
+            raise StoreError(f"refusing to store the certificate of {domain}: {exc}") from None
+        if not matches:
+            raise StoreError(
+                f"refusing to store the certificate of {domain}: the key does not match it"
+            )
+        chain = issued.issuer_pem if issued.issuer_pem.strip() else b""
+        if not chain:
+            chain = b"".join(split_pem_chain(issued.cert_pem)[1:])
+        files = {"crt": issued.cert_pem, "key": issued.key_pem, "json": b""}
+        files["json"] = resource_json(validate_domain(domain), issued.cert_url)
+        if chain:
+            files["issuer"] = chain
+        digests = {slot: hashlib.sha256(data).hexdigest() for slot, data in files.items()}
+        with self._lock:
+            self._journal.put(name, domain, files, digests)
+            self._cache.pop(name, None)
+            parsed = self._parsed_for(domain)
+        if parsed is None or parsed.stored is None or parsed.problem is not None:
+            problem = parsed.problem if parsed is not None else "files missing"
+            raise StoreError(f"stored pair of {domain} does not read back: {problem}")
+        return StoredCert(
+            domain=parsed.stored.domain, info=info, key_matches=True, cert_url=issued.cert_url
+        )
+
+    def delete(self, domain: str) -> bool:
+        """Remove every file of `domain` (.crt/.key/.issuer.crt/.json/.pem/.pfx) all at once."""
+        name = safe_file_name(domain)
+        with self._lock:
+            present = self._present_slots(name)
+            if not present:
+                return False
+            self._journal.move_out(JournalRecord.for_delete(name, domain, present))
+            self._cache.pop(name, None)
+        return True
+
+    def quarantine(self, domain: str) -> str | None:
+        """Move the files of `domain` to quarantine/<name>.<UTC timestamp>/; None if none."""
+        name = safe_file_name(domain)
+        with self._lock:
+            present = self._present_slots(name)
+            if not present:
+                return None
+            stamp = self._now().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+            dest_name = f"{name}.{stamp}"
+            counter = 1
+            while self.paths.quarantine_entry(dest_name).exists():
+                counter += 1
+                dest_name = f"{name}.{stamp}-{counter}"
+            record = JournalRecord.for_quarantine(name, domain, present, dest_name)
+            self._journal.move_out(record)
+            self._cache.pop(name, None)
+        return str(self.paths.quarantine_entry(dest_name))
+
+    def _present_slots(self, name: str) -> list[str]:
+        directory = self.paths.certificates
+        return [s for s in FILE_SLOTS if (directory / f"{name}{FILE_SLOTS[s]}").exists()]
+
+    @staticmethod
+    def _file_mode(slot: str) -> int:
+        return KEY_MODE if slot in ("key", "pem", "pfx") else FILE_MODE
+
+
+def _file_stem(name: str) -> str | None:
+    try:
+        return safe_file_name(name)
+    except ConfigError:
+        return None
+
+
+def _entry_ident(entry: os.DirEntry[str] | None) -> _Ident | None:
+    if entry is None:
+        return None
+    try:
+        return _ident(entry.stat())
+    except FileNotFoundError:
+        return None
+
+
+def _cert_url(path: Path) -> str | None:
+    """certUrl of a lego resource file; None when absent or unreadable (not fatal)."""
+    try:
+        doc = orjson.loads(path.read_bytes())
+    except (OSError, orjson.JSONDecodeError) as exc:
+        log.warning("ignoring unreadable resource file %s: %s", path, exc)
+        return None
+    url = doc.get("certUrl") if isinstance(doc, dict) else None
+    return url if isinstance(url, str) and url else None
+
+
+def _read_optional(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise fsutil.store_error("read", path, exc) from None
+
+
+def _remove_temp_files(directory: Path) -> list[str]:
+    lines: list[str] = []
+    try:
+        names = [n for n in os.listdir(directory) if fsutil.is_temp_name(n)]
+    except FileNotFoundError:
+        return lines
+    except OSError as exc:
+        raise fsutil.store_error("list", directory, exc) from None
+    for name in names:
+        path = directory / name
+        try:
+            if fsutil.remove_file(path):
+                lines.append(f"removed leftover temp file {path}")
+        except OSError as exc:
+            raise fsutil.store_error("remove", path, exc) from None
+    return lines
+
+
+_ = PAIR_SLOTS

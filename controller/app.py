@@ -1,0 +1,119 @@
+"""Composition root: builds the adapters and steps from a Config. No logic of its own.
+
+Called by cli.py. Everything NJet-facing is skipped in store-only mode (`[njet] apiAddress = ""`).
+The ACME issuer is built lazily, so `diff` never registers an account or orders anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from controller.adapters.acme_client import AcmeIssuer
+from controller.adapters.challenges import ChallengeSolver, LocalHttp01Solver, LocalTlsAlpn01Solver
+from controller.adapters.njet_api import NjetClient, NjetRepeated
+from controller.adapters.probe import probe
+from controller.adapters.runtime_store import RuntimeStore
+from controller.adapters.statusfile import StatusFiles
+from controller.adapters.store import LegoStore
+from controller.config import Config
+from controller.desired import load_desired, merge_desired
+from controller.execute import Executor
+from controller.model import ChallengeType, Desired, KeyType
+from controller.observe import Gatherer, ProbeOutcome
+from controller.paths import StorePaths
+from controller.policy import PolicySettings
+from controller.ports import Issuer
+from controller.reconcile import Reconciler
+
+
+async def tls_probe(listen: str, sni: str, kind: str, timeout: float) -> ProbeOutcome:
+    return await probe(listen, sni, key_kind=kind, timeout=timeout)  # type: ignore[arg-type]
+
+
+def policy_settings(config: Config) -> PolicySettings:
+    return PolicySettings(
+        renew_before=timedelta(days=config.acme.renewBeforeDays),
+        default_key_type=config.acme.keyType or KeyType.RSA2048,
+        delete_grace=config.controller.deleteGracePeriod,
+        store_only=config.store_only,
+    )
+
+
+def build_solver(config: Config, njet: NjetClient | None) -> ChallengeSolver:
+    if config.acme.challengeType is ChallengeType.TLS:
+        return LocalTlsAlpn01Solver(config.acme.tlsChallengeServerAddress)
+    local = LocalHttp01Solver(config.acme.httpChallengeServerAddress)
+    if config.acme.proxyHttpChallengeServerIp and njet is not None:
+        from controller.adapters.njet_challenge import NjetProxyHttp01Solver
+
+        return NjetProxyHttp01Solver(
+            local,
+            njet=njet,
+            listen_ip=config.acme.proxyHttpChallengeServerIp,
+            port=config.acme.httpValidationPort,
+            upstream_address=config.acme.httpChallengeServerAddress,
+        )
+    return local
+
+
+@dataclass
+class App:
+    config: Config
+    paths: StorePaths = field(init=False)
+    store: LegoStore = field(init=False)
+    status_files: StatusFiles = field(init=False)
+    runtime: RuntimeStore = field(init=False)
+    njet: NjetClient | None = field(init=False, default=None)
+    solver: ChallengeSolver = field(init=False)
+    reconciler: Reconciler = field(init=False)
+    _issuer: Issuer | None = field(init=False, default=None)
+
+    def __post_init__(self) -> None:
+        cfg = self.config
+        self.paths = StorePaths(cfg.prefix)
+        self.store = LegoStore(self.paths)
+        self.status_files = StatusFiles(self.paths)
+        self.runtime = RuntimeStore(self.paths)
+        if not cfg.store_only:
+            self.njet = NjetClient(cfg.njet.apiAddress,
+                                   timeout=cfg.controller.probeTimeout.total_seconds())
+        self.solver = build_solver(cfg, self.njet)
+        settings = policy_settings(cfg)
+        timeout = cfg.controller.probeTimeout.total_seconds()
+        prober = None if cfg.store_only else tls_probe
+        gatherer = Gatherer(self.store, settings, njet=self.njet, prober=prober,
+                            probe_timeout=timeout)
+        executor = Executor(
+            store=self.store,
+            issuer_factory=self.issuer,
+            njet=self.njet,
+            prober=prober,
+            probe_timeout=timeout,
+            concurrency=cfg.controller.concurrency,
+            repeated_error=NjetRepeated,
+        )
+        self.reconciler = Reconciler(
+            settings=settings,
+            load_desired=self.load_desired,
+            gatherer=gatherer,
+            executor=executor,
+            status_store=self.status_files,
+        )
+
+    def load_desired(self) -> Desired:
+        base = load_desired(self.config.conf_path, key_type=self.config.acme.keyType)
+        extra: Sequence = self.runtime.load()  # type: ignore[type-arg]
+        return merge_desired(base, extra) if extra else base
+
+    async def issuer(self) -> Issuer:
+        if self._issuer is None:
+            self._issuer = AcmeIssuer.from_config(self.config, self.paths, self.solver)
+        return self._issuer
+
+    async def close(self) -> None:
+        if self._issuer is not None:
+            await self._issuer.close()
+        if self.njet is not None:
+            await self.njet.close()

@@ -1,0 +1,196 @@
+"""Command line: `njet-cert-manager [-p PREFIX] [-c TOML] [run|reconcile|diff|certs list|schema]`.
+
+With no subcommand it runs the loop: that is exactly how NJet launches a copilot
+(argv `[prog, "-p", prefix, "-c", toml]`, empty environment, any working directory).
+Exit codes: 0 ok / in sync; 1 error or (reconcile) something could not progress; 2 (diff)
+changes pending.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+from controller import __version__
+from controller.config import Config, load_config, unknown_keys
+from controller.errors import ConfigError, ControllerError
+from controller.logs import log_event, setup_logging
+from controller.render import plan_to_dict, plan_to_text
+
+DEFAULT_PREFIX = "/usr/local/njet"
+DEFAULT_CONFIG = "conf/cert-manager.toml"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="njet-cert-manager",
+        description="Keeps NJet's TLS certificates issued, renewed and applied through ACME.",
+    )
+    p.add_argument("-p", "--prefix", default=DEFAULT_PREFIX,
+                   help="NJet prefix; .lego/ lives here, relative paths resolve against it")
+    p.add_argument("-c", "--config", default=DEFAULT_CONFIG,
+                   help="TOML config (relative: against the prefix, then the working dir)")
+    p.add_argument("-v", "--verbose", action="count", default=None,
+                   help="more logging (overrides [log] v)")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = p.add_subparsers(dest="command")
+    sub.add_parser("run", help="the long-running controller (default)")
+    sub.add_parser("reconcile", help="passes until converged (0) or stuck (1), then exit")
+    d = sub.add_parser("diff", help="dry run: what would be done and why (0 in sync, 2 pending)")
+    d.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    c = sub.add_parser("certs", help="inspect stored certificates")
+    csub = c.add_subparsers(dest="certs_command", required=True)
+    cl = csub.add_parser("list", help="table of stored certificates")
+    cl.add_argument("-o", "--output", choices=["table", "wide", "json"], default="table")
+    sub.add_parser("schema", help="print the JSON schema of the TOML config")
+    return p
+
+
+def resolve_config(prefix: Path, value: str) -> Path:
+    p = Path(value)
+    if p.is_absolute():
+        return p
+    under_prefix = prefix / p
+    if under_prefix.exists() or not (Path.cwd() / p).exists():
+        return under_prefix
+    return (Path.cwd() / p).resolve()
+
+
+def load(args: argparse.Namespace) -> Config:
+    prefix = Path(args.prefix).expanduser().resolve()
+    cfg = load_config(resolve_config(prefix, args.config), prefix=prefix)
+    verbosity = args.verbose if args.verbose is not None else cfg.log.v
+    setup_logging(verbosity=verbosity, fmt=cfg.log.format)
+    for key in unknown_keys(cfg):
+        log_event("unknown config key ignored", level=logging.WARNING, key=key, file=cfg.source)
+    return cfg
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "schema":
+        sys.stdout.write(orjson.dumps(Config.model_json_schema(),
+                                      option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    try:
+        cfg = load(args)
+        return asyncio.run(dispatch(args, cfg))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except ControllerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+async def dispatch(args: argparse.Namespace, cfg: Config) -> int:
+    from controller.app import App
+
+    if args.command in (None, "run"):
+        from controller.service import run_service
+
+        return await run_service(cfg)
+    app = App(cfg)
+    try:
+        if args.command == "diff":
+            return await cmd_diff(app, args.output)
+        if args.command == "reconcile":
+            return await cmd_reconcile(app)
+        if args.command == "certs":
+            return cmd_certs_list(app, args.output)
+    finally:
+        await app.close()
+    return 1
+
+
+async def cmd_diff(app: object, output: str) -> int:
+    from controller.app import App
+
+    assert isinstance(app, App)
+    result = await app.reconciler.compute(probe=True)
+    if output == "json":
+        now = datetime.now(UTC)
+        sys.stdout.write(orjson.dumps(plan_to_dict(result.plan, now=now),
+                                      option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        print(plan_to_text(result.plan))
+    return 0 if result.plan.in_sync else 2
+
+
+async def cmd_reconcile(app: object) -> int:
+    from controller.adapters.lock import StoreLock
+    from controller.app import App
+
+    assert isinstance(app, App)
+    lock = StoreLock(app.paths)
+    if not await lock.acquire_async(timeout=60.0):
+        print("error: another instance holds the store lock", file=sys.stderr)
+        return 1
+    try:
+        for line in app.store.recover():
+            log_event("store recovery", detail=line)
+        result = await app.reconciler.converge(probe=True)
+        final = result
+        if final.plan.actions:
+            final = await app.reconciler.compute(probe=False)
+        for o in result.outcomes:
+            if not o.ok and not o.skipped:
+                print(f"failed {o.action.kind} {o.action.domain}: {o.error}", file=sys.stderr)
+        if final.plan.in_sync:
+            print(plan_to_text(final.plan))
+            return 0
+        print("not converged; left:", file=sys.stderr)
+        print(plan_to_text(final.plan), file=sys.stderr)
+        return 1
+    finally:
+        lock.release()
+
+
+def cmd_certs_list(app: object, output: str) -> int:
+    from controller.app import App
+
+    assert isinstance(app, App)
+    stored, problems = app.store.load_all()
+    now = datetime.now(UTC)
+    rows = []
+    for domain in sorted(stored):
+        info = stored[domain].info
+        rows.append({
+            "domain": domain,
+            "names": list(info.names),
+            "subject_cn": info.common_name,
+            "not_after": info.not_after.isoformat(),
+            "days_left": round((info.not_after - now).total_seconds() / 86400, 1),
+            "key_type": info.key_type.value if info.key_type else "unknown",
+            "serial": info.serial,
+            "issuer": info.issuer,
+        })
+    if output == "json":
+        doc = {"certificates": rows, "problems": dict(problems)}
+        sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
+        return 0
+    cols = ["domain", "names", "not_after", "days_left", "key_type", "serial"]
+    if output == "wide":
+        cols += ["subject_cn", "issuer"]
+    table = [[str(c).upper() for c in cols]]
+    for r in rows:
+        table.append([",".join(r["names"]) if c == "names" else str(r[c]) for c in cols])
+    widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    for domain, why in sorted(problems.items()):
+        print(f"problem: {domain}: {why}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,240 @@
+"""Runs planned actions and returns one Outcome per action; never raises for an action's error.
+
+Called by reconcile.py with the actions of one pass. Each action re-checks its precondition
+right before acting (the stored fingerprint it expects), issue/renew go ACME → store swap →
+apply → verify, and every apply is proved by a real TLS handshake (NJet's code 0 — or 11,
+"repeated" — proves nothing). Errors become outcomes: temporary (retry after a delay) or
+permanent; the per-certificate backoff lives in status (fold.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from controller.certinfo import key_matches_cert
+from controller.errors import ConfigError, ControllerError, PermanentError, TemporaryError
+from controller.faultpoints import fault_point
+from controller.fold import Outcome
+from controller.logs import log_event
+from controller.model import KeyType, NjetTarget
+from controller.observe import Prober
+from controller.plan import Action, ActionKind
+from controller.ports import CertStore, Issuer
+
+
+class NjetWriter(Protocol):
+    async def add_cert(
+        self,
+        *,
+        listens: Sequence[str],
+        server_names: Sequence[str],
+        cert_type: str,
+        cert_pem: bytes,
+        key_pem: bytes,
+    ) -> None: ...
+
+
+class RepeatedError(Protocol):
+    """Marker: adapters/njet_api.NjetRepeated (code 11 on add)."""
+
+
+IssuerFactory = Callable[[], Awaitable[Issuer]]
+AcmeObserver = Callable[[str, float], None]  # (outcome "ok"|"temporary"|"permanent", seconds)
+
+APPLY_ATTEMPTS = 3
+VERIFY_ATTEMPTS = 4
+VERIFY_DELAY = 0.15
+
+
+@dataclass
+class Executor:
+    store: CertStore
+    issuer_factory: IssuerFactory
+    njet: NjetWriter | None = None
+    prober: Prober | None = None
+    probe_timeout: float = 5.0
+    concurrency: int = 8
+    repeated_error: type[BaseException] | None = None
+    on_acme: AcmeObserver | None = None
+
+    async def execute(self, actions: Sequence[Action]) -> list[Outcome]:
+        sem = asyncio.Semaphore(self.concurrency)
+
+        async def guarded(a: Action) -> Outcome:
+            async with sem:
+                return await self._run(a)
+
+        return list(await asyncio.gather(*(guarded(a) for a in actions)))
+
+    async def _run(self, action: Action) -> Outcome:
+        started = time.monotonic()
+        try:
+            if action.kind in (ActionKind.ISSUE, ActionKind.RENEW):
+                outcome = await self._issue(action)
+            elif action.kind is ActionKind.APPLY:
+                outcome = await self._apply_stored(action)
+            else:
+                outcome = self._delete(action)
+        except TemporaryError as exc:
+            outcome = Outcome(action, ok=False, error=str(exc), retry_after=exc.retry_after)
+        except (PermanentError, ConfigError) as exc:
+            outcome = Outcome(action, ok=False, error=str(exc), permanent=True)
+        except ControllerError as exc:
+            outcome = Outcome(action, ok=False, error=str(exc))
+        except Exception as exc:  # an action must never take the loop down
+            outcome = Outcome(action, ok=False, error=f"unexpected {type(exc).__name__}: {exc}")
+            log_event("unexpected error", level=logging.ERROR, domain=action.domain,
+                      error=repr(exc))
+        log_event(
+            f"{action.kind} {'done' if outcome.ok else 'skipped' if outcome.skipped else 'failed'}",
+            level=logging.INFO if outcome.ok or outcome.skipped else logging.WARNING,
+            domain=action.domain,
+            reason=action.reason.value,
+            seconds=round(time.monotonic() - started, 3),
+            **({"error": outcome.error} if outcome.error else {}),
+        )
+        return outcome
+
+    # -- issue / renew ---------------------------------------------------------------------
+
+    async def _issue(self, action: Action) -> Outcome:
+        assert action.spec is not None and action.key_type is not None
+        current = self.store.get(action.domain)
+        current_fp = current.info.fingerprint if current else None
+        if current_fp != action.expected_fingerprint:
+            return Outcome(action, ok=False, skipped=True,
+                           error="store changed since the plan was made")
+        issuer = await self.issuer_factory()
+        t0 = time.monotonic()
+        try:
+            issued = await issuer.issue(action.spec, action.key_type)
+        except TemporaryError:
+            self._acme("temporary", t0)
+            raise
+        except (PermanentError, ConfigError):
+            self._acme("permanent", t0)
+            raise
+        self._acme("ok", t0)
+        fault_point("execute.after_order")
+        stored = await asyncio.to_thread(self.store.put, action.domain, issued)
+        fault_point("execute.after_store")
+        fp = stored.info.fingerprint
+        if action.target is None or self.njet is None:
+            return Outcome(action, ok=True, stored_fingerprint=fp)
+        try:
+            served = await self._apply(action.target, action.spec.names[0], action.key_type,
+                                       issued.cert_pem, issued.key_pem, fp)
+        except ControllerError as exc:
+            if action.kind is ActionKind.ISSUE:
+                where = await asyncio.to_thread(self.store.quarantine, action.domain)
+                log_event("first issuance could not be applied: pair quarantined",
+                          level=logging.WARNING, domain=action.domain, moved_to=where)
+            return Outcome(action, ok=False, error=f"issued but not applied: {exc}",
+                           stored_fingerprint=fp, needs_new_key=_is_trap(exc))
+        return Outcome(action, ok=True, stored_fingerprint=fp, served_fingerprint=served)
+
+    def _acme(self, outcome: str, t0: float) -> None:
+        if self.on_acme is not None:
+            self.on_acme(outcome, time.monotonic() - t0)
+
+    # -- apply -----------------------------------------------------------------------------
+
+    async def _apply_stored(self, action: Action) -> Outcome:
+        assert action.spec is not None and action.key_type is not None
+        stored = self.store.get(action.domain)
+        if stored is None or stored.info.fingerprint != action.expected_fingerprint:
+            return Outcome(action, ok=False, skipped=True,
+                           error="store changed since the plan was made")
+        if action.target is None or self.njet is None:
+            return Outcome(action, ok=False, error="no NJet target to apply to")
+        cert_pem = self.store.cert_pem(action.domain)
+        key_pem = self.store.key_pem(action.domain)
+        if cert_pem is None or key_pem is None:
+            return Outcome(action, ok=False, skipped=True, error="pair vanished from the store")
+        key_type = stored.info.key_type or action.key_type
+        try:
+            served = await self._apply(action.target, action.spec.names[0], key_type,
+                                       cert_pem, key_pem, stored.info.fingerprint)
+        except ControllerError as exc:
+            return Outcome(action, ok=False, error=str(exc), needs_new_key=_is_trap(exc),
+                           retry_after=getattr(exc, "retry_after", None))
+        return Outcome(action, ok=True, served_fingerprint=served)
+
+    async def _apply(
+        self,
+        target: NjetTarget,
+        sni: str,
+        key_type: KeyType,
+        cert_pem: bytes,
+        key_pem: bytes,
+        fingerprint: str,
+    ) -> str:
+        """PUT the pair inline, then prove it is served; returns the served fingerprint."""
+        assert self.njet is not None
+        if not key_matches_cert(key_pem, cert_pem):
+            raise PermanentError("refusing to push a certificate whose key does not match")
+        last: str = "not attempted"
+        for attempt in range(1, APPLY_ATTEMPTS + 1):
+            repeated = False
+            try:
+                await self.njet.add_cert(listens=target.listens, server_names=target.server_names,
+                                         cert_type=key_type.njet_cert_type, cert_pem=cert_pem,
+                                         key_pem=key_pem)
+            except TemporaryError as exc:
+                last = str(exc)
+                await asyncio.sleep(0.2 * attempt)
+                continue
+            except ControllerError as exc:
+                if self.repeated_error is not None and isinstance(exc, self.repeated_error):
+                    repeated = True
+                else:
+                    raise
+            fault_point("execute.after_apply")
+            served = await self._verify(target.listens[0], sni, key_type.njet_cert_type,
+                                        fingerprint)
+            if served == fingerprint:
+                return served
+            shown = served[:16] if served else "no certificate (handshake failed)"
+            last = f"NJet {'answered repeated' if repeated else 'accepted it'} but serves {shown}"
+            if repeated:
+                raise ApplyTrapError(last + "; only a fresh key and certificate get out of this")
+        raise TemporaryError(f"apply to {target.listens[0]} {sni} failed: {last}")
+
+    async def _verify(self, listen: str, sni: str, kind: str, expected: str) -> str | None:
+        """Handshake until `expected` is served (NJet's workers apply a moment after the
+        agent answers) or the attempts run out; returns the last fingerprint seen."""
+        if self.prober is None:
+            raise ConfigError("no TLS prober configured: cannot verify an apply")
+        served: str | None = None
+        for i in range(VERIFY_ATTEMPTS):
+            res = await self.prober(listen, sni, kind, self.probe_timeout)
+            served = res.fingerprint
+            if served == expected:
+                return served
+            await asyncio.sleep(VERIFY_DELAY * (i + 1))
+        return served
+
+    # -- delete ----------------------------------------------------------------------------
+
+    def _delete(self, action: Action) -> Outcome:
+        stored = self.store.get(action.domain)
+        if stored is None:
+            return Outcome(action, ok=True)
+        if stored.info.fingerprint != action.expected_fingerprint:
+            return Outcome(action, ok=False, skipped=True,
+                           error="store changed since the plan was made")
+        self.store.delete(action.domain)
+        return Outcome(action, ok=True)
+
+
+class ApplyTrapError(TemporaryError):
+    """NJet answers code 11 for the first cert ever pushed to a block, which it does not serve."""
+
+
+def _is_trap(exc: BaseException) -> bool:
+    return isinstance(exc, ApplyTrapError)

@@ -1,0 +1,467 @@
+"""Our own nginx-syntax parser for njet.conf, and the http server blocks read from it.
+
+Called by desired.py (load_desired) at every pass; pure apart from reading the conf files.
+
+Syntax follows nginx's ngx_conf_read_token: words end at whitespace, ";" or "{"; `#` starts a
+comment only at the start of a word; '…' and "…" quote (escapes \\" \\' \\\\ \\t \\r \\n are
+unescaped, any other backslash pair is kept as written, so regexes like `\\b` survive);
+`$var` / `${var}` stay text; a closing quote must be followed by whitespace, ";", "{" or ")".
+`include` paths (globs allowed, sorted order) resolve against the directory of the main conf
+file, like nginx's conf_prefix, also inside included files; a glob matching nothing is fine, a
+missing plain path is an error. Every problem raises ConfSyntaxError naming `file:line`.
+
+Listens are spelled the way NJet's GET /api/v1/ssl shows them: `8444` and `*:8444` become
+`0.0.0.0:8444`, IPv6 keeps brackets in compressed form (`[::1]:8445`, `[::]:443`), `localhost`
+becomes `127.0.0.1` (the only host name accepted; others raise ConfigError because resolving
+them here would make the result depend on DNS). `unix:` listens are skipped by http_servers
+(they can neither be probed nor reached by a CA) and rejected by normalize_listen.
+"""
+
+from __future__ import annotations
+
+import glob
+import ipaddress
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from controller.errors import ConfigError
+
+
+class ConfSyntaxError(ConfigError):
+    """njet.conf cannot be used; `file`/`line` say where (line 0: the file as a whole)."""
+
+    def __init__(self, reason: str, *, file: str, line: int) -> None:
+        super().__init__(f"{file}:{line}: {reason}" if line > 0 else f"{file}: {reason}")
+        self.reason = reason
+        self.file = file
+        self.line = line
+
+
+@dataclass(frozen=True)
+class Directive:
+    name: str
+    args: tuple[str, ...]
+    block: tuple[Directive, ...] | None  # None for a simple directive ending in ";"
+    file: str
+    line: int
+
+
+# --- tokenizer -----------------------------------------------------------------------------
+
+_ESCAPES = {'"': '"', "'": "'", "\\": "\\", "t": "\t", "r": "\r", "n": "\n"}
+_WORD_END = frozenset(" \t\r\n;{")
+_AFTER_QUOTE = frozenset(" \t\r\n;{)")
+
+
+@dataclass(frozen=True)
+class _Token:
+    kind: str  # "word", ";", "{", "}"
+    text: str
+    line: int
+    quoted: bool = False
+    starts_line: bool = False  # first token on its line (for the missing-";" check)
+
+
+def _unescape(nxt: str) -> str:
+    return _ESCAPES.get(nxt, "\\" + nxt)
+
+
+def _tokenize(text: str, file: str) -> list[_Token]:
+    tokens: list[_Token] = []
+    i, n, line, last_line = 0, len(text), 1, 0
+    while i < n:
+        ch = text[i]
+        start = line
+        if ch == "\n":
+            line += 1
+            i += 1
+            continue
+        if ch in " \t\r":
+            i += 1
+            continue
+        if ch == "#":
+            end = text.find("\n", i)
+            i = n if end < 0 else end
+            continue
+        if ch in ";{}":
+            tokens.append(_Token(ch, ch, line, starts_line=line != last_line))
+            i += 1
+        elif ch in "\"'":
+            value, i, line = _quoted(text, i, line, file)
+            tokens.append(_Token("word", value, start, True, start != last_line))
+            if i < n and text[i] not in _AFTER_QUOTE:
+                raise ConfSyntaxError(
+                    f'unexpected "{text[i]}" right after a closing quote '
+                    '(a space, ";" or "{" must follow it)',
+                    file=file,
+                    line=line,
+                )
+        else:
+            value, i, line = _bare(text, i, line)
+            tokens.append(_Token("word", value, start, False, start != last_line))
+        last_line = line
+    return tokens
+
+
+def _quoted(text: str, i: int, line: int, file: str) -> tuple[str, int, int]:
+    quote, start, j, buf = text[i], line, i + 1, []
+    while j < len(text):
+        c = text[j]
+        if c == "\\" and j + 1 < len(text):
+            buf.append(_unescape(text[j + 1]))
+            line += text[j + 1] == "\n"
+            j += 2
+            continue
+        if c == quote:
+            return "".join(buf), j + 1, line
+        line += c == "\n"
+        buf.append(c)
+        j += 1
+    kind = "double" if quote == '"' else "single"
+    raise ConfSyntaxError(
+        f"unterminated {kind}-quoted string (the opening {quote} is on this line)",
+        file=file,
+        line=start,
+    )
+
+
+def _bare(text: str, i: int, line: int) -> tuple[str, int, int]:
+    buf: list[str] = []
+    after_dollar = False
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and i + 1 < len(text):
+            buf.append(_unescape(text[i + 1]))
+            line += text[i + 1] == "\n"
+            i += 2
+        elif c in _WORD_END and not (c == "{" and after_dollar):  # "${" continues a variable
+            break
+        else:
+            buf.append(c)
+            i += 1
+        after_dollar = c == "$"
+    return "".join(buf), i, line
+
+
+# --- parser --------------------------------------------------------------------------------
+
+_MAX_DEPTH = 64
+_BLOCK_ONLY = frozenset({"http", "events", "stream", "mail", "location", "upstream", "map",
+                         "types", "geo", "split_clients", "limit_except", "if"})
+_SERVER_PARENTS = frozenset({"http", "stream", "mail"})
+# Directives we interpret: (min args, max args or None).
+_SIMPLE_ARITY: dict[str, tuple[int, int | None]] = {
+    "listen": (1, None),
+    "server_name": (1, None),
+    "ssl_certificate": (1, 1),
+    "ssl_certificate_key": (1, 1),
+    "ssl_certificate_management": (1, 1),
+    "ssl": (1, 1),
+    "include": (1, 1),
+}
+# A line starting with one of these inside an interpreted directive means a forgotten ";".
+_LIKELY_DIRECTIVES = frozenset({
+    "listen", "server_name", "ssl_certificate", "ssl_certificate_key", "include",
+    "ssl_certificate_management", "location", "server", "root", "index", "return", "rewrite",
+    "proxy_pass", "proxy_set_header", "add_header", "access_log", "error_log", "error_page",
+    "try_files", "alias", "allow", "deny", "ssl_protocols", "ssl_ciphers", "ssl_session_cache",
+    "ssl_session_timeout", "ssl_prefer_server_ciphers", "keepalive_timeout", "charset",
+    "client_max_body_size", "gzip",
+})
+
+
+class _Parser:
+    def __init__(self, tokens: list[_Token], file: str) -> None:
+        self.tokens = tokens
+        self.file = file
+        self.pos = 0
+
+    def error(self, reason: str, line: int) -> ConfSyntaxError:
+        return ConfSyntaxError(reason, file=self.file, line=line)
+
+    def block(self, opener: _Token | None, depth: int) -> tuple[Directive, ...]:
+        out: list[Directive] = []
+        words: list[_Token] = []
+        while self.pos < len(self.tokens):
+            tok = self.tokens[self.pos]
+            self.pos += 1
+            if tok.kind == "word":
+                words.append(tok)
+                continue
+            if tok.kind == "}":
+                if words:
+                    raise self.error(f'directive "{words[0].text}" is not terminated by ";" '
+                                     f'(found "}}" on line {tok.line})', words[0].line)
+                if opener is None:
+                    raise self.error('unexpected "}": no block is open here', tok.line)
+                return tuple(out)
+            if not words:
+                raise self.error(f'unexpected "{tok.kind}": no directive name before it',
+                                 tok.line)
+            children: tuple[Directive, ...] | None = None
+            if tok.kind == "{":
+                if depth >= _MAX_DEPTH:
+                    raise self.error(f"blocks nested deeper than {_MAX_DEPTH} levels", tok.line)
+                children = self.block(words[0], depth + 1)
+            out.append(self.directive(words, children, opener))
+            words = []
+        if words:
+            raise self.error(f'directive "{words[0].text}" is not terminated by ";" '
+                             "(end of file reached)", words[0].line)
+        if opener is not None:
+            raise self.error(f'block "{opener.text}" opened on this line is never closed: '
+                             'missing "}" (end of file reached)', opener.line)
+        return tuple(out)
+
+    def directive(self, words: list[_Token], children: tuple[Directive, ...] | None,
+                  opener: _Token | None) -> Directive:
+        head = words[0]
+        name = head.text
+        parent = opener.text if opener is not None else None
+        if name in _BLOCK_ONLY or (name == "server" and parent in _SERVER_PARENTS):
+            if children is None:
+                raise self.error(f'directive "{name}" has no opening "{{"', head.line)
+        elif name in _SIMPLE_ARITY:
+            for w in words[1:]:
+                if w.starts_line and not w.quoted and w.text in _LIKELY_DIRECTIVES:
+                    raise self.error(f'directive "{name}" is not terminated by ";" '
+                                     f'("{w.text}" on line {w.line} was read as its argument)',
+                                     head.line)
+            if children is not None:
+                raise self.error(f'directive "{name}" is not terminated by ";"', head.line)
+            low, high = _SIMPLE_ARITY[name]
+            count = len(words) - 1
+            if count < low or (high is not None and count > high):
+                raise self.error(f'invalid number of arguments in "{name}" directive '
+                                 f"({count})", head.line)
+        return Directive(name, tuple(w.text for w in words[1:]), children, self.file, head.line)
+
+
+def parse_text(text: str, *, file: str = "<string>") -> tuple[Directive, ...]:
+    """Parse one conf text; `include` directives are kept as they are (not expanded)."""
+    return _Parser(_tokenize(text.removeprefix("\ufeff"), file), file).block(None, 0)
+
+
+def parse_file(path: Path) -> tuple[Directive, ...]:
+    """Parse the main conf file with every `include` expanded in place, recursively."""
+    main = Path(os.path.abspath(path))
+    directives = parse_text(_read(main, None), file=str(main))
+    return _expand(directives, main.parent, (os.path.realpath(main),))
+
+
+def _read(path: Path, site: Directive | None) -> str:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        if site is None:
+            raise ConfSyntaxError(f"cannot read the configuration file: {why}",
+                                  file=str(path), line=0) from exc
+        raise ConfSyntaxError(f'include "{site.args[0]}": cannot read {path}: {why}',
+                              file=site.file, line=site.line) from exc
+    return data.decode("utf-8", errors="replace")
+
+
+def _expand(directives: Sequence[Directive], conf_dir: Path,
+            stack: tuple[str, ...]) -> tuple[Directive, ...]:
+    out: list[Directive] = []
+    for d in directives:
+        if d.name == "include" and d.block is None:
+            for target in _include_targets(d, conf_dir):
+                real = os.path.realpath(target)
+                if real in stack:
+                    chain = " -> ".join((*stack[stack.index(real):], real))
+                    raise ConfSyntaxError(f'include "{d.args[0]}": include loop ({chain})',
+                                          file=d.file, line=d.line)
+                if len(stack) >= _MAX_DEPTH:
+                    raise ConfSyntaxError(f'include "{d.args[0]}": includes nested deeper '
+                                          f"than {_MAX_DEPTH} levels", file=d.file, line=d.line)
+                inner = parse_text(_read(target, d), file=str(target))
+                out.extend(_expand(inner, conf_dir, (*stack, real)))
+        elif d.block is not None:
+            out.append(replace(d, block=_expand(d.block, conf_dir, stack)))
+        else:
+            out.append(d)
+    return tuple(out)
+
+
+def _include_targets(site: Directive, conf_dir: Path) -> list[Path]:
+    pattern = site.args[0]
+    if not any(c in pattern for c in "*?["):
+        return [conf_dir / pattern]  # an absolute pattern replaces conf_dir
+    full = os.path.join(glob.escape(str(conf_dir)), pattern)
+    return [Path(p) for p in sorted(glob.glob(full))]
+
+
+# --- listens ---------------------------------------------------------------------------------
+
+_PORT_RE = re.compile(r"^[0-9]{1,5}$")
+
+
+@dataclass(frozen=True)
+class ListenSpec:
+    raw: str  # as written: "8444", "127.0.0.1:8443", "[::1]:8445", "*:443"
+    address: str  # as NJet's GET /api/v1/ssl spells it: "0.0.0.0:8444", "[::1]:8445"
+    port: int
+    ssl: bool  # the `ssl` parameter is present (or `ssl on;` is in effect)
+
+
+def _port(text: str, raw: str) -> int:
+    if not _PORT_RE.match(text) or not 1 <= int(text) <= 65535:
+        raise ConfigError(f'listen "{raw}": invalid port "{text}" (expected 1-65535)')
+    return int(text)
+
+
+def normalize_listen(raw: str) -> str:
+    """A listen address as NJet's GET /api/v1/ssl spells it; ConfigError when unusable."""
+    s = raw.strip()
+    if not s:
+        raise ConfigError("listen: empty address")
+    if s.startswith("unix:"):
+        raise ConfigError(f'listen "{raw}": unix sockets are not supported (no TCP to probe)')
+    if s.startswith("["):
+        host, sep, rest = s[1:].partition("]")
+        try:
+            ip6 = ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ConfigError(f'listen "{raw}": "{host}" is not an IPv6 address') from None
+        if not sep or (rest and not rest.startswith(":")):
+            raise ConfigError(f'listen "{raw}": expected "[address]:port"')
+        return f"[{ip6.compressed}]:{_port(rest[1:], raw) if rest else 80}"
+    if _PORT_RE.match(s):
+        return f"0.0.0.0:{_port(s, raw)}"
+    host, sep, port_text = s.rpartition(":")
+    if not sep:
+        host, port_text = s, "80"
+    if ":" in host:
+        raise ConfigError(f'listen "{raw}": IPv6 addresses must be written in brackets')
+    if host == "*":
+        return f"0.0.0.0:{_port(port_text, raw)}"
+    if host.lower() == "localhost":
+        return f"127.0.0.1:{_port(port_text, raw)}"
+    try:
+        ip4 = ipaddress.IPv4Address(host)
+    except ValueError:
+        raise ConfigError(f'listen "{raw}": "{host}" is not an IP address; host names other '
+                          "than localhost are not supported (write the address)") from None
+    return f"{ip4}:{_port(port_text, raw)}"
+
+
+def parse_listen(args: Sequence[str], *, ssl_on: bool = False) -> ListenSpec:
+    """A ListenSpec from a `listen` directive's arguments."""
+    address = normalize_listen(args[0])
+    return ListenSpec(args[0], address, int(address.rpartition(":")[2]),
+                      ssl_on or "ssl" in args[1:])
+
+
+DEFAULT_LISTEN = ListenSpec(raw="*:80", address="0.0.0.0:80", port=80, ssl=False)
+
+
+# --- http server blocks --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerBlock:
+    """One `server {}` of an `http {}`. Certificate paths are resolved against the conf dir
+    when http_servers got one (nginx resolves them against its conf_prefix), else as written."""
+
+    names: tuple[str, ...]  # server_name args in order, as written
+    listens: tuple[ListenSpec, ...]
+    managed: bool  # `ssl_certificate_management acme` in effect
+    ssl_certificate: str | None
+    ssl_certificate_key: str | None
+    file: str
+    line: int
+
+    @property
+    def has_ssl_listen(self) -> bool:
+        return any(listen.ssl for listen in self.listens)
+
+    @property
+    def origin(self) -> str:
+        return f"{self.file}:{self.line}"
+
+
+@dataclass(frozen=True)
+class _Tls:
+    managed: bool = False
+    ssl_on: bool = False
+    certificate: str | None = None
+    key: str | None = None
+
+
+def _switch(d: Directive, on: str) -> bool:
+    value = d.args[0].lower()
+    if value not in (on, "off"):
+        raise ConfSyntaxError(f'invalid value "{d.args[0]}" in "{d.name}" directive '
+                              f'(expected "{on}" or "off")', file=d.file, line=d.line)
+    return value == on
+
+
+def _tls(block: Sequence[Directive], inherited: _Tls) -> _Tls:
+    """Settings of one level; a level that sets ssl_certificate replaces the inherited one."""
+    managed, ssl_on = inherited.managed, inherited.ssl_on
+    cert: str | None = None
+    key: str | None = None
+    for d in block:
+        if d.name == "ssl_certificate_management":
+            managed = _switch(d, "acme")
+        elif d.name == "ssl":
+            ssl_on = _switch(d, "on")
+        elif d.name == "ssl_certificate" and cert is None:
+            cert = d.args[0]
+        elif d.name == "ssl_certificate_key" and key is None:
+            key = d.args[0]
+    return _Tls(managed, ssl_on, cert or inherited.certificate, key or inherited.key)
+
+
+def _resolve(path: str | None, conf_dir: Path | None) -> str | None:
+    if path is None or conf_dir is None or path.startswith("data:") or "$" in path:
+        return path
+    return os.path.normpath(os.path.join(os.path.abspath(conf_dir), path))
+
+
+def _server(d: Directive, inherited: _Tls, conf_dir: Path | None) -> ServerBlock:
+    assert d.block is not None
+    tls = _tls(d.block, inherited)
+    names: list[str] = []
+    listens: list[ListenSpec] = []
+    for child in d.block:
+        if child.name == "server_name":
+            names.extend(child.args)
+        elif child.name == "listen" and not child.args[0].startswith("unix:"):
+            try:
+                listens.append(parse_listen(child.args, ssl_on=tls.ssl_on))
+            except ConfigError as exc:
+                raise ConfSyntaxError(str(exc), file=child.file, line=child.line) from None
+    has_listen = any(c.name == "listen" for c in d.block)
+    return ServerBlock(
+        names=tuple(names),
+        listens=tuple(listens) if has_listen else (replace(DEFAULT_LISTEN, ssl=tls.ssl_on),),
+        managed=tls.managed,
+        ssl_certificate=_resolve(tls.certificate, conf_dir),
+        ssl_certificate_key=_resolve(tls.key, conf_dir),
+        file=d.file,
+        line=d.line,
+    )
+
+
+def http_servers(directives: Sequence[Directive], *,
+                 conf_dir: Path | None = None) -> tuple[ServerBlock, ...]:
+    """Every `server {}` directly inside every top-level `http {}` (never `stream {}`), in order.
+
+    `ssl_certificate_management`, `ssl` and `ssl_certificate(_key)` set at `http {}` level are
+    inherited by every server unless the server sets its own. Raises ConfSyntaxError for an
+    unusable listen or switch value.
+    """
+    out: list[ServerBlock] = []
+    for http in directives:
+        if http.name != "http" or http.block is None:
+            continue
+        inherited = _tls(http.block, _Tls())
+        out.extend(_server(d, inherited, conf_dir)
+                   for d in http.block if d.name == "server" and d.block is not None)
+    return tuple(out)

@@ -1,0 +1,130 @@
+"""The one gatherer: store + NJet's GET /api/v1/ssl + TLS probes → Observed.
+
+Called by reconcile.py at the start of every pass (probing only when asked: after start, on
+NJet's start/reload events and at the periodic resync — never on every pass). Never raises for
+an unreachable NJet: that becomes `Observed.njet_error`, and the plan waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from controller.certinfo import key_type_of_cert
+from controller.errors import ControllerError
+from controller.logs import log_event
+from controller.model import Desired, KeyType, NjetTarget, Observed, ServedCert
+from controller.njetmatch import MatchStatus, NjetServer, match_server
+from controller.plan import wanted_key_type
+from controller.policy import PolicySettings
+from controller.ports import CertStore
+
+
+class NjetReader(Protocol):
+    async def get_ssl(self) -> tuple[NjetServer, ...]: ...
+
+
+class ProbeOutcome(Protocol):
+    @property
+    def fingerprint(self) -> str | None: ...
+    @property
+    def error(self) -> str | None: ...
+
+
+Prober = Callable[[str, str, str, float], Awaitable[ProbeOutcome]]
+"""(listen, sni, key_kind "rsa"|"ecc", timeout) -> result with .fingerprint / .error."""
+
+
+@dataclass
+class Gatherer:
+    store: CertStore
+    settings: PolicySettings
+    njet: NjetReader | None = None
+    prober: Prober | None = None
+    probe_timeout: float = 5.0
+    _bootstrap: dict[str, tuple[int, KeyType | None]] = field(default_factory=dict)
+
+    async def observe(self, desired: Desired, *, probe: bool = False) -> Observed:
+        stored, problems = self.store.load_all()
+        bootstrap = self._bootstrap_types(desired)
+        if self.njet is None:
+            return Observed(stored=stored, problems=problems, bootstrap_key_types=bootstrap)
+        try:
+            servers = await self.njet.get_ssl()
+        except ControllerError as exc:
+            return Observed(stored=stored, problems=problems, bootstrap_key_types=bootstrap,
+                            njet_error=str(exc))
+        targets, unmatched = match_all(desired, servers)
+        served: dict[str, ServedCert] = {}
+        if probe and self.prober is not None:
+            served = await self._probe(desired, targets, bootstrap)
+        return Observed(
+            stored=stored,
+            problems=problems,
+            bootstrap_key_types=bootstrap,
+            njet_targets=targets,
+            njet_unmatched=unmatched,
+            served=served,
+        )
+
+    def _bootstrap_types(self, desired: Desired) -> dict[str, KeyType]:
+        out: dict[str, KeyType] = {}
+        for domain, spec in desired.specs.items():
+            if not spec.bootstrap_cert:
+                continue
+            kt = self._bootstrap_type(spec.bootstrap_cert)
+            if kt is not None:
+                out[domain] = kt
+        return out
+
+    def _bootstrap_type(self, path: str) -> KeyType | None:
+        try:
+            mtime = Path(path).stat().st_mtime_ns
+        except OSError:
+            return None
+        cached = self._bootstrap.get(path)
+        if cached is not None and cached[0] == mtime:
+            return cached[1]
+        try:
+            kt = key_type_of_cert(Path(path).read_bytes())
+        except (OSError, ValueError) as exc:
+            log_event("bootstrap certificate unreadable", level=logging.DEBUG, path=path,
+                      error=str(exc))
+            kt = None
+        self._bootstrap[path] = (mtime, kt)
+        return kt
+
+    async def _probe(
+        self, desired: Desired, targets: Mapping[str, NjetTarget], bootstrap: Mapping[str, KeyType]
+    ) -> dict[str, ServedCert]:
+        assert self.prober is not None
+        prober = self.prober
+        obs_for_types = Observed(stored={}, bootstrap_key_types=bootstrap)
+
+        async def one(domain: str, target: NjetTarget) -> ServedCert:
+            spec = desired.specs[domain]
+            kind = wanted_key_type(spec, obs_for_types, self.settings).njet_cert_type
+            listen = target.listens[0]
+            res = await prober(listen, spec.names[0], kind, self.probe_timeout)
+            return ServedCert(domain, listen, res.fingerprint, res.error)
+
+        results = await asyncio.gather(*(one(d, t) for d, t in targets.items()))
+        return {r.domain: r for r in results}
+
+
+def match_all(
+    desired: Desired, servers: Sequence[NjetServer]
+) -> tuple[dict[str, NjetTarget], dict[str, str]]:
+    targets: dict[str, NjetTarget] = {}
+    unmatched: dict[str, str] = {}
+    for domain, spec in desired.specs.items():
+        m = match_server(spec, servers)
+        if m.status is MatchStatus.FOUND:
+            targets[domain] = NjetTarget(tuple(m.listens), tuple(m.server_names))
+        else:
+            unmatched[domain] = m.reason or m.status.value
+    return targets, unmatched

@@ -1,0 +1,207 @@
+"""One reconcile pass, the converge loop, and the long-running loop with coalesced wake-ups.
+
+Data flow of a pass: desired (njet.conf + runtime-announced servers) + observe() + status →
+plan() → execute() → fold() → status saved. Entry points (cli, admin API, MQTT listener) only
+call `wake()` or `converge()`; events never carry "what to do".
+
+Called by cli.py (`reconcile`, `diff`, `run`) and app.py (admin backend).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+from controller.errors import ConfigError
+from controller.execute import Executor
+from controller.fold import Outcome, fold
+from controller.logs import log_event
+from controller.model import Desired, Observed
+from controller.observe import Gatherer
+from controller.plan import Plan, next_renewal, plan
+from controller.policy import PolicySettings
+from controller.status import CertStatus
+
+
+class StatusPersistence(Protocol):
+    def load_all(self) -> dict[str, CertStatus]: ...
+    def save(self, status: CertStatus) -> None: ...
+    def delete(self, domain: str) -> None: ...
+
+
+class PassObserver(Protocol):
+    def on_pass(self, *, plan: Plan, outcomes: list[Outcome], seconds: float,
+                observed: Observed, statuses: dict[str, CertStatus]) -> None: ...
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class PassResult:
+    desired: Desired
+    observed: Observed
+    plan: Plan
+    outcomes: list[Outcome] = field(default_factory=list)
+
+
+@dataclass
+class Reconciler:
+    settings: PolicySettings
+    load_desired: Callable[[], Desired]
+    gatherer: Gatherer
+    executor: Executor
+    status_store: StatusPersistence
+    clock: Callable[[], datetime] = utc_now
+    observer: PassObserver | None = None
+    max_passes: int = 10
+    _statuses: dict[str, CertStatus] | None = None
+    _last_desired: Desired | None = None
+    passes_run: int = 0
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def statuses(self) -> dict[str, CertStatus]:
+        if self._statuses is None:
+            self._statuses = self.status_store.load_all()
+        return self._statuses
+
+    def update_status(self, status: CertStatus) -> None:
+        """Persist an operator change (admin API) before the next pass sees it."""
+        self.statuses[status.domain] = status
+        self.status_store.save(status)
+
+    def desired(self, *, keep_last_good: bool = False) -> Desired:
+        """Load desired state; with keep_last_good a broken njet.conf keeps the previous one."""
+        try:
+            d = self.load_desired()
+        except ConfigError as exc:
+            if keep_last_good and self._last_desired is not None:
+                log_event("njet.conf unusable, keeping the last good desired state",
+                          level=logging.ERROR, error=str(exc))
+                return self._last_desired
+            raise
+        self._last_desired = d
+        return d
+
+    # -- steps ---------------------------------------------------------------------------
+
+    async def compute(self, *, probe: bool = False, keep_last_good: bool = False) -> PassResult:
+        desired = self.desired(keep_last_good=keep_last_good)
+        observed = await self.gatherer.observe(desired, probe=probe)
+        p = plan(desired, observed, self.statuses, self.clock(), self.settings)
+        return PassResult(desired, observed, p)
+
+    async def pass_once(self, *, probe: bool = False, keep_last_good: bool = False) -> PassResult:
+        started = time.monotonic()
+        result = await self.compute(probe=probe, keep_last_good=keep_last_good)
+        for a in result.plan.actions:
+            log_event("decision", action=a.kind.value, domain=a.domain, reason=a.reason.value,
+                      detail=a.message)
+        outcomes = await self.executor.execute(result.plan.actions) if result.plan.actions else []
+        result.outcomes = outcomes
+        self._fold(result)
+        self.passes_run += 1
+        if self.observer is not None:
+            self.observer.on_pass(plan=result.plan, outcomes=outcomes,
+                                  seconds=time.monotonic() - started,
+                                  observed=result.observed, statuses=self.statuses)
+        return result
+
+    def _fold(self, result: PassResult) -> None:
+        before = self.statuses
+        after, removed = fold(before, desired=result.desired, plan=result.plan,
+                              outcomes=result.outcomes, now=self.clock())
+        for domain, st in after.items():
+            if before.get(domain) != st:
+                self.status_store.save(st)
+        for domain in removed:
+            self.status_store.delete(domain)
+        self._statuses = after
+
+    async def converge(self, *, probe: bool = True, keep_last_good: bool = False) -> PassResult:
+        """Passes until the plan has no actions (or only ones that made no progress).
+
+        The first pass probes (if asked); later passes trust what execute verified.
+        """
+        result = await self.pass_once(probe=probe, keep_last_good=keep_last_good)
+        for _ in range(self.max_passes - 1):
+            if not result.plan.actions:
+                break
+            if all(o.skipped for o in result.outcomes) and result.outcomes:
+                pass  # the store changed under us: look again
+            result = await self.pass_once(probe=False, keep_last_good=keep_last_good)
+        return result
+
+    # -- the long-running loop -------------------------------------------------------------
+
+    def next_deadline(self, result: PassResult | None, interval: timedelta) -> datetime:
+        now = self.clock()
+        deadline = now + interval
+        if result is None:
+            return deadline
+        candidates = [w.until for w in result.plan.waiting if w.until is not None]
+        candidates += [s.at for s in result.plan.scheduled if s.at is not None]
+        candidates += list(next_renewal(result.observed, self.statuses, self.settings).values())
+        future = [c for c in candidates if c > now]
+        return min([deadline, *future])
+
+
+@dataclass
+class Loop:
+    """Runs `converge` whenever woken, at least every `interval`, and at the next deadline.
+
+    Wake-ups coalesce: a burst of events starts one reconcile; an event arriving during a
+    reconcile schedules exactly one more.
+    """
+
+    reconciler: Reconciler
+    interval: timedelta
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _probe: bool = True
+    _stopped: asyncio.Event = field(default_factory=asyncio.Event)
+    reconciles: int = 0
+    last: PassResult | None = None
+    last_error: str | None = None
+
+    def wake(self, *, probe: bool = False) -> None:
+        self._probe = self._probe or probe
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        next_resync = self.reconciler.clock()
+        self._wake.set()
+        while not self._stopped.is_set():
+            deadline = self.reconciler.next_deadline(self.last, self.interval)
+            timeout = max(0.0, (deadline - self.reconciler.clock()).total_seconds())
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=min(timeout, 3600.0))
+            except TimeoutError:
+                pass
+            if self._stopped.is_set():
+                break
+            self._wake.clear()
+            now = self.reconciler.clock()
+            probe = self._probe or now >= next_resync
+            if now >= next_resync:
+                next_resync = now + self.interval
+            self._probe = False
+            try:
+                self.last = await self.reconciler.converge(probe=probe, keep_last_good=True)
+                self.last_error = None
+            except Exception as exc:  # the loop never dies: NJet does not restart a copilot
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log_event("reconcile failed", level=logging.ERROR, error=self.last_error)
+                await asyncio.sleep(1.0)
+            self.reconciles += 1
