@@ -9,6 +9,9 @@ unescaped, any other backslash pair is kept as written, so regexes like `\\b` su
 `include` paths (globs allowed, sorted order) resolve against the directory of the main conf
 file, like nginx's conf_prefix, also inside included files; a glob matching nothing is fine, a
 missing plain path is an error. Every problem raises ConfSyntaxError naming `file:line`.
+Like nginx, the directives we interpret are checked for shape (block vs ";", argument count);
+a continuation line of one of them that starts with a well-known directive name (e.g.
+`server_name a.test` then `listen 443 ssl;`) is reported as a missing ";".
 
 Listens are spelled the way NJet's GET /api/v1/ssl shows them: `8444` and `*:8444` become
 `0.0.0.0:8444`, IPv6 keeps brackets in compressed form (`[::1]:8445`, `[::]:443`), `localhost`
@@ -54,6 +57,7 @@ class Directive:
 _ESCAPES = {'"': '"', "'": "'", "\\": "\\", "t": "\t", "r": "\r", "n": "\n"}
 _WORD_END = frozenset(" \t\r\n;{")
 _AFTER_QUOTE = frozenset(" \t\r\n;{)")
+_PLAIN_RUN = re.compile(r"[^ \t\r\n;{\\$]+")
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,12 @@ def _bare(text: str, i: int, line: int) -> tuple[str, int, int]:
     buf: list[str] = []
     after_dollar = False
     while i < len(text):
+        plain = _PLAIN_RUN.match(text, i)
+        if plain:  # fast path: a run of ordinary characters
+            buf.append(plain.group())
+            i = plain.end()
+            after_dollar = False
+            continue
         c = text[i]
         if c == "\\" and i + 1 < len(text):
             buf.append(_unescape(text[i + 1]))

@@ -35,12 +35,7 @@ from pathlib import Path
 import orjson
 
 from controller.adapters import fsutil
-from controller.adapters.store_journal import (
-    FILE_SLOTS,
-    PAIR_SLOTS,
-    JournalRecord,
-    Journal,
-)
+from controller.adapters.store_journal import FILE_SLOTS, Journal, JournalRecord
 from controller.certinfo import key_matches_cert, read_cert_info, split_pem_chain
 from controller.errors import ConfigError, StoreError
 from controller.model import IssuedCert, StoredCert
@@ -91,9 +86,7 @@ def resource_json(domain: str, cert_url: str) -> bytes:
 class LegoStore:
     """`CertStore` over `<prefix>/.lego/certificates/` (see the module docstring)."""
 
-    def __init__(
-        self, paths: StorePaths, *, now: Callable[[], datetime] | None = None
-    ) -> None:
+    def __init__(self, paths: StorePaths, *, now: Callable[[], datetime] | None = None) -> None:
         self.paths = paths
         self._now = now or (lambda: datetime.now(UTC))
         self._lock = threading.RLock()
@@ -270,8 +263,11 @@ class LegoStore:
         chain = issued.issuer_pem if issued.issuer_pem.strip() else b""
         if not chain:
             chain = b"".join(split_pem_chain(issued.cert_pem)[1:])
-        files = {"crt": issued.cert_pem, "key": issued.key_pem, "json": b""}
-        files["json"] = resource_json(validate_domain(domain), issued.cert_url)
+        files = {
+            "crt": issued.cert_pem,
+            "key": issued.key_pem,
+            "json": resource_json(validate_domain(domain), issued.cert_url),
+        }
         if chain:
             files["issuer"] = chain
         digests = {slot: hashlib.sha256(data).hexdigest() for slot, data in files.items()}
@@ -307,13 +303,13 @@ class LegoStore:
             stamp = self._now().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
             dest_name = f"{name}.{stamp}"
             counter = 1
-            while self.paths.quarantine_entry(dest_name).exists():
+            while (self.paths.quarantine / dest_name).exists():
                 counter += 1
                 dest_name = f"{name}.{stamp}-{counter}"
             record = JournalRecord.for_quarantine(name, domain, present, dest_name)
             self._journal.move_out(record)
             self._cache.pop(name, None)
-        return str(self.paths.quarantine_entry(dest_name))
+        return str(self.paths.quarantine / dest_name)
 
     def _present_slots(self, name: str) -> list[str]:
         directory = self.paths.certificates
@@ -376,6 +372,3 @@ def _remove_temp_files(directory: Path) -> list[str]:
         except OSError as exc:
             raise fsutil.store_error("remove", path, exc) from None
     return lines
-
-
-_ = PAIR_SLOTS

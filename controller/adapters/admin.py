@@ -1,0 +1,382 @@
+"""The admin HTTP API (aiohttp): certificates, plan, reconcile/renew triggers, health, metrics.
+
+Routes (NJet's docs print `/api/v1//cert…` with a double slash; both spellings work):
+  GET    /api/v1/cert                  {"certificates": [CertView…]}
+  GET    /api/v1/cert/{domain}         CertView | 404
+  DELETE /api/v1/cert/{domain}         200 {deleted, still_desired, message} | 404
+  POST   /api/v1/cert/{domain}/renew   202 | 404 (not a desired name)
+  GET    /api/v1/plan                  the backend's plan JSON
+  POST   /api/v1/reconcile             202
+  GET    /healthz                      backend.health(); 503 when it says "ok": false
+  GET    /metrics                      Prometheus text format 0.0.4
+Errors are JSON `{"error": "<message>"}`. With a token set every route except /healthz needs
+`Authorization: Bearer <token>` (401 otherwise; constant-time compare); /healthz stays open
+for supervisors and reveals only what health() returns.
+
+Path safety: routing of /api/* is done here on the raw request target (aiohttp decodes
+`%2e%2e` / `%2F` before its own matching). Any `%` or a `.`/`..` segment in the path is
+answered 400 before a handler runs, and `{domain}` must pass controller.paths.validate_domain
+(lowercase hostname ≤ 253 chars, no `/`, `..`, unicode), so nothing outside the store can be
+named. Non-ASCII bytes are refused by aiohttp's HTTP parser (400) before reaching the app.
+
+`start_admin()` binds in the background with retries when the port is busy (NJet starts the
+next copilot ~0.1 s after SIGTERM of the old one, which may still hold the port); never
+fatal. Called by the controller's run loop, which implements `AdminBackend`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import ipaddress
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+import orjson
+from aiohttp import web
+
+from controller.errors import ConfigError
+from controller.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from controller.paths import validate_domain
+
+log = logging.getLogger(__name__)
+
+_API = "/api/v1/"
+_Handler = Callable[[web.Request, str | None], Awaitable[web.StreamResponse]]
+
+
+@dataclass(frozen=True)
+class CertView:
+    """What the API shows of one certificate. Never carries a private key."""
+
+    domain: str
+    names: tuple[str, ...]
+    not_before: datetime | None
+    not_after: datetime | None
+    days_left: float | None
+    key_type: str | None
+    serial: str | None
+    fingerprint: str | None
+    issuer: str | None
+    served_fingerprint: str | None = None
+    desired: bool = True
+    source: str | None = None
+    ready: bool | None = None
+    renewal_at: datetime | None = None
+    attempts: int = 0
+    last_failure: str | None = None
+    backoff_until: datetime | None = None
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    deleted: bool  # a pair was removed from the store
+    still_desired: bool  # the name is still wanted: the next pass issues it again
+
+
+class AdminBackend(Protocol):
+    """Implemented by the controller. `domain` arguments are already validated + lowercased."""
+
+    async def list_certs(self) -> list[CertView]: ...
+    async def get_cert(self, domain: str) -> CertView | None: ...
+    async def delete_cert(self, domain: str) -> DeleteResult: ...
+    async def plan_json(self) -> bytes | dict[str, Any]: ...
+    def request_reconcile(self) -> None: ...
+    async def force_renew(self, domain: str) -> bool: ...  # False: not a desired name
+    def health(self) -> dict[str, Any]: ...
+    def metrics_text(self) -> str: ...
+
+
+def _json(body: Any, status: int = 200, **headers: str) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(body), status=status, content_type="application/json", headers=headers
+    )
+
+
+def _error(status: int, message: str, **headers: str) -> web.Response:
+    return _json({"error": message}, status, **headers)
+
+
+class _ApiError(Exception):
+    def __init__(self, status: int, message: str, **headers: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.headers = headers
+
+
+def _domain(segment: str) -> str:
+    try:
+        return validate_domain(segment)
+    except ConfigError:
+        shown = segment if len(segment) <= 80 else segment[:80] + "…"
+        raise _ApiError(400, f"not a valid certificate name: {shown!r}") from None
+
+
+class _Api:
+    def __init__(self, backend: AdminBackend) -> None:
+        self.b = backend
+        # (route key) -> {method: handler}; the handler gets the validated domain or None.
+        self.routes: dict[str, dict[str, _Handler]] = {
+            "cert": {"GET": self.list_certs},
+            "cert/{d}": {"GET": self.get_cert, "DELETE": self.delete_cert},
+            "cert/{d}/renew": {"POST": self.renew},
+            "plan": {"GET": self.plan},
+            "reconcile": {"POST": self.reconcile},
+        }
+
+    def resolve(self, raw_path: str) -> tuple[str, str | None]:
+        path = raw_path.split("?", 1)[0]
+        if path.startswith("/api/v1//"):
+            path = _API + path[len("/api/v1//") :]
+        if not path.startswith(_API):
+            raise _ApiError(404, f"no such route: {path[:100]}")
+        parts = path[len(_API) :].split("/")
+        if parts and parts[-1] == "" and len(parts) > 1:
+            parts = parts[:-1]  # one trailing slash is tolerated
+        if parts[0] != "cert" or len(parts) == 1:
+            key = "/".join(parts)
+            if key not in self.routes:
+                raise _ApiError(404, f"no such route: {path[:100]}")
+            return key, None
+        domain = _domain(parts[1])
+        key = "/".join(["cert", "{d}", *parts[2:]])
+        if key not in self.routes:
+            raise _ApiError(404, f"no such route: {path[:100]}")
+        return key, domain
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        key, domain = self.resolve(request.raw_path)
+        methods = self.routes[key]
+        handler = methods.get(request.method)
+        if handler is None:
+            allowed = ", ".join(sorted(methods))
+            raise _ApiError(405, f"{request.method} is not allowed here (use {allowed})",
+                            Allow=allowed)  # fmt: skip
+        return await handler(request, domain)
+
+    async def list_certs(self, _r: web.Request, _d: str | None) -> web.StreamResponse:
+        return _json({"certificates": await self.b.list_certs()})
+
+    async def get_cert(self, _r: web.Request, d: str | None) -> web.StreamResponse:
+        assert d is not None
+        view = await self.b.get_cert(d)
+        if view is None:
+            raise _ApiError(404, f"no certificate for {d} in the store")
+        return _json(view)
+
+    async def delete_cert(self, _r: web.Request, d: str | None) -> web.StreamResponse:
+        assert d is not None
+        res = await self.b.delete_cert(d)
+        body: dict[str, Any] = {
+            "domain": d,
+            "deleted": res.deleted,
+            "still_desired": res.still_desired,
+        }
+        if res.still_desired:
+            body["message"] = (
+                f"{d} is still wanted by NJet's configuration or events; "
+                "it will be issued again on the next reconcile pass"
+            )
+        if not res.deleted:
+            body["error"] = f"no certificate for {d} in the store"
+            return _json(body, 404)
+        return _json(body)
+
+    async def renew(self, _r: web.Request, d: str | None) -> web.StreamResponse:
+        assert d is not None
+        if not await self.b.force_renew(d):
+            raise _ApiError(404, f"{d} is not a desired certificate; nothing to renew")
+        return _json({"domain": d, "status": "renewal requested"}, 202)
+
+    async def plan(self, _r: web.Request, _d: str | None) -> web.StreamResponse:
+        plan = await self.b.plan_json()
+        if isinstance(plan, bytes | bytearray):
+            return web.Response(body=bytes(plan), content_type="application/json")
+        return _json(plan)
+
+    async def reconcile(self, _r: web.Request, _d: str | None) -> web.StreamResponse:
+        self.b.request_reconcile()
+        return _json({"status": "reconcile requested"}, 202)
+
+
+def _unsafe_path(raw_path: str) -> str | None:
+    path = raw_path.split("?", 1)[0]
+    if "%" in path:
+        return "percent-encoded characters are not accepted in the path"
+    if any(seg in (".", "..") for seg in path.split("/")):
+        return "'.' and '..' path segments are not accepted"
+    return None
+
+
+def _authorized(request: web.Request, token: str) -> bool:
+    header = request.headers.get("Authorization", "")
+    scheme, _, given = header.partition(" ")
+    if scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def build_app(backend: AdminBackend, token: str) -> web.Application:
+    """The aiohttp application; `token` "" disables authentication."""
+    api = _Api(backend)
+
+    @web.middleware
+    async def guard(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        open_route = request.raw_path.split("?", 1)[0] == "/healthz"
+        try:
+            if token and not open_route and not _authorized(request, token):
+                raise _ApiError(401, "missing or wrong bearer token",
+                                **{"WWW-Authenticate": 'Bearer realm="njet-cert-manager"'})  # fmt: skip
+            if (why := _unsafe_path(request.raw_path)) is not None:
+                raise _ApiError(400, why)
+            return await handler(request)
+        except _ApiError as exc:
+            return _error(exc.status, str(exc), **exc.headers)
+        except web.HTTPException as exc:
+            return _error(exc.status, exc.reason, **{k: v for k, v in exc.headers.items()
+                                                     if k.lower() == "allow"})  # fmt: skip
+        except Exception:
+            log.exception("admin API: %s %s failed", request.method, request.path[:200])
+            return _error(500, "internal error; see the controller log")
+
+    async def healthz(_request: web.Request) -> web.StreamResponse:
+        health = backend.health()
+        return _json(health, 503 if health.get("ok") is False else 200)
+
+    async def metrics(_request: web.Request) -> web.StreamResponse:
+        text = backend.metrics_text()
+        return web.Response(body=text.encode(), headers={"Content-Type": METRICS_CONTENT_TYPE})
+
+    app = web.Application(middlewares=[guard])
+    app.router.add_get("/healthz", healthz, allow_head=False)
+    app.router.add_get("/metrics", metrics, allow_head=False)
+    app.router.add_route("*", "/api/{tail:.*}", api.dispatch)
+    return app
+
+
+# --- serving -------------------------------------------------------------------------------
+
+
+def parse_listen_address(address: str) -> tuple[str, int]:
+    """`host:port`, `[v6]:port` or `:port` (all interfaces) → (host, port)."""
+    text = address.strip()
+    for scheme in ("http://", "https://"):
+        if text.startswith(scheme):
+            text = text[len(scheme) :].rstrip("/")
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isdigit() or int(port_text) > 65535:
+        raise ConfigError(f"admin address {address!r} is not host:port (e.g. 127.0.0.1:2000)")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port_text)
+
+
+async def _bind(host: str, port: int) -> socket.socket:
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    if not infos:
+        raise OSError(f"cannot resolve {host!r}")
+    family, type_, proto, _, sockaddr = infos[0]
+    sock = socket.socket(family, type_, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(sockaddr)
+        sock.listen(128)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class AdminServer:
+    """A running (or still binding) admin API."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, *, max_delay: float) -> None:
+        self._runner = runner
+        self.host = host
+        self.requested_port = port
+        self.port: int | None = None  # the bound port, once bound
+        self.bound = asyncio.Event()
+        self._max_delay = max_delay
+        self._task: asyncio.Task[None] | None = None
+
+    async def _try_bind(self) -> bool:
+        try:
+            sock = await _bind(self.host, self.requested_port)
+        except OSError as exc:
+            self._last_error = exc
+            return False
+        site = web.SockSite(self._runner, sock, shutdown_timeout=1.0)
+        await site.start()
+        self.port = int(sock.getsockname()[1])
+        self.bound.set()
+        log.info("admin API listening on %s:%d", self.host or "*", self.port)
+        return True
+
+    async def _retry(self) -> None:
+        delay, waited, next_note = 0.1, 0.0, 30.0
+        while not await self._try_bind():
+            if waited >= next_note:
+                log.warning("admin API: still cannot bind %s:%d after %.0fs: %s",
+                            self.host, self.requested_port, waited, self._last_error)  # fmt: skip
+                next_note *= 2
+            await asyncio.sleep(delay)  # waiting for the old process to release the port
+            waited += delay
+            delay = min(delay * 2, self._max_delay)
+
+    async def start(self) -> None:
+        if await self._try_bind():
+            return
+        log.warning("admin API: cannot bind %s:%d yet (%s); retrying in the background",
+                    self.host, self.requested_port, self._last_error)  # fmt: skip
+        self._task = asyncio.create_task(self._retry(), name="admin-bind-retry")
+
+    async def wait_bound(self, timeout: float | None = None) -> bool:
+        try:
+            await asyncio.wait_for(self.bound.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self._runner.cleanup()
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def start_admin(
+    backend: AdminBackend, address: str, token: str, *, max_retry_delay: float = 2.0
+) -> AdminServer:
+    """Serve the admin API on `address`; a busy port is retried in the background forever."""
+    host, port = parse_listen_address(address)
+    if not token and not _is_loopback(host):
+        log.warning("admin API on %s without a token: anyone who can reach it may delete "
+                    "certificates (set [admin] token)", address)  # fmt: skip
+    runner = web.AppRunner(build_app(backend, token), access_log=None)
+    await runner.setup()
+    server = AdminServer(runner, host, port, max_delay=max_retry_delay)
+    await server.start()
+    return server

@@ -1,0 +1,348 @@
+"""The swap journal of the certificate store: all-or-nothing put / delete / quarantine.
+
+One operation on a name uses `journal/<name>/`:
+  new.<slot>   the staged new files of a put (fsynced before the record exists)
+  old.<slot>   hard links to the files being replaced (put), or the files taken out (delete)
+  JOURNAL      the record (JournalRecord as JSON, written atomically)
+Rule of recovery: a folder without JOURNAL is discarded (certificates/ was not touched yet, or
+the operation had already finished); with JOURNAL the operation is run to its end in the
+recorded direction: "forward" (install the new files / move the old ones out), or "back"
+(restore the backups / move the files back), which a failed rename switches to. Every step
+is idempotent, so a crash during recovery is recovered by the next recovery.
+
+Fault points (controller/faultpoints.py) sit between every two file operations; their names
+are `store.<op>[.rollback].after_<step>`. Used only by adapters/store.py.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from controller.adapters import fsutil
+from controller.errors import StoreError
+from controller.faultpoints import fault_point, register
+from controller.paths import StorePaths
+
+log = logging.getLogger(__name__)
+
+# slot -> file suffix; every file lego may write for one name
+FILE_SLOTS: Mapping[str, str] = {
+    "crt": ".crt",
+    "key": ".key",
+    "issuer": ".issuer.crt",
+    "json": ".json",
+    "pem": ".pem",
+    "pfx": ".pfx",
+}
+STAGE_ORDER = ("crt", "key", "issuer", "json")  # order the new files of a put are written in
+PAIR_SLOTS = ("key", "crt", "issuer", "json")  # order they are renamed into certificates/
+RECORD = "JOURNAL"
+DIR_MODE = 0o700
+
+Op = Literal["put", "delete", "quarantine"]
+Direction = Literal["forward", "back"]
+
+
+def _declare_points() -> tuple[str, ...]:
+    names = [f"store.put.after_stage_{s}" for s in STAGE_ORDER]
+    names += ["store.put.after_backup", "store.put.after_journal"]
+    names += [f"store.put.after_rename_{s}" for s in PAIR_SLOTS]
+    names += [f"store.put.rollback.after_restore_{s}" for s in PAIR_SLOTS]
+    for op in ("delete", "quarantine"):
+        names.append(f"store.{op}.after_journal")
+        if op == "quarantine":
+            names.append("store.quarantine.after_mkdir")
+        names += [f"store.{op}.after_move_{s}" for s in FILE_SLOTS]
+        names += [f"store.{op}.rollback.after_restore_{s}" for s in FILE_SLOTS]
+    for op in ("put", "delete", "quarantine"):
+        names.append(f"store.{op}.rollback.after_journal")
+        for prefix in (f"store.{op}", f"store.{op}.rollback"):
+            names += [f"{prefix}.after_journal_removed", f"{prefix}.after_cleanup"]
+    return register(*names)
+
+
+POINTS = _declare_points()
+
+
+class JournalRecord(BaseModel):
+    """What one in-flight operation is doing; its presence means 'run me to the end'."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    version: int = 1
+    op: Op
+    name: str  # the file name stem in certificates/
+    domain: str
+    direction: Direction = "forward"
+    new: dict[str, str] = {}  # put: slot -> sha256 of the staged new file
+    old: list[str] = []  # slots that existed before (backed up by put, moved by delete/quarantine)
+    dest: str | None = None  # quarantine: folder name under quarantine/
+
+    @classmethod
+    def for_delete(cls, name: str, domain: str, present: list[str]) -> JournalRecord:
+        return cls(op="delete", name=name, domain=domain, old=present)
+
+    @classmethod
+    def for_quarantine(cls, name: str, domain: str, present: list[str], dest: str) -> JournalRecord:
+        return cls(op="quarantine", name=name, domain=domain, old=present, dest=dest)
+
+    def reversed(self) -> JournalRecord:
+        return self.model_copy(update={"direction": "back"})
+
+    def point(self, step: str) -> str:
+        rollback = ".rollback" if self.direction == "back" else ""
+        return f"store.{self.op}{rollback}.{step}"
+
+
+class Journal:
+    """Runs put / delete / quarantine through journal/<name>/ (see the module docstring)."""
+
+    def __init__(self, paths: StorePaths, *, file_mode: Callable[[str], int]) -> None:
+        self.paths = paths
+        self._file_mode = file_mode
+
+    def _target(self, name: str, slot: str) -> Path:
+        return self.paths.certificates / f"{name}{FILE_SLOTS[slot]}"
+
+    def _holding(self, record: JournalRecord, slot: str) -> Path:
+        """Where a file taken out of certificates/ by delete/quarantine lives meanwhile."""
+        if record.op == "quarantine" and record.dest:
+            return self.paths.quarantine / record.dest / f"{record.name}{FILE_SLOTS[slot]}"
+        return self.paths.journal / record.name / f"old.{slot}"
+
+    # -- starting operations ------------------------------------------------------------------
+
+    def _open_entry(self, name: str) -> Path:
+        staging = self.paths.journal / name
+        try:
+            fsutil.make_dirs(self.paths.certificates, mode=DIR_MODE)
+            fsutil.make_dirs(self.paths.journal, mode=DIR_MODE)
+        except OSError as exc:
+            raise fsutil.store_error("create", Path(exc.filename or self.paths.lego), exc) from None
+        if staging.exists():
+            for line in self._recover_entry(staging):
+                log.warning("store: leftover of an earlier operation: %s", line)
+        try:
+            fsutil.make_dirs(staging, mode=DIR_MODE)
+        except OSError as exc:
+            raise fsutil.store_error("create", staging, exc) from None
+        return staging
+
+    def put(
+        self, name: str, domain: str, files: Mapping[str, bytes], digests: Mapping[str, str]
+    ) -> None:
+        """Install `files` (slot -> bytes) as the pair of `name`; a slot not given is removed."""
+        staging = self._open_entry(name)
+        doing: tuple[str, Path] = ("write", staging)
+        try:
+            for slot in STAGE_ORDER:
+                if slot in files:
+                    doing = ("write", self._target(name, slot))
+                    fsutil.write_new_file(
+                        staging / f"new.{slot}", files[slot], mode=self._file_mode(slot)
+                    )
+                fault_point(f"store.put.after_stage_{slot}")
+            old = [s for s in PAIR_SLOTS if self._target(name, s).exists()]
+            for slot in old:
+                doing = ("back up", self._target(name, slot))
+                fsutil.link_or_copy(self._target(name, slot), staging / f"old.{slot}")
+            doing = ("write", staging)
+            fsutil.fsync_dir(staging)
+            fault_point("store.put.after_backup")
+            record = JournalRecord(op="put", name=name, domain=domain, new=dict(digests), old=old)
+            doing = ("write", staging / RECORD)
+            self._write_record(staging, record)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                fsutil.remove_tree(staging)
+            raise fsutil.store_error(doing[0], doing[1], exc) from None
+        fault_point("store.put.after_journal")
+        self._run(record)
+
+    def move_out(self, record: JournalRecord) -> None:
+        """Delete or quarantine: move the files of record.old out of certificates/."""
+        staging = self._open_entry(record.name)
+        try:
+            self._write_record(staging, record)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                fsutil.remove_tree(staging)
+            raise fsutil.store_error("write", staging / RECORD, exc) from None
+        fault_point(record.point("after_journal"))
+        self._run(record)
+
+    def _write_record(self, staging: Path, record: JournalRecord) -> None:
+        fsutil.atomic_write(staging / RECORD, record.model_dump_json().encode(), mode=0o600)
+
+    def _run(self, record: JournalRecord) -> None:
+        """Finish `record`; if a forward step fails, undo it so the old files stay in place."""
+        staging = self.paths.journal / record.name
+        try:
+            self._apply(record)
+        except OSError as first:
+            where = first.filename2 if record.op == "put" else first.filename
+            failed = fsutil.store_error(_verb(record), Path(where or staging), first)
+            back = record.reversed()
+            try:
+                self._write_record(staging, back)
+                fault_point(back.point("after_journal"))
+                self._apply(back)
+                self._finish(back)
+            except OSError as second:
+                raise StoreError(
+                    f"{failed}; undoing it also failed ({second.strerror or second}); "
+                    f"the store finishes it at the next start (journal {staging})"
+                ) from None
+            raise StoreError(f"{failed}; the previous files are unchanged") from None
+        try:
+            self._finish(record)
+        except OSError as exc:
+            log.warning("store: %s is done but its journal %s stays: %s", record.op, staging, exc)
+
+    # -- the steps -----------------------------------------------------------------------------
+
+    def _apply(self, record: JournalRecord) -> None:
+        if record.op == "put":
+            self._apply_put(record)
+        else:
+            self._apply_move(record)
+
+    def _apply_put(self, record: JournalRecord) -> None:
+        staging = self.paths.journal / record.name
+        for slot in PAIR_SLOTS:
+            target = self._target(record.name, slot)
+            if record.direction == "forward":
+                new = staging / f"new.{slot}"
+                if slot not in record.new:
+                    fsutil.remove_file(target)
+                elif new.exists():
+                    fsutil.replace_file(new, target)
+                fault_point(record.point(f"after_rename_{slot}"))
+            else:
+                backup = staging / f"old.{slot}"
+                if slot not in record.old:
+                    fsutil.remove_file(target)
+                elif backup.exists():
+                    fsutil.replace_file(backup, target)
+                fault_point(record.point(f"after_restore_{slot}"))
+        fsutil.fsync_dir(self.paths.certificates)
+
+    def _apply_move(self, record: JournalRecord) -> None:
+        forward = record.direction == "forward"
+        if forward and record.op == "quarantine" and record.dest:
+            fsutil.make_dirs(self.paths.quarantine / record.dest, mode=DIR_MODE)
+            fault_point(record.point("after_mkdir"))
+        for slot in FILE_SLOTS:
+            source, holding = self._target(record.name, slot), self._holding(record, slot)
+            if slot in record.old:
+                src, dst = (source, holding) if forward else (holding, source)
+                if src.exists():
+                    fsutil.replace_file(src, dst)
+            fault_point(record.point(f"after_move_{slot}" if forward else f"after_restore_{slot}"))
+        fsutil.fsync_dir(self.paths.certificates)
+        holding_dir = self._holding(record, "crt").parent
+        if holding_dir.exists():
+            fsutil.fsync_dir(holding_dir)
+        if not forward and record.op == "quarantine" and record.dest:
+            with contextlib.suppress(OSError):
+                os.rmdir(holding_dir)  # only when empty
+
+    def _finish(self, record: JournalRecord) -> None:
+        staging = self.paths.journal / record.name
+        fsutil.remove_file(staging / RECORD)
+        fsutil.fsync_dir(staging)
+        fault_point(record.point("after_journal_removed"))
+        fsutil.remove_tree(staging)
+        fsutil.fsync_dir(self.paths.journal)
+        fault_point(record.point("after_cleanup"))
+
+    # -- recovery ------------------------------------------------------------------------------
+
+    def recover_all(self) -> list[str]:
+        """Run every interrupted operation to its end; one human line per journal entry."""
+        try:
+            entries = sorted(os.listdir(self.paths.journal))
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise fsutil.store_error("list", self.paths.journal, exc) from None
+        lines: list[str] = []
+        for entry in entries:
+            path = self.paths.journal / entry
+            if path.is_dir():
+                lines.extend(self._recover_entry(path))
+        return lines
+
+    def _recover_entry(self, staging: Path) -> list[str]:
+        try:
+            return self._recover_entry_unchecked(staging)
+        except OSError as exc:
+            raise fsutil.store_error("recover", Path(exc.filename or staging), exc) from None
+
+    def _recover_entry_unchecked(self, staging: Path) -> list[str]:
+        try:
+            data = (staging / RECORD).read_bytes()
+        except FileNotFoundError:
+            staged_new = any(n.startswith("new.") for n in os.listdir(staging))
+            fsutil.remove_tree(staging)
+            fsutil.fsync_dir(staging.parent)
+            if staged_new:
+                return [
+                    f"{staging.name}: discarded an unfinished certificate write that never "
+                    "took effect (the previous files are untouched)"
+                ]
+            return [f"{staging.name}: removed the leftovers of a finished store operation"]
+        try:
+            record = JournalRecord.model_validate_json(data)
+        except ValidationError:
+            log.error("store: unreadable journal record %s; left in place", staging / RECORD)
+            return [
+                f"{staging.name}: journal record {staging / RECORD} is unreadable; left in "
+                "place, check the files of this name by hand"
+            ]
+        if record.op == "put" and record.direction == "forward" and not self._staged_ok(record):
+            record = record.reversed()
+            self._write_record(staging, record)
+        self._apply(record)
+        self._finish(record)
+        return [_describe(record)]
+
+    def _staged_ok(self, record: JournalRecord) -> bool:
+        """Every new file is either staged intact or already installed intact."""
+        staging = self.paths.journal / record.name
+        for slot, digest in record.new.items():
+            new = staging / f"new.{slot}"
+            path = new if new.exists() else self._target(record.name, slot)
+            try:
+                actual = hashlib.sha256(path.read_bytes()).hexdigest()
+            except FileNotFoundError:
+                return False
+            if actual != digest:
+                log.error("store: %s does not hold the journaled content; undoing", path)
+                return False
+        return True
+
+
+def _verb(record: JournalRecord) -> str:
+    return {"put": "install", "delete": "remove", "quarantine": "quarantine"}[record.op]
+
+
+def _describe(record: JournalRecord) -> str:
+    who = record.domain
+    if record.direction == "back":
+        what = {"put": "certificate replacement", "delete": "delete", "quarantine": "quarantine"}
+        kept = "the previous files are in place" if record.old else "no pair, as before"
+        return f"{who}: undid an interrupted {what[record.op]}; {kept}"
+    if record.op == "put":
+        return f"{who}: finished an interrupted certificate replacement; the new pair is in place"
+    if record.op == "delete":
+        return f"{who}: finished an interrupted delete"
+    return f"{who}: finished an interrupted quarantine into quarantine/{record.dest}/"
