@@ -161,7 +161,7 @@ def cmd_certs_list(app: object, output: str) -> int:
     assert isinstance(app, App)
     stored, problems = app.store.load_all()
     now = datetime.now(UTC)
-    rows = []
+    rows: list[dict[str, object]] = []
     for domain in sorted(stored):
         info = stored[domain].info
         rows.append({
@@ -183,13 +183,17 @@ def cmd_certs_list(app: object, output: str) -> int:
         cols += ["subject_cn", "issuer"]
     table = [[str(c).upper() for c in cols]]
     for r in rows:
-        table.append([",".join(r["names"]) if c == "names" else str(r[c]) for c in cols])
+        table.append([_cell(r[c]) for c in cols])
     widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     for domain, why in sorted(problems.items()):
         print(f"problem: {domain}: {why}")
     return 0
+
+
+def _cell(value: object) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 if __name__ == "__main__":

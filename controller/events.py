@@ -280,9 +280,7 @@ def _spec_for(
     return spec, warnings
 
 
-def specs_from_domains(
-    domains: Iterable[EventDomain], *, origin: str = EVENT_ORIGIN
-) -> EventSpecs:
+def specs_from_domains(domains: Iterable[EventDomain], *, origin: str = EVENT_ORIGIN) -> EventSpecs:
     """One spec per event domain: domain = first usable name; names lowercased, deduplicated.
 
     Invalid and wildcard names are skipped and reported; a domain with no usable name gives

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -164,6 +164,8 @@ class Loop:
 
     reconciler: Reconciler
     interval: timedelta
+    # awaited before a resync pass (start-up and every `interval`)
+    on_resync: Callable[[], Awaitable[None]] | None = None
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _probe: bool = True
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
@@ -196,6 +198,11 @@ class Loop:
             probe = self._probe or now >= next_resync
             if now >= next_resync:
                 next_resync = now + self.interval
+                if self.on_resync is not None:
+                    try:
+                        await self.on_resync()
+                    except Exception as exc:
+                        log_event("resync hook failed", level=logging.ERROR, error=repr(exc))
             self._probe = False
             try:
                 self.last = await self.reconciler.converge(probe=probe, keep_last_good=True)

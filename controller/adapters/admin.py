@@ -47,6 +47,7 @@ from controller.paths import validate_domain
 log = logging.getLogger(__name__)
 
 _API = "/api/v1/"
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="njet-cert-manager"'}
 _Handler = Callable[[web.Request, str | None], Awaitable[web.StreamResponse]]
 
 
@@ -233,8 +234,7 @@ def build_app(backend: AdminBackend, token: str) -> web.Application:
         open_route = request.raw_path.split("?", 1)[0] == "/healthz"
         try:
             if token and not open_route and not _authorized(request, token):
-                raise _ApiError(401, "missing or wrong bearer token",
-                                **{"WWW-Authenticate": 'Bearer realm="njet-cert-manager"'})  # fmt: skip
+                raise _ApiError(401, "missing or wrong bearer token", **_CHALLENGE)
             if (why := _unsafe_path(request.raw_path)) is not None:
                 raise _ApiError(400, why)
             return await handler(request)
@@ -310,6 +310,7 @@ class AdminServer:
         self.bound = asyncio.Event()
         self._max_delay = max_delay
         self._task: asyncio.Task[None] | None = None
+        self._last_error: OSError | None = None
 
     async def _try_bind(self) -> bool:
         try:
@@ -342,12 +343,9 @@ class AdminServer:
                     self.host, self.requested_port, self._last_error)  # fmt: skip
         self._task = asyncio.create_task(self._retry(), name="admin-bind-retry")
 
-    async def wait_bound(self, timeout: float | None = None) -> bool:
-        try:
-            await asyncio.wait_for(self.bound.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+    async def wait_bound(self) -> None:
+        """Return once the port is bound (wrap in asyncio.wait_for for a limit)."""
+        await self.bound.wait()
 
     async def stop(self) -> None:
         task, self._task = self._task, None

@@ -3,33 +3,45 @@
 Called by adapters/acme_client.py (AcmeIssuer): for every pending authorization it calls
 `solver.present(domain, token, key_authorization)`, answers the challenge, and finally
 `solver.cleanup(...)` with the same arguments. A later wrapper (NJet proxying the challenge)
-implements the same Protocol and delegates to `LocalHttp01Solver`.
+implements the same Protocol and delegates to `LocalHttp01Solver`. Listening plumbing is in
+challenge_server.py; the tls-alpn-01 solver is in tls_alpn.py (re-exported here).
 
 `LocalHttp01Solver(address)` serves GET /.well-known/acme-challenge/<token> on `address`
 (":80" = every interface, "127.0.0.1:8099", "[::1]:8099") with the key authorization. It never
 looks at the Host header (NJet's proxy sends Host = the upstream address), answers any number of
 concurrent and repeated requests (a CA validates several times) and says 404 for unknown tokens.
 The listener exists only while at least one challenge is presented: concurrent orders share it
-(a reference count); the last cleanup closes it. The tls-alpn-01 twin lives in tls_alpn.py.
+(a reference count); the last cleanup closes it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
-import socket
-from collections.abc import Awaitable, Callable
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from controller.errors import ConfigError, TemporaryError
+from controller.adapters.challenge_server import (
+    HTTP_01,
+    TLS_ALPN_01,
+    SharedListener,
+    parse_listen_address,
+)
+from controller.adapters.tls_alpn import LocalTlsAlpn01Solver
+
+__all__ = [
+    "HTTP_01",
+    "TLS_ALPN_01",
+    "ChallengeSolver",
+    "LocalHttp01Solver",
+    "LocalTlsAlpn01Solver",
+    "SharedListener",
+    "parse_listen_address",
+]
 
 log = logging.getLogger(__name__)
 
-HTTP_01 = "http-01"
-TLS_ALPN_01 = "tls-alpn-01"
 CHALLENGE_PATH = "/.well-known/acme-challenge/"
 _READ_TIMEOUT = 10.0
 _MAX_HEAD = 16 * 1024

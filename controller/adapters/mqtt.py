@@ -71,11 +71,11 @@ async def _close(client: Any) -> None:
         log.debug("MQTT: ignored error while closing the connection: %r", exc)
 
 
-async def _subscribe(client: Any, topic: str, *, timeout: float) -> None:
+async def _subscribe(client: Any, topic: str, *, limit: float) -> None:
     waiter = _Subscribed()
     client.on_subscribe = waiter
     client.subscribe(topic, qos=0)
-    await asyncio.wait_for(waiter.event.wait(), timeout=timeout)
+    await asyncio.wait_for(waiter.event.wait(), timeout=limit)
     if not waiter.ok:
         raise ConnectionError(f"broker refused the subscription to {topic!r} ({waiter.granted})")
 
@@ -140,13 +140,9 @@ class MqttListener:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def wait_connected(self, timeout: float | None = None) -> bool:
-        """Wait until connected and subscribed; False on timeout."""
-        try:
-            await asyncio.wait_for(self._connected_event.wait(), timeout=timeout)
-        except TimeoutError:
-            return False
-        return True
+    async def wait_connected(self) -> None:
+        """Return once connected and subscribed (wrap in asyncio.wait_for for a limit)."""
+        await self._connected_event.wait()
 
     # --- internals ---------------------------------------------------------------------------
 
@@ -202,10 +198,11 @@ class MqttListener:
                 )
                 if lost.is_set():
                     raise ConnectionError("connection lost right after CONNACK")
-                await _subscribe(client, self._topic, timeout=self._connect_timeout)
+                await _subscribe(client, self._topic, limit=self._connect_timeout)
             except _CONNECT_ERRORS as exc:
                 failures += 1
-                level = logging.WARNING if failures in (1, 10) or failures % 100 == 0 else logging.DEBUG
+                noteworthy = failures in (1, 10) or failures % 100 == 0
+                level = logging.WARNING if noteworthy else logging.DEBUG
                 log.log(
                     level,
                     "MQTT: cannot subscribe to %s at %s (attempt %d, next in %.1fs): %s",
@@ -234,7 +231,11 @@ class MqttListener:
 
 
 async def read_retained(
-    address: str, topic_filter: str, *, settle: float = 0.3, timeout: float = 3.0
+    address: str,
+    topic_filter: str,
+    *,
+    settle: float = 0.3,
+    timeout: float = 3.0,  # noqa: ASYNC109 (a total budget spanning connect + settle)
 ) -> dict[str, bytes]:
     """Every retained message under `topic_filter`, topic → payload (cleared records omitted).
 
@@ -260,7 +261,7 @@ async def read_retained(
     deadline = loop.time() + timeout
     try:
         await asyncio.wait_for(connect_client(client, addr), timeout=timeout)
-        await _subscribe(client, topic_filter, timeout=max(0.1, deadline - loop.time()))
+        await _subscribe(client, topic_filter, limit=max(0.1, deadline - loop.time()))
         while (remaining := deadline - loop.time()) > 0:
             last.clear()
             try:

@@ -57,9 +57,7 @@ def parse_broker_address(address: str) -> BrokerAddress:
             text = text[len(scheme) :]
     host, sep, port_text = text.rpartition(":")
     if not sep or not host or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise ConfigError(
-            f"MQTT address {address!r} is neither host:port nor unix:<socket path>"
-        )
+        raise ConfigError(f"MQTT address {address!r} is neither host:port nor unix:<socket path>")
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     return BrokerAddress(host=host, port=int(port_text))

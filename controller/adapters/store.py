@@ -24,6 +24,7 @@ unchanged store costs one stat per file. Called by app.py (recover at start), ob
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import threading
@@ -80,7 +81,7 @@ def _stem_domain(stem: str) -> str:
 def resource_json(domain: str, cert_url: str) -> bytes:
     """lego's <name>.json: its certificate.Resource without the PEM fields (tab-indented)."""
     doc = {"domain": domain, "certUrl": cert_url, "certStableUrl": cert_url}
-    return orjson.dumps(doc, option=orjson.OPT_INDENT_2).replace(b"  ", b"\t") + b"\n"
+    return json.dumps(doc, indent="\t").encode() + b"\n"
 
 
 class LegoStore:

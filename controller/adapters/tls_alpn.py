@@ -2,12 +2,14 @@
 
 acme 5.x dropped tls-alpn-01, so this module registers `TLSALPN01` in acme's challenge registry
 on import (adapters/acme_client.py imports it) so authorizations deserialize it as a
-`KeyAuthorizationChallenge`. `LocalTlsAlpn01Solver(address)` implements challenges.ChallengeSolver:
+`KeyAuthorizationChallenge`. `LocalTlsAlpn01Solver(address)` implements challenges.ChallengeSolver
+(and is re-exported there):
 while a challenge is presented it runs a TLS server on `address` that negotiates ALPN
 `acme-tls/1` and, chosen per SNI name in an `sni_callback`, presents a self-signed certificate
 whose only SAN is that name and which carries the critical acmeIdentifier extension
 (1.3.6.1.5.5.7.1.31) = DER OCTET STRING of SHA-256(key authorization). Unknown SNI names get an
-`unrecognized_name` alert. The listener is shared by concurrent orders (challenges.SharedListener).
+`unrecognized_name` alert. Concurrent orders share the listener
+(challenge_server.SharedListener).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 from josepy.jwk import JWK
 
-from controller.adapters.challenges import TLS_ALPN_01, SharedListener
+from controller.adapters.challenge_server import TLS_ALPN_01, SharedListener
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,158 @@
+"""`run`: the long-running controller (also how NJet launches us as a copilot).
+
+Order at start-up: wait for the store lock (NJet starts the next instance ~0.1 s after sending
+SIGTERM to the old one), recover an interrupted store swap, remove challenge locations a
+previous run left in NJet, rebuild runtime-announced servers from NJet's retained records,
+then run the loop with the admin API and the MQTT listener as wake-up sources.
+Nothing here may end the process on an error: NJet does not restart a crashed copilot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from controller.adapters.admin import AdminServer, start_admin
+from controller.adapters.lock import StoreLock
+from controller.adapters.mqtt import MqttListener, read_retained
+from controller.admin_backend import ControllerBackend
+from controller.app import App
+from controller.config import Config
+from controller.errors import ControllerError
+from controller.events import (
+    EventAction,
+    NjetEvent,
+    RuntimeServer,
+    parse_srv_record,
+    specs_from_servers,
+)
+from controller.logs import log_event
+from controller.metrics import ControllerMetrics
+from controller.reconcile import Loop
+
+SRV_TOPICS = "/ins/srv/#"
+
+
+class Service:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.app = App(config)
+        self.metrics = ControllerMetrics()
+        self.loop = Loop(self.app.reconciler, config.controller.interval,
+                         on_resync=self.refresh_runtime)
+        self.mqtt_state: dict[str, object] = {"connected": False}
+        self.backend = ControllerBackend(self.app.reconciler, self.loop, self.metrics,
+                                         self.mqtt_state)
+        self.app.reconciler.observer = self.backend
+        self.app.reconciler.executor.on_acme = self.metrics.observe_acme_request
+        self.mqtt: MqttListener | None = None
+        self.admin: AdminServer | None = None
+
+    # -- events ------------------------------------------------------------------------
+
+    def on_event(self, event: NjetEvent) -> None:
+        """Update the event-sourced part of desired state, then wake the loop."""
+        try:
+            static = self.app.reconciler.desired(keep_last_good=True).specs
+        except ControllerError:
+            static = {}
+        static_names = {frozenset(s.names) for s in static.values() if s.source == "njet.conf"}
+        runtime_domains = tuple(
+            d for d in event.domains
+            if event.action is EventAction.DELETE
+            or frozenset(n.lower() for n in d.server_names) not in static_names
+        )
+        changed = False
+        if runtime_domains:
+            changed = self.app.runtime.apply(NjetEvent(event.action, runtime_domains))
+        log_event("njet event", action=event.action.value, domains=len(event.domains),
+                  runtime_changed=changed)
+        self.loop.wake(probe=event.action is EventAction.GENERATE)
+
+    def on_connection(self, connected: bool) -> None:
+        self.mqtt_state["connected"] = connected
+        self.metrics.set_mqtt_connected(connected)
+        if connected:
+            # events sent while we were away are lost: look again
+            self.loop.wake(probe=True)
+
+    async def refresh_runtime(self) -> None:
+        """Rebuild runtime-managed servers from NJet's retained /ins/srv records."""
+        if self.config.store_only:
+            return
+        try:
+            records = await read_retained(self.config.mqtt_address, SRV_TOPICS)
+        except ControllerError as exc:
+            log_event("retained server records unreadable; keeping the known set",
+                      level=logging.WARNING, error=str(exc))
+            return
+        servers = [s for s in (_parse(p) for p in records.values()) if s is not None]
+        specs = specs_from_servers(servers).specs
+        if self.app.runtime.replace_all(specs):
+            log_event("runtime servers rebuilt from retained records", count=len(specs))
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def run(self) -> int:
+        lock = StoreLock(self.app.paths)
+        while not await lock.acquire_async(timeout=5.0):
+            log_event("waiting for the store lock held by another instance",
+                      level=logging.WARNING)
+        try:
+            for line in self.app.store.recover():
+                log_event("store recovery", detail=line)
+            await self._remove_leftover_locations()
+            self.admin = await start_admin(self.backend, self.config.admin.address,
+                                           self.config.admin.token)
+            if not self.config.store_only:
+                self.mqtt = MqttListener(self.config.mqtt_address, on_event=self.on_event,
+                                         on_connection_change=self.on_connection)
+                await self.mqtt.start()
+            self._install_signals()
+            log_event("controller started", prefix=str(self.config.prefix),
+                      store_only=self.config.store_only, admin=self.config.admin.address)
+            await self.loop.run()
+        finally:
+            await self._shutdown()
+            lock.release()
+        log_event("controller stopped")
+        return 0
+
+    async def _remove_leftover_locations(self) -> None:
+        remover = getattr(self.app.solver, "remove_leftovers", None)
+        if remover is None:
+            return
+        try:
+            for what in await remover():
+                log_event("removed a left-over challenge location", location=what)
+        except ControllerError as exc:
+            log_event("could not check for left-over challenge locations",
+                      level=logging.WARNING, error=str(exc))
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
+            loop.add_signal_handler(sig, self.loop.stop)
+        loop.add_signal_handler(signal.SIGHUP, lambda: self.loop.wake(probe=True))
+
+    async def _shutdown(self) -> None:
+        for closer in (self.mqtt.stop if self.mqtt else None,
+                       self.admin.stop if self.admin else None,
+                       self.app.solver.close, self.app.close):
+            if closer is None:
+                continue
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(closer(), timeout=5.0)
+
+
+def _parse(payload: bytes) -> RuntimeServer | None:
+    try:
+        return parse_srv_record(payload)
+    except ValueError:
+        return None
+
+
+async def run_service(config: Config) -> int:
+    return await Service(config).run()
