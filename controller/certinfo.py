@@ -78,7 +78,7 @@ def split_pem_chain(pem: bytes) -> list[bytes]:
 def _load_first_cert(pem: bytes) -> x509.Certificate:
     blocks = split_pem_chain(pem)
     if not blocks:
-        raise ValueError("no PEM CERTIFICATE block found")
+        raise ValueError("no PEM certificate block found")
     try:
         return x509.load_pem_x509_certificate(blocks[0])
     except ValueError as exc:

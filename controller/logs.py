@@ -53,6 +53,8 @@ def setup_logging(*, verbosity: int = 0, fmt: str = "text", stream: TextIO | Non
     LOGGER.handlers[:] = [handler]
     LOGGER.setLevel(level)
     LOGGER.propagate = False
+    # gmqtt logs every connection at INFO; our listener reports link changes itself
+    logging.getLogger("gmqtt").setLevel(logging.WARNING)
 
 
 def log_event(msg: str, *, level: int = logging.INFO, **fields: Any) -> None:

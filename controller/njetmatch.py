@@ -3,14 +3,15 @@
 NJet's GET /api/v1/ssl lists the server blocks it runs (see njet-contract §3.1); a PUT finds its
 block by `listens[0]` + `serverNames[0]` only, compared as exact strings (§3.2: "0.0.0.0:8444",
 never "127.0.0.1:8444", for `listen 8444`), and stores the retained record under a CRC of the
-full arrays sent (§7). This module holds the key-free view of those servers (built by
-adapters/njet_api.py) and decides, without any I/O:
+full arrays sent (§7). This module holds the key-free view of those servers (parsed by
+adapters/njet_wire.py) and decides, without any I/O:
 
 - `match_server`: the running server of a `CertificateSpec`, plus the `listens`/`serverNames` to
   PUT. They are GET's own arrays (= the arrays of NJet's MQTT events and of NJet's Go
   cert-manager, so one retained record per block and key type), with `listens[0]` rotated to a
   listen the spec also has and `serverNames[0]` to an exact name the spec also has, so the
   record still finds its block after a reload that renames or drops the other entries ([60]).
+- `match_blocks`: every running block of a spec that unites several njet.conf blocks.
 - `challenge_server`: the plain-HTTP server that takes the http-01 proxy location (exact
   `addr_port` + server name, as /api/v1/dyn_loc looks it up, §4).
 
@@ -149,23 +150,54 @@ def _put_arrays(
     return listens, names
 
 
+def _names(server: NjetServer) -> set[str]:
+    return {n.lower() for n in server.server_names}
+
+
+def _on_spec_listens(spec: CertificateSpec, servers: Sequence[NjetServer]) -> list[NjetServer]:
+    spec_listens = {canonical_listen(x) for x in spec.listens}
+    return [s for s in servers if spec_listens & {canonical_listen(x) for x in s.listens}]
+
+
+def _found(spec: CertificateSpec, server: NjetServer) -> MatchResult:
+    listens, names = _put_arrays(spec, server)
+    return MatchResult(MatchStatus.FOUND, server=server, listens=listens, server_names=names)
+
+
+def match_blocks(spec: CertificateSpec, servers: Sequence[NjetServer]) -> tuple[MatchResult, ...]:
+    """Every running block of a spec that unites several njet.conf blocks (desired.py merges
+    blocks with the same first name: names and listens united): the servers on the spec's
+    listens that have `spec.names[0]`, when together they have every spec name and sit on every
+    spec listen. One FOUND result each (arrays as in `match_server`), config order; empty when
+    they do not cover the spec (then `match_server`'s reason says why).
+    """
+    if not spec.names:
+        return ()
+    first = spec.names[0].lower()
+    blocks = [s for s in _on_spec_listens(spec, servers) if first in _names(s)]
+    covered_names = set().union(*(_names(s) for s in blocks)) if blocks else set()
+    covered_listens = {canonical_listen(x) for s in blocks for x in s.listens}
+    if not blocks or not {n.lower() for n in spec.names} <= covered_names:
+        return ()
+    if not {canonical_listen(x) for x in spec.listens} <= covered_listens:
+        return ()
+    return tuple(_found(spec, s) for s in blocks)
+
+
 def match_server(spec: CertificateSpec, servers: Sequence[NjetServer]) -> MatchResult:
     """The running server of `spec`: one that listens on one of `spec.listens` (same address
     and port; wildcard and specific addresses differ) and has every name of `spec.names`
     (case-insensitive; the server may have more, e.g. wildcards the spec leaves out).
 
     No such server -> WAITING_FOR_RELOAD (the block is in njet.conf, NJet does not run it yet:
-    a new block, changed names or a changed listen). Two or more -> AMBIGUOUS.
+    a new block, changed names or a changed listen). Two or more such servers, or a spec that
+    unites several running blocks (see `match_blocks`) -> AMBIGUOUS.
     """
-    spec_listens = {canonical_listen(x) for x in spec.listens}
     wanted = {n.lower() for n in spec.names}
-    on_listen = [s for s in servers if spec_listens & {canonical_listen(x) for x in s.listens}]
-    matches = [s for s in on_listen if wanted <= {n.lower() for n in s.server_names}]
+    on_listen = _on_spec_listens(spec, servers)
+    matches = [s for s in on_listen if wanted <= _names(s)]
     if len(matches) == 1:
-        listens, names = _put_arrays(spec, matches[0])
-        return MatchResult(
-            MatchStatus.FOUND, server=matches[0], listens=listens, server_names=names
-        )
+        return _found(spec, matches[0])
     want = f"{' '.join(spec.names)} on {', '.join(spec.listens) or '(no listen)'}"
     if matches:
         return MatchResult(
@@ -176,9 +208,16 @@ def match_server(spec: CertificateSpec, servers: Sequence[NjetServer]) -> MatchR
         )
     if not spec.listens:
         return MatchResult(MatchStatus.WAITING_FOR_RELOAD, reason=f"no listen known for {want}")
-    elsewhere = [
-        s for s in servers if s not in on_listen and wanted & {n.lower() for n in s.server_names}
-    ]
+    united = match_blocks(spec, servers)
+    if united:
+        blocks = tuple(r.server for r in united if r.server is not None)
+        return MatchResult(
+            MatchStatus.AMBIGUOUS,
+            reason=f"{want} unites {len(blocks)} running NJet server blocks: "
+            + "; ".join(_describe(s) for s in blocks),
+            candidates=blocks,
+        )
+    elsewhere = [s for s in servers if s not in on_listen and wanted & _names(s)]
     near = on_listen + elsewhere
     if on_listen:
         detail = "servers there: " + "; ".join(_describe(s) for s in on_listen)

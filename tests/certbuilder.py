@@ -159,9 +159,12 @@ def make_cert(
     key_pem: bytes | None = None,
     common_name: str | None = None,
     with_san: bool = True,
+    with_cn: bool = True,
     self_signed: bool = False,
 ) -> MadeCert:
     """A leaf for `names` (CN = names[0] unless `common_name`, SAN = names unless not with_san).
+
+    `with_cn=False` leaves the subject without a CN (SAN only, as some CAs issue).
 
     `not_before` defaults to one hour ago (aware UTC); not_after = not_before + lifetime.
     `key_pem` reuses a key (its type wins over `key_type`); otherwise a fresh key is made.
@@ -173,7 +176,7 @@ def make_cert(
     key = _load_key(key_bytes)
     start = not_before if not_before is not None else datetime.now(UTC) - timedelta(hours=1)
     cn = common_name if common_name is not None else names[0]
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)] if with_cn else [])
     ca = None if self_signed else (issuer or default_ca())
     issuer_name = subject if ca is None else x509.load_pem_x509_certificate(ca.cert_pem).subject
     builder = (

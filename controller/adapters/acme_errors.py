@@ -84,6 +84,8 @@ class CaResponseError(Exception):
         )
 
     def describe(self) -> str:
+        if self.code.startswith("http-"):  # not a problem document
+            return f"HTTP {self.http_status}: {self.detail}"
         text = f"{self.code}: {self.detail}" if self.detail else self.code
         for sp in self.subproblems:
             text += f"; {sp.identifier or '?'}: {sp.code}: {sp.detail}"
@@ -126,12 +128,14 @@ def is_transient(exc: BaseException) -> bool:
 
 
 _ERRNO_RE = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
+_SSL_RE = re.compile(r"\[SSL: [A-Z_]+\] ([^'\")(]+)")
 
 
 def describe_network_error(exc: BaseException) -> str:
     """A short reason for a requests failure ("Connection refused", "timed out", ...)."""
     if isinstance(exc, requests.exceptions.SSLError):
-        return f"TLS verification failed (is caBundle right?): {_short(exc)}"
+        m = _SSL_RE.search(str(exc))
+        return f"TLS failed (is caBundle right?): {m.group(1).strip() if m else _short(exc)}"
     if isinstance(exc, requests.exceptions.Timeout):
         return "timed out"
     m = _ERRNO_RE.search(str(exc))

@@ -42,6 +42,7 @@ from aiohttp import web
 
 from controller.errors import ConfigError
 from controller.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from controller.model import CertInfo
 from controller.paths import validate_domain
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,22 @@ class CertView:
     last_failure: str | None = None
     backoff_until: datetime | None = None
     problem: str | None = None
+
+    @classmethod
+    def from_info(cls, domain: str, info: CertInfo, *, now: datetime, **status: Any) -> CertView:
+        """A view of a stored certificate; `status` fills the optional fields (ready, …)."""
+        return cls(
+            domain=domain,
+            names=info.names,
+            not_before=info.not_before,
+            not_after=info.not_after,
+            days_left=round((info.not_after - now).total_seconds() / 86400, 2),
+            key_type=info.key_type.value if info.key_type is not None else None,
+            serial=info.serial,
+            fingerprint=info.fingerprint,
+            issuer=info.issuer,
+            **status,
+        )
 
 
 @dataclass(frozen=True)
@@ -318,7 +335,7 @@ class AdminServer:
         except OSError as exc:
             self._last_error = exc
             return False
-        site = web.SockSite(self._runner, sock, shutdown_timeout=1.0)
+        site = web.SockSite(self._runner, sock)
         await site.start()
         self.port = int(sock.getsockname()[1])
         self.bound.set()
@@ -373,7 +390,7 @@ async def start_admin(
     if not token and not _is_loopback(host):
         log.warning("admin API on %s without a token: anyone who can reach it may delete "
                     "certificates (set [admin] token)", address)  # fmt: skip
-    runner = web.AppRunner(build_app(backend, token), access_log=None)
+    runner = web.AppRunner(build_app(backend, token), access_log=None, shutdown_timeout=1.0)
     await runner.setup()
     server = AdminServer(runner, host, port, max_delay=max_retry_delay)
     await server.start()

@@ -136,9 +136,15 @@ class MqttListener:
         """Disconnect and stop reconnecting; idempotent."""
         self._stop.set()
         task, self._task = self._task, None
-        if task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if task is None:
+            return
+        try:
+            # A connect attempt in progress does not watch the stop flag: cut it short.
+            await asyncio.wait_for(asyncio.shield(task), timeout=2.0)
+        except TimeoutError:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     async def wait_connected(self) -> None:
         """Return once connected and subscribed (wrap in asyncio.wait_for for a limit)."""
@@ -199,14 +205,18 @@ class MqttListener:
                 if lost.is_set():
                     raise ConnectionError("connection lost right after CONNACK")
                 await _subscribe(client, self._topic, limit=self._connect_timeout)
-            except _CONNECT_ERRORS as exc:
+            except asyncio.CancelledError:
+                await _close(client)
+                raise
+            except Exception as exc:  # whatever goes wrong, the listener must keep trying
                 failures += 1
-                noteworthy = failures in (1, 10) or failures % 100 == 0
-                level = logging.WARNING if noteworthy else logging.DEBUG
+                expected = isinstance(exc, _CONNECT_ERRORS)
+                noteworthy = not expected or failures in (1, 10) or failures % 100 == 0
                 log.log(
-                    level,
+                    logging.WARNING if noteworthy else logging.DEBUG,
                     "MQTT: cannot subscribe to %s at %s (attempt %d, next in %.1fs): %s",
                     self._topic, self._address, failures, delay, exc or type(exc).__name__,
+                    exc_info=not expected,
                 )  # fmt: skip
                 await _close(client)
                 await self._sleep(delay * random.uniform(0.8, 1.2))

@@ -361,6 +361,10 @@ class NjetClient:
             raise NjetUnavailable(
                 f"{where}: cannot connect: {reason}", url=url, maybe_applied=False
             ) from None
+        except aiohttp.ConnectionTimeoutError:
+            raise NjetUnavailable(
+                f"{where}: cannot connect within {self._timeout:g} s", url=url, maybe_applied=False
+            ) from None
         except TimeoutError:
             raise NjetUnavailable(
                 f"{where}: no answer within {self._timeout:g} s", url=url, maybe_applied=True

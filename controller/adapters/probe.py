@@ -102,6 +102,8 @@ def _describe(exc: BaseException) -> str:
         return "no TLS handshake within the timeout"
     if isinstance(exc, ConnectionRefusedError):
         return "connection refused"
+    if isinstance(exc, ConnectionResetError | EOFError):
+        return "TLS handshake failed: the server closed the connection (no certificate for it?)"
     if isinstance(exc, OSError):
         return f"connection failed: {exc.strerror or exc}"
     return f"{type(exc).__name__}: {exc}"
@@ -126,7 +128,11 @@ async def probe(
     try:
         async with asyncio.timeout(timeout):
             _, writer = await asyncio.open_connection(
-                host, port, ssl=ctx, server_hostname=sni or "", ssl_handshake_timeout=timeout
+                host,
+                port,
+                ssl=ctx,
+                server_hostname=sni or "",
+                ssl_handshake_timeout=max(timeout, 0.01),
             )
         obj = writer.get_extra_info("ssl_object")
         der = obj.getpeercert(binary_form=True) if obj is not None else None

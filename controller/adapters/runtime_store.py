@@ -1,9 +1,10 @@
 """Event-sourced desired state: the servers NJet announced at runtime, persisted across restarts.
 
 File: `<prefix>/.lego/runtime/servers.json` (`{"version": 1, "servers": [...]}`), written
-atomically (temp file + fsync + rename + directory fsync). Called by the controller: `apply()`
-for every MQTT event, `replace_all()` on start / reconnect resync (specs rebuilt from the
-retained `/ins/srv/#` records and GET /api/v1/ssl), `load()` when computing desired state.
+atomically with adapters/fsutil.atomic_write (temp + fsync + rename + directory fsync).
+Called by the controller: `apply()` for every MQTT event, `replace_all()` on start and on
+reconnect resync (specs rebuilt from the retained `/ins/srv/#` records and GET /api/v1/ssl),
+`load()` when computing desired state.
 
 Entries are keyed by (domain = first usable name, listens). Matching rule of
 `deleteCertificate`: by name — an entry is removed when its domain equals the event domain's
@@ -21,13 +22,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from controller.adapters.fsutil import atomic_write, make_dirs
 from controller.errors import StoreError
 from controller.events import EventAction, NjetEvent, specs_from_domains
 from controller.model import CertificateSpec, Source
@@ -56,28 +57,6 @@ class _File(BaseModel):
 
 def _key(spec: CertificateSpec) -> tuple[str, frozenset[str]]:
     return spec.domain, frozenset(spec.listens)
-
-
-def _atomic_write(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    # Private helper: controller/adapters/fsutil.py did not exist when this was written.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class RuntimeStore:
@@ -147,7 +126,8 @@ class RuntimeStore:
             ],
         }
         try:
-            _atomic_write(self._path, orjson.dumps(doc, option=orjson.OPT_INDENT_2))
+            make_dirs(self._path.parent)
+            atomic_write(self._path, orjson.dumps(doc, option=orjson.OPT_INDENT_2), mode=0o600)
         except OSError as exc:
             raise StoreError(f"cannot write runtime servers file {self._path}: {exc}") from exc
         self._cache = specs

@@ -16,9 +16,13 @@ finished in the recorded direction (forward, or back to the backup after a faile
 So a name only ever holds its complete old files or its complete new files. The mechanics live
 in adapters/store_journal.py; this module builds the records and reads the store.
 
-load_all() caches parsed facts by (st_size, st_mtime_ns, st_ino) of .crt/.key/.json, so an
-unchanged store costs one stat per file. Called by app.py (recover at start), observe.py
-(load_all) and execute.py (get/put/key_pem/cert_pem/delete/quarantine). Thread-safe.
+load_all() caches parsed facts by (st_size, st_mtime_ns, st_ino) of .crt/.key/.json, so a
+scan of an unchanged store costs one stat per file; and while the certificates/ folder itself is
+unchanged (same mtime, quiet for a second) the last scan is reused outright, with a full re-stat
+at least every `verify_interval` seconds (60) to catch files rewritten in place.
+
+Called by app.py (recover at start), observe.py (load_all) and execute.py (get, put, key_pem,
+cert_pem, delete, quarantine). Thread-safe.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -48,6 +53,11 @@ KEY_MODE = 0o600
 FILE_MODE = 0o644
 DIR_MODE = 0o700
 
+# A full re-stat of every file at least this often, so files rewritten in place (lego writes
+# that way) are noticed even though the folder's mtime does not change.
+VERIFY_INTERVAL = 60.0
+SETTLE_NS = 1_000_000_000
+
 _Ident = tuple[int, int, int]
 
 
@@ -59,6 +69,17 @@ class _Parsed:
     domain: str
     stored: StoredCert | None  # None: unusable (see problem)
     problem: str | None  # set when the pair must not be used
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """The last full scan: valid while the folder is unchanged and recently verified."""
+
+    dir_ident: tuple[int, int, int]
+    settled: bool
+    verified_at: float
+    usable: dict[str, StoredCert]
+    problems: dict[str, str]
 
 
 def _ident(st: os.stat_result) -> _Ident:
@@ -87,12 +108,27 @@ def resource_json(domain: str, cert_url: str) -> bytes:
 class LegoStore:
     """`CertStore` over `<prefix>/.lego/certificates/` (see the module docstring)."""
 
-    def __init__(self, paths: StorePaths, *, now: Callable[[], datetime] | None = None) -> None:
+    def __init__(
+        self,
+        paths: StorePaths,
+        *,
+        now: Callable[[], datetime] | None = None,
+        verify_interval: float = VERIFY_INTERVAL,
+    ) -> None:
         self.paths = paths
         self._now = now or (lambda: datetime.now(UTC))
+        self._verify_interval = verify_interval
         self._lock = threading.RLock()
         self._cache: dict[str, _Parsed] = {}
+        self._snapshot: _Snapshot | None = None
         self._journal = Journal(paths, file_mode=self._file_mode)
+
+    def _forget(self, name: str | None = None) -> None:
+        self._snapshot = None
+        if name is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(name, None)
 
     # -- recovery ---------------------------------------------------------------------------
 
@@ -107,7 +143,7 @@ class LegoStore:
                 self.paths.journal,
             ):
                 lines.extend(_remove_temp_files(directory))
-            self._cache.clear()
+            self._forget()
         for line in lines:
             log.info("store recovery: %s", line)
         return lines
@@ -115,11 +151,34 @@ class LegoStore:
     # -- reading ----------------------------------------------------------------------------
 
     def load_all(self) -> tuple[Mapping[str, StoredCert], Mapping[str, str]]:
-        with self._lock:
-            return self._load_all()
-
-    def _load_all(self) -> tuple[dict[str, StoredCert], dict[str, str]]:
+        """Every usable pair by domain, and every unusable one with the reason."""
         directory = self.paths.certificates
+        with self._lock:
+            try:
+                st = os.stat(directory)
+            except FileNotFoundError:
+                self._forget()
+                return {}, {}
+            except OSError as exc:
+                raise fsutil.store_error("stat", directory, exc) from None
+            dir_ident = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+            snap = self._snapshot
+            if (
+                snap is not None
+                and snap.settled
+                and snap.dir_ident == dir_ident
+                and time.monotonic() - snap.verified_at < self._verify_interval
+            ):
+                return dict(snap.usable), dict(snap.problems)
+            started_ns, verified_at = time.time_ns(), time.monotonic()
+            usable, problems = self._scan(directory)
+            # A folder changed within the last second may change again within the same clock
+            # tick without a visible change of its ctime, so only a quiet folder is trusted.
+            settled = st.st_ctime_ns < started_ns - SETTLE_NS
+            self._snapshot = _Snapshot(dir_ident, settled, verified_at, usable, problems)
+            return dict(usable), dict(problems)
+
+    def _scan(self, directory: Path) -> tuple[dict[str, StoredCert], dict[str, str]]:
         try:
             entries = list(os.scandir(directory))
         except FileNotFoundError:
@@ -141,7 +200,7 @@ class LegoStore:
             elif name.endswith(".json"):
                 jsons[name[:-5]] = entry
         for stem in [s for s in crts if s.endswith(".issuer")]:
-            if stem[:-7] in crts and stem not in keys:
+            if stem not in keys:
                 del crts[stem]  # <name>.issuer.crt is the chain of <name>, not a leaf
         usable: dict[str, StoredCert] = {}
         problems: dict[str, str] = {}
@@ -274,7 +333,7 @@ class LegoStore:
         digests = {slot: hashlib.sha256(data).hexdigest() for slot, data in files.items()}
         with self._lock:
             self._journal.put(name, domain, files, digests)
-            self._cache.pop(name, None)
+            self._forget(name)
             parsed = self._parsed_for(domain)
         if parsed is None or parsed.stored is None or parsed.problem is not None:
             problem = parsed.problem if parsed is not None else "files missing"
@@ -291,7 +350,7 @@ class LegoStore:
             if not present:
                 return False
             self._journal.move_out(JournalRecord.for_delete(name, domain, present))
-            self._cache.pop(name, None)
+            self._forget(name)
         return True
 
     def quarantine(self, domain: str) -> str | None:
@@ -309,7 +368,7 @@ class LegoStore:
                 dest_name = f"{name}.{stamp}-{counter}"
             record = JournalRecord.for_quarantine(name, domain, present, dest_name)
             self._journal.move_out(record)
-            self._cache.pop(name, None)
+            self._forget(name)
         return str(self.paths.quarantine / dest_name)
 
     def _present_slots(self, name: str) -> list[str]:

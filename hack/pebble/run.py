@@ -83,6 +83,7 @@ class PebbleHarness:
         nonce_reject_percent: int | None = None,
         authz_reuse_percent: int | None = None,
         eab_keys: dict[str, str] | None = None,
+        domain_blocklist: list[str] | None = None,
         http_port: int | None = None,
         tls_port: int | None = None,
         env: dict[str, str] | None = None,
@@ -93,6 +94,7 @@ class PebbleHarness:
         self.nonce_reject_percent = nonce_reject_percent
         self.authz_reuse_percent = authz_reuse_percent
         self.eab_keys = dict(eab_keys) if eab_keys else None
+        self.domain_blocklist = list(domain_blocklist or [])
         self.http_port = http_port or free_tcp_port()
         self.tls_port = tls_port or free_tcp_port()
         self.listen_port = free_tcp_port()
@@ -234,6 +236,8 @@ class PebbleHarness:
         }
         if self.eab_keys:
             conf["externalAccountMACKeys"] = self.eab_keys
+        if self.domain_blocklist:
+            conf["domainBlocklist"] = self.domain_blocklist  # -> rejectedIdentifier
         if self.validity_seconds is not None:
             conf["certificateValidityPeriod"] = int(self.validity_seconds)
         self.config_path.write_text(json.dumps({"pebble": conf}, indent=2))

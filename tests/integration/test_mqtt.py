@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from controller.adapters.mqtt import MqttListener, read_retained
-from controller.errors import TemporaryError
+from controller.errors import ConfigError, TemporaryError
 from controller.events import EventAction, NjetEvent, parse_srv_record
 from tests.fixtures.mqtt import MosquittoBroker, mqtt_publish
 
@@ -201,3 +201,46 @@ async def test_read_retained_raises_a_temporary_error_when_the_broker_is_down(
 ) -> None:
     with pytest.raises(TemporaryError, match="cannot read retained"):
         await read_retained(f"unix:{tmp_path}/absent.sock", "/ins/srv/#", timeout=1.0)
+
+
+async def test_stop_returns_promptly_while_a_connect_attempt_hangs() -> None:
+    accepted = asyncio.Event()
+
+    async def silent(_r: asyncio.StreamReader, _w: asyncio.StreamWriter) -> None:
+        accepted.set()  # never answers CONNECT
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    rec = Recorder()
+    listener = MqttListener(f"127.0.0.1:{port}", on_event=rec.on_event, connect_timeout=60)
+    await listener.start()
+    try:
+        await asyncio.wait_for(accepted.wait(), 5)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await listener.stop()
+        assert loop.time() - started < 5
+        assert not listener.connected
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.parametrize(
+    ("address", "expected"),
+    [
+        ("127.0.0.1:1883", "127.0.0.1:1883"),
+        ("[::1]:1884", "[::1]:1884"),
+        ("tcp://broker.test:1885", "broker.test:1885"),
+        ("unix:/usr/local/njet/data/mosquitto.sock", "unix:/usr/local/njet/data/mosquitto.sock"),
+    ],
+)
+def test_broker_addresses_are_parsed(address: str, expected: str) -> None:
+    listener = MqttListener(address, on_event=lambda _e: None)
+    assert listener.address == expected
+
+
+@pytest.mark.parametrize("address", ["", "unix:", "localhost", "host:0", "host:99999", ":1883"])
+def test_bad_broker_addresses_are_config_errors(address: str) -> None:
+    with pytest.raises(ConfigError, match="MQTT address"):
+        MqttListener(address, on_event=lambda _e: None)

@@ -106,7 +106,9 @@ def test_malformed_event_payloads_raise_event_error_naming_the_problem(
 
 
 def test_event_error_is_a_value_error_and_never_echoes_the_payload() -> None:
-    secret = b'{"action":"generateCertificate","domains":[{"server_name":"-----BEGIN PRIVATE KEY"}]}'
+    secret = (
+        b'{"action":"generateCertificate","domains":[{"server_name":"-----BEGIN PRIVATE KEY"}]}'
+    )
     with pytest.raises(ValueError) as info:
         parse_event(secret)
     assert "PRIVATE KEY" not in str(info.value)

@@ -77,12 +77,16 @@ def load(path: Path) -> dict[str, Any]:
     return data
 
 
+def recorded_reply(prefix: str) -> Any:
+    return load(next(CONTRACT.glob(f"{prefix}-*.json")))["response"]["body"]
+
+
 def op_of(request: dict[str, Any]) -> str:
     """The client operation a recorded request corresponds to (for code meanings)."""
     body = request["body"] if isinstance(request["body"], dict) else {}
     kind = body.get("type", "add" if request["method"] == "POST" else "del")
     if request["method"] == "GET":
-        return "get " + request["path"].rsplit("/", 1)[-1]
+        return "get " + str(request["path"]).rsplit("/", 1)[-1]
     noun = {"ssl": "cert", "dyn_loc": "location", "dyn_srv": "server"}
     return f"{kind} {noun.get(request['path'].rsplit('/', 1)[-1], 'thing')}"
 
@@ -247,7 +251,7 @@ def call_for(request: dict[str, Any]) -> Call:
     """The client call that produces the recorded request or, for requests the client never
     sends (wrong method, broken JSON, GET on dyn_loc), the nearest call on that endpoint."""
     path, method = request["path"], request["method"]
-    if path == "/api/v1/config/http_log" or path == "/api/v1/dyn_loc" and method == "GET":
+    if path == "/api/v1/config/http_log" or (path == "/api/v1/dyn_loc" and method == "GET"):
 
         async def log(client: NjetClient) -> tuple[LocationServer, ...]:
             return await client.http_log()
@@ -255,7 +259,7 @@ def call_for(request: dict[str, Any]) -> Call:
         return Call(log, "GET", "/api/v1/config/http_log", path == "/api/v1/config/http_log")
     if path == "/api/v1/dyn_loc":
         return dyn_loc_call(request)
-    if method == "GET" or method == "DELETE" and request["body"] is None:
+    if method == "GET" or (method == "DELETE" and request["body"] is None):
 
         async def get(client: NjetClient) -> tuple[NjetServer, ...]:
             return await client.get_ssl()
@@ -268,7 +272,7 @@ def endpoint_exchanges() -> list[Path]:
     out = []
     for path in exchanges():
         req = load(path)["request"]
-        if req["path"] in ENDPOINTS or req["path"] == "/api/v1/config" and req["method"] == "GET":
+        if req["path"] in ENDPOINTS or (req["path"] == "/api/v1/config" and req["method"] == "GET"):
             out.append(path)
     return out
 
@@ -315,7 +319,7 @@ async def test_client_sends_the_recorded_request_and_maps_the_recorded_reply(
         assert error.url == client.base_url + call.path
         assert call.path in str(error)
         assert "PRIVATE KEY" not in str(error) and "PRIVATE KEY" not in repr(error)
-    if request["method"] == "GET" and request["path"] == call.path and error is None:
+    if request["method"] == "GET" and error is None and "servers" in response["body"]:
         recorded_servers = response["body"]["servers"]
         assert [list(s.listens) for s in result] == [s["listens"] for s in recorded_servers]
         assert [list(s.server_names) for s in result] == [
@@ -440,7 +444,7 @@ async def test_a_get_that_times_out_is_retried_then_unavailable(
     pb.handler = hang_until_released(pb)
     url = str(pb_url(playback))
     async with NjetClient(url, timeout=0.2, attempts=3) as client:
-        with pytest.raises(NjetUnavailable, match="no answer within 0.2 s") as info:
+        with pytest.raises(NjetUnavailable, match=r"no answer within 0\.2 s") as info:
             await client.get_ssl()
     assert len(pb.received) == 3
     assert info.value.url.endswith("/api/v1/ssl")
@@ -487,7 +491,7 @@ async def test_a_transient_failure_then_success_returns_the_servers(
     playback: tuple[Playback, NjetClient],
 ) -> None:
     pb, client = playback
-    body = json.dumps(load(next(CONTRACT.glob("01-*.json")))["response"]["body"]).encode()
+    body = json.dumps(recorded_reply("01")).encode()
 
     async def flaky(request: web.Request) -> web.StreamResponse:
         if len(pb.received) == 1:

@@ -18,6 +18,7 @@ from controller.njetmatch import (
     canonical_listen,
     challenge_server,
     has_location,
+    match_blocks,
     match_server,
 )
 
@@ -145,6 +146,50 @@ def test_two_running_servers_with_the_names_on_a_wanted_listen_are_ambiguous() -
     assert result.server is None
     assert len(result.candidates) == 2
     assert "2 running NJet servers" in result.reason
+
+
+def test_a_spec_uniting_two_blocks_is_ambiguous_and_match_blocks_lists_each() -> None:
+    # desired.py merges blocks whose first name is the same (names and listens united)
+    running = (
+        *servers("01"),
+        NjetServer(listens=("127.0.0.1:9443",), server_names=("a.test", "api.a.test")),
+    )
+    merged = spec(
+        "a.test", "www.a.test", "api.a.test", listens=("127.0.0.1:8443", "127.0.0.1:9443")
+    )
+    result = match_server(merged, running)
+    assert result.status is MatchStatus.AMBIGUOUS
+    assert "unites 2 running NJet server blocks" in result.reason
+    blocks = match_blocks(merged, running)
+    assert [(b.listens, b.server_names) for b in blocks] == [
+        (("127.0.0.1:8443",), ("a.test", "www.a.test")),
+        (("127.0.0.1:9443",), ("a.test", "api.a.test")),
+    ]
+    assert all(b.found for b in blocks)
+
+
+def test_separate_v4_and_v6_blocks_with_the_same_names_are_both_blocks_of_the_spec() -> None:
+    running = (
+        NjetServer(listens=("127.0.0.1:8443",), server_names=("a.test",)),
+        NjetServer(listens=("[::1]:8443",), server_names=("a.test",)),
+    )
+    wanted = spec("a.test", listens=("127.0.0.1:8443", "[::1]:8443"))
+    assert match_server(wanted, running).status is MatchStatus.AMBIGUOUS
+    assert [b.listens for b in match_blocks(wanted, running)] == [
+        ("127.0.0.1:8443",),
+        ("[::1]:8443",),
+    ]
+
+
+def test_match_blocks_of_a_single_block_is_the_match() -> None:
+    wanted = spec("a.test", "www.a.test", listens=("127.0.0.1:8443",))
+    assert match_blocks(wanted, servers("30")) == (match_server(wanted, servers("30")),)
+
+
+def test_a_block_not_running_yet_leaves_match_blocks_empty_but_the_running_one_matches() -> None:
+    wanted = spec("a.test", "www.a.test", listens=("127.0.0.1:8443", "127.0.0.1:9443"))
+    assert match_blocks(wanted, servers("01")) == ()
+    assert match_server(wanted, servers("01")).listens == ("127.0.0.1:8443",)
 
 
 def test_first_entries_are_rotated_to_ones_the_spec_shares() -> None:

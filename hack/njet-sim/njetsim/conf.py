@@ -136,11 +136,17 @@ def _location(d: Directive) -> LocationConf:
     if d.block is None or not d.args:
         raise SimConfError(f'{_where(d)}: "location" needs a path and a block')
     modifier, path = ("", d.args[0]) if len(d.args) == 1 else (d.args[0], d.args[1])
+    return location_from_directives(modifier, path, d.block)
+
+
+def location_from_directives(modifier: str, path: str, block: Sequence[Directive], *,
+                             proxy_pass: str | None = None) -> LocationConf:
+    """A location from its directives (a static `location {}` or a dyn_loc location_body)."""
     code: int | None = None
     text: str | None = None
-    proxy: str | None = None
+    proxy = proxy_pass
     set_host = False
-    for c in d.block:
+    for c in block:
         if c.name == "return" and c.args:
             code, text = _return_args(c)
         elif c.name == "proxy_pass" and c.args:

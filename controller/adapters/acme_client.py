@@ -1,0 +1,407 @@
+"""AcmeIssuer: the ports.Issuer for one ACME CA and account, on top of certbot's `acme` library.
+
+Built by app.py (`AcmeIssuer.from_config`) and called by execute.py (`issue`). acme is
+synchronous, so every CA conversation runs in a worker thread (asyncio.to_thread) while the
+challenge servers (a challenges.ChallengeSolver) answer on the event loop.
+
+issue(spec, key_type): fresh private key -> CSR (CN = names[0], SAN = names) -> newOrder ->
+present the solver's challenge type for each pending authorization -> answer -> poll fast ->
+finalize -> download. It returns an IssuedCert and writes nothing but the account.
+
+The account lives in lego's layout (acme_account.py): registered once, reused (also when lego
+wrote it), registered again when the CA answers accountDoesNotExist (Pebble forgets accounts on
+restart). EAB (eabKid + base64url eabHmacKey) is sent when configured. A configured `profile`
+must be advertised in the directory's meta.profiles (ACME profiles draft); otherwise issuing is
+a ConfigError naming the profile, rather than silently getting the CA's default profile.
+
+Errors (acme_errors.py): transient ones are retried in place (acme_network.py), then surface as
+TemporaryError(retry_after); refusals as PermanentError with the CA's detail and the failing
+name; a bad caBundle, CA URL, email or EAB as ConfigError.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import requests
+from acme import client as acme_client
+from acme import errors as acme_errors
+from acme import messages
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from josepy import b64
+from josepy.jwa import RS256, JWASignature
+from josepy.jwk import JWK
+
+from controller.adapters import tls_alpn  # registers tls-alpn-01 with acme
+from controller.adapters.acme_account import (
+    AccountFiles,
+    account_files,
+    jwk_for,
+    load_account,
+    new_account_key,
+    save_key,
+    save_registration,
+    validate_email,
+)
+from controller.adapters.acme_errors import (
+    CaResponseError,
+    describe_network_error,
+    to_controller_error,
+)
+from controller.adapters.acme_network import AcmeNetwork
+from controller.adapters.acme_order import AccountGone, OrderDriver, PollPolicy, split_chain
+from controller.adapters.challenges import ChallengeSolver, LocalHttp01Solver
+from controller.certinfo import generate_private_key, make_csr_pem
+from controller.config import Config
+from controller.errors import ConfigError, ControllerError, PermanentError, TemporaryError
+from controller.model import CertificateSpec, ChallengeType, IssuedCert, KeyType
+from controller.paths import StorePaths, validate_domain
+
+log = logging.getLogger(__name__)
+
+_EAB_REJECTED = frozenset({"unauthorized", "malformed", "badSignatureAlgorithm"})
+
+
+@dataclass(frozen=True)
+class _Account:
+    key: JWK
+    alg: JWASignature
+    key_pem: bytes
+    uri: str
+
+
+class AcmeIssuer:
+    """See the module docstring. One instance per (CA, account); safe for concurrent issues."""
+
+    def __init__(
+        self,
+        *,
+        directory_url: str,
+        email: str,
+        paths: StorePaths,
+        solver: ChallengeSolver,
+        ca_bundle: Path | None = None,
+        eab_kid: str = "",
+        eab_hmac_key: str = "",
+        profile: str = "",
+        poll_interval: float = 0.02,
+        order_timeout: float = 90.0,
+        request_timeout: int = 30,
+        owns_solver: bool = False,
+    ) -> None:
+        self.directory_url = _check_url(directory_url)
+        self.email = validate_email(email)
+        self.ca_bundle = _check_ca_bundle(ca_bundle)
+        self._eab_kid, self._eab_hmac_key = _check_eab(eab_kid, eab_hmac_key)
+        self.profile = profile.strip()
+        self.solver = solver
+        self.files: AccountFiles = account_files(paths, self.directory_url, self.email)
+        self._policy = PollPolicy(interval=poll_interval, timeout=order_timeout)
+        self._request_timeout = request_timeout
+        self._owns_solver = owns_solver
+        self._directory: messages.Directory | None = None
+        self._account: _Account | None = None
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    def from_config(
+        cls, config: Config, paths: StorePaths, solver: ChallengeSolver | None = None
+    ) -> AcmeIssuer:
+        """From the [acme] section; without `solver`, the local one of `challengeType`."""
+        acme = config.acme
+        owns = solver is None
+        if solver is None:
+            if acme.challengeType is ChallengeType.TLS:
+                solver = tls_alpn.LocalTlsAlpn01Solver(acme.tlsChallengeServerAddress)
+            else:
+                solver = LocalHttp01Solver(acme.httpChallengeServerAddress)
+        return cls(
+            directory_url=acme.acmeCaDir,
+            email=acme.email,
+            paths=paths,
+            solver=solver,
+            ca_bundle=config.ca_bundle,
+            eab_kid=acme.eabKid,
+            eab_hmac_key=acme.eabHmacKey,
+            profile=acme.profile,
+            owns_solver=owns,
+        )
+
+    # -- the port ------------------------------------------------------------------------------
+    async def issue(self, spec: CertificateSpec, key_type: KeyType) -> IssuedCert:
+        names = _names(spec)
+        context = f"ordering a certificate for {', '.join(names)}"
+        started = time.monotonic()
+        try:
+            directory = await self._get_directory()
+            account = await self._get_account(directory)
+            key_pem = await asyncio.to_thread(generate_private_key, key_type)
+            csr_pem = make_csr_pem(key_pem, names)
+            fullchain, cert_url = await self._order(directory, account, csr_pem)
+        except ControllerError:
+            raise
+        except Exception as exc:
+            raise to_controller_error(exc, context=context, ca_url=self.directory_url) from exc
+        leaf, chain = split_chain(fullchain)
+        _check_key_matches(leaf, key_pem, names)
+        log.info(
+            "issued %s (%s) in %.3fs", ", ".join(names), key_type.value,
+            time.monotonic() - started,
+        )
+        return IssuedCert(cert_pem=fullchain, issuer_pem=chain, key_pem=key_pem, cert_url=cert_url)
+
+    async def revoke(self, cert_pem: bytes, *, reason: int = 0) -> None:
+        """Revoke a certificate issued to this account; already revoked is fine."""
+        try:
+            directory = await self._get_directory()
+            account = await self._get_account(directory)
+            driver = self._driver(directory, account, threading.Event())
+            try:
+                await asyncio.to_thread(driver.revoke, cert_pem, reason)
+            finally:
+                driver.close()
+        except CaResponseError as exc:
+            if exc.code != "alreadyRevoked":
+                raise to_controller_error(
+                    exc, context="revoking a certificate", ca_url=self.directory_url
+                ) from exc
+        except ControllerError:
+            raise
+        except Exception as exc:
+            raise to_controller_error(
+                exc, context="revoking a certificate", ca_url=self.directory_url
+            ) from exc
+
+    async def close(self) -> None:
+        if self._owns_solver:
+            await self.solver.close()
+
+    # -- order ---------------------------------------------------------------------------------
+    async def _order(
+        self, directory: messages.Directory, account: _Account, csr_pem: bytes
+    ) -> tuple[bytes, str]:
+        abort = threading.Event()
+        driver = self._driver(directory, account, abort)
+        try:
+            try:
+                orderr = await asyncio.to_thread(driver.new_order, csr_pem, self.profile)
+            except AccountGone:
+                driver.close()
+                account = await self._register_again(directory, account)
+                driver = self._driver(directory, account, abort)
+                orderr = await asyncio.to_thread(driver.new_order, csr_pem, self.profile)
+            pending = driver.pending_challenges(orderr, self.solver.challenge_type, account.key)
+            presented = []
+            try:
+                for ch in pending:
+                    await self.solver.present(ch.domain, ch.token, ch.key_authorization)
+                    presented.append(ch)
+                return await asyncio.to_thread(driver.complete, orderr, pending, account.key)
+            finally:
+                for ch in presented:
+                    await self.solver.cleanup(ch.domain, ch.token, ch.key_authorization)
+        except asyncio.CancelledError:
+            abort.set()
+            raise
+        finally:
+            driver.close()
+
+    def _network(self, key: JWK | None, alg: JWASignature) -> AcmeNetwork:
+        return AcmeNetwork(key, alg=alg, verify=self.ca_bundle, timeout=self._request_timeout)
+
+    def _driver(
+        self, directory: messages.Directory, account: _Account, abort: threading.Event
+    ) -> OrderDriver:
+        net = self._network(account.key, account.alg)
+        net.account = messages.RegistrationResource(uri=account.uri, body=messages.Registration())
+        return OrderDriver(directory, net, policy=self._policy, abort=abort)
+
+    # -- directory -----------------------------------------------------------------------------
+    async def _get_directory(self) -> messages.Directory:
+        if self._directory is None:
+            async with self._lock:
+                if self._directory is None:
+                    self._directory = await asyncio.to_thread(self._fetch_directory)
+        return self._directory
+
+    def _fetch_directory(self) -> messages.Directory:
+        net = self._network(None, RS256)
+        try:
+            directory = acme_client.ClientV2.get_directory(self.directory_url, net)
+        except requests.exceptions.RequestException as exc:
+            raise TemporaryError(
+                f"cannot load the ACME directory {self.directory_url}:"
+                f" {describe_network_error(exc)}"
+            ) from exc
+        except CaResponseError as exc:
+            raise TemporaryError(
+                f"cannot load the ACME directory {self.directory_url}: {exc.describe()}",
+                retry_after=exc.retry_after,
+            ) from exc
+        except Exception as exc:  # not JSON, not a directory object
+            raise TemporaryError(
+                f"cannot load the ACME directory {self.directory_url}: {type(exc).__name__}:"
+                f" {' '.join(str(exc).split())[:200]}; check acmeCaDir"
+            ) from exc
+        finally:
+            net.close()
+        for field in ("newNonce", "newAccount", "newOrder"):
+            try:
+                directory[field]
+            except KeyError:
+                raise TemporaryError(
+                    f"{self.directory_url} is not an ACME directory (no {field}); check acmeCaDir"
+                ) from None
+        self._check_profile(directory)
+        return directory
+
+    def _check_profile(self, directory: messages.Directory) -> None:
+        if not self.profile:
+            return
+        offered: dict[str, str] = dict(getattr(directory.meta, "profiles", None) or {})
+        if self.profile not in offered:
+            what = f"it offers: {', '.join(sorted(offered))}" if offered else "it offers none"
+            raise ConfigError(
+                f"[acme] profile {self.profile!r} is not offered by the CA at"
+                f" {self.directory_url} ({what})"
+            )
+
+    # -- account -------------------------------------------------------------------------------
+    async def _get_account(self, directory: messages.Directory) -> _Account:
+        if self._account is None:
+            async with self._lock:
+                if self._account is None:
+                    self._account = await asyncio.to_thread(self._load_or_register, directory)
+        return self._account
+
+    async def _register_again(self, directory: messages.Directory, stale: _Account) -> _Account:
+        async with self._lock:
+            if self._account is None or self._account.uri == stale.uri:
+                log.warning(
+                    "the CA at %s no longer knows account %s; registering again",
+                    self.directory_url, stale.uri,
+                )
+                self._account = await asyncio.to_thread(self._register, directory, stale.key_pem)
+            return self._account
+
+    def _load_or_register(self, directory: messages.Directory) -> _Account:
+        stored = load_account(self.files)
+        if stored is not None and stored.uri:
+            key, alg = jwk_for(stored.key_pem, self.files.key)
+            return _Account(key=key, alg=alg, key_pem=stored.key_pem, uri=stored.uri)
+        if stored is None:
+            key_pem = new_account_key()
+            save_key(self.files, key_pem)  # before registering: a registered key is never lost
+        else:
+            key_pem = stored.key_pem
+        return self._register(directory, key_pem)
+
+    def _register(self, directory: messages.Directory, key_pem: bytes) -> _Account:
+        key, alg = jwk_for(key_pem, self.files.key)
+        eab: dict[str, Any] | None = None
+        if self._eab_kid:
+            eab = messages.ExternalAccountBinding.from_data(
+                account_public_key=key.public_key(), kid=self._eab_kid,
+                hmac_key=self._eab_hmac_key, directory=directory,
+            )
+        elif getattr(directory.meta, "external_account_required", False):
+            raise ConfigError(
+                f"the CA at {self.directory_url} requires external account binding:"
+                " set [acme] eabKid and eabHmacKey"
+            )
+        registration = messages.NewRegistration.from_data(
+            email=self.email or None, terms_of_service_agreed=True, external_account_binding=eab
+        )
+        net = self._network(key, alg)
+        try:
+            regr = acme_client.ClientV2(directory, net).new_account(registration)
+            uri: str = regr.uri
+            body = _registration_body(regr.body)
+        except acme_errors.ConflictError as exc:  # this key already has an account
+            uri, body = exc.location, {"status": "valid"}
+        except CaResponseError as exc:
+            if self._eab_kid and exc.code in _EAB_REJECTED:
+                raise ConfigError(
+                    f"the CA at {self.directory_url} rejected the external account binding"
+                    f" (eabKid {self._eab_kid!r}): {exc.describe()}"
+                ) from None
+            raise to_controller_error(
+                exc, context="registering the ACME account", ca_url=self.directory_url
+            ) from exc
+        finally:
+            net.close()
+        save_registration(self.files, self.email, uri, body)
+        log.info("registered ACME account %s at %s", uri, self.directory_url)
+        return _Account(key=key, alg=alg, key_pem=key_pem, uri=uri)
+
+
+def _registration_body(reg: messages.Registration) -> dict[str, Any]:
+    """lego's registration body fields from the CA's answer."""
+    body: dict[str, Any] = {}
+    if reg.status is not None:
+        # acme declares a Status but decodes no "status" field of a Registration: a str
+        body["status"] = str(getattr(reg.status, "name", reg.status))
+    if reg.contact:
+        body["contact"] = list(reg.contact)
+    if reg.terms_of_service_agreed is not None:
+        body["termsOfServiceAgreed"] = bool(reg.terms_of_service_agreed)
+    return body
+
+
+def _names(spec: CertificateSpec) -> tuple[str, ...]:
+    raw = spec.names or (spec.domain,)
+    return tuple(dict.fromkeys(validate_domain(n) for n in raw))
+
+
+def _check_url(url: str) -> str:
+    url = url.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.netloc:
+        raise ConfigError(f"[acme] acmeCaDir {url!r} is not an http(s) URL")
+    return url
+
+
+def _check_ca_bundle(path: Path | None) -> Path | None:
+    if path is None:
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"[acme] caBundle {path}: cannot read it ({exc.strerror})") from None
+    try:
+        x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise ConfigError(f"[acme] caBundle {path}: no PEM certificate in it") from None
+    return path
+
+
+def _check_eab(kid: str, hmac_key: str) -> tuple[str, str]:
+    kid, hmac_key = kid.strip(), hmac_key.strip()
+    if bool(kid) != bool(hmac_key):
+        raise ConfigError("[acme] eabKid and eabHmacKey must be set together")
+    if hmac_key:
+        try:
+            decoded = b64.b64decode(hmac_key)
+        except (ValueError, TypeError):
+            decoded = b""
+        if not decoded:
+            raise ConfigError("[acme] eabHmacKey is not base64url")
+    return kid, hmac_key
+
+
+def _check_key_matches(leaf_pem: bytes, key_pem: bytes, names: tuple[str, ...]) -> None:
+    leaf = x509.load_pem_x509_certificate(leaf_pem)
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if leaf.public_key().public_bytes(*spki) != key.public_key().public_bytes(*spki):
+        raise PermanentError(
+            f"the CA returned a certificate for {', '.join(names)} that does not match our key"
+        )
