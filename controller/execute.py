@@ -18,7 +18,7 @@ from typing import Protocol
 
 from controller.certinfo import key_matches_cert
 from controller.errors import ConfigError, ControllerError, PermanentError, TemporaryError
-from controller.faultpoints import fault_point
+from controller.faultpoints import fault_point, register
 from controller.fold import Outcome
 from controller.logs import log_event
 from controller.model import KeyType, NjetTarget
@@ -42,6 +42,9 @@ class NjetWriter(Protocol):
 class RepeatedError(Protocol):
     """Marker: adapters/njet_api.NjetRepeated (code 11 on add)."""
 
+
+register("execute.after_order", "execute.after_store", "execute.after_apply",
+         "execute.after_verify")
 
 IssuerFactory = Callable[[], Awaitable[Issuer]]
 AcmeObserver = Callable[[str, float], None]  # (outcome "ok"|"temporary"|"permanent", seconds)
@@ -124,11 +127,11 @@ class Executor:
         stored = await asyncio.to_thread(self.store.put, action.domain, issued)
         fault_point("execute.after_store")
         fp = stored.info.fingerprint
-        if action.target is None or self.njet is None:
+        if not action.targets or self.njet is None:
             return Outcome(action, ok=True, stored_fingerprint=fp)
         try:
-            served = await self._apply(action.target, action.spec.names[0], action.key_type,
-                                       issued.cert_pem, issued.key_pem, fp)
+            served = await self._apply_all(action.targets, action.spec.names[0],
+                                           action.key_type, issued.cert_pem, issued.key_pem, fp)
         except ControllerError as exc:
             if action.kind is ActionKind.ISSUE:
                 where = await asyncio.to_thread(self.store.quarantine, action.domain)
@@ -150,7 +153,7 @@ class Executor:
         if stored is None or stored.info.fingerprint != action.expected_fingerprint:
             return Outcome(action, ok=False, skipped=True,
                            error="store changed since the plan was made")
-        if action.target is None or self.njet is None:
+        if not action.targets or self.njet is None:
             return Outcome(action, ok=False, error="no NJet target to apply to")
         cert_pem = self.store.cert_pem(action.domain)
         key_pem = self.store.key_pem(action.domain)
@@ -158,12 +161,27 @@ class Executor:
             return Outcome(action, ok=False, skipped=True, error="pair vanished from the store")
         key_type = stored.info.key_type or action.key_type
         try:
-            served = await self._apply(action.target, action.spec.names[0], key_type,
-                                       cert_pem, key_pem, stored.info.fingerprint)
+            served = await self._apply_all(action.targets, action.spec.names[0], key_type,
+                                           cert_pem, key_pem, stored.info.fingerprint)
         except ControllerError as exc:
             return Outcome(action, ok=False, error=str(exc), needs_new_key=_is_trap(exc),
                            retry_after=getattr(exc, "retry_after", None))
         return Outcome(action, ok=True, served_fingerprint=served)
+
+    async def _apply_all(
+        self,
+        targets: Sequence[NjetTarget],
+        sni: str,
+        key_type: KeyType,
+        cert_pem: bytes,
+        key_pem: bytes,
+        fingerprint: str,
+    ) -> str:
+        """Apply to every block of the certificate (one after the other, each verified)."""
+        served = ""
+        for target in targets:
+            served = await self._apply(target, sni, key_type, cert_pem, key_pem, fingerprint)
+        return served
 
     async def _apply(
         self,
@@ -198,6 +216,7 @@ class Executor:
             served = await self._verify(target.listens[0], sni, key_type.njet_cert_type,
                                         fingerprint)
             if served == fingerprint:
+                fault_point("execute.after_verify")
                 return served
             shown = served[:16] if served else "no certificate (handshake failed)"
             last = f"NJet {'answered repeated' if repeated else 'accepted it'} but serves {shown}"

@@ -129,8 +129,9 @@ class Observed:
     problems: Mapping[str, str] = field(default_factory=dict)
     # key type of each desired block's bootstrap certificate (ssl_certificate), when readable
     bootstrap_key_types: Mapping[str, KeyType] = field(default_factory=dict)
-    # NJet view (empty in store-only mode): domain -> the server to PUT to, as GET spells it
-    njet_targets: Mapping[str, NjetTarget] = field(default_factory=dict)
+    # NJet view (empty in store-only mode): domain -> the server block(s) to PUT to, as GET
+    # spells them (several when njet.conf blocks sharing a first name were merged)
+    njet_targets: Mapping[str, tuple[NjetTarget, ...]] = field(default_factory=dict)
     # domain -> why the running NJet has no matching server (e.g. waiting for a reload)
     njet_unmatched: Mapping[str, str] = field(default_factory=dict)
     # set when NJet's API could not be read this pass

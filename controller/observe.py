@@ -18,7 +18,7 @@ from controller.certinfo import key_type_of_cert
 from controller.errors import ControllerError
 from controller.logs import log_event
 from controller.model import Desired, KeyType, NjetTarget, Observed, ServedCert
-from controller.njetmatch import MatchStatus, NjetServer, match_server
+from controller.njetmatch import MatchStatus, NjetServer, match_blocks, match_server
 from controller.plan import wanted_key_type
 from controller.policy import PolicySettings
 from controller.ports import CertStore
@@ -99,18 +99,27 @@ class Gatherer:
         return kt
 
     async def _probe(
-        self, desired: Desired, targets: Mapping[str, NjetTarget], bootstrap: Mapping[str, KeyType]
+        self,
+        desired: Desired,
+        targets: Mapping[str, tuple[NjetTarget, ...]],
+        bootstrap: Mapping[str, KeyType],
     ) -> dict[str, ServedCert]:
         assert self.prober is not None
         prober = self.prober
         obs_for_types = Observed(stored={}, bootstrap_key_types=bootstrap)
 
-        async def one(domain: str, target: NjetTarget) -> ServedCert:
+        async def one(domain: str, blocks: tuple[NjetTarget, ...]) -> ServedCert:
             spec = desired.specs[domain]
             kind = wanted_key_type(spec, obs_for_types, self.settings).njet_cert_type
-            listen = target.listens[0]
-            res = await prober(listen, spec.names[0], kind, self.probe_timeout)
-            return ServedCert(domain, listen, res.fingerprint, res.error)
+            results = await asyncio.gather(
+                *(prober(t.listens[0], spec.names[0], kind, self.probe_timeout) for t in blocks)
+            )
+            fps = {r.fingerprint for r in results}
+            errors = "; ".join(r.error for r in results if r.error)
+            listen = blocks[0].listens[0]
+            if len(fps) == 1:
+                return ServedCert(domain, listen, results[0].fingerprint, errors or None)
+            return ServedCert(domain, listen, None, "the blocks serve different certificates")
 
         results = await asyncio.gather(*(one(d, t) for d, t in targets.items()))
         return {r.domain: r for r in results}
@@ -118,13 +127,19 @@ class Gatherer:
 
 def match_all(
     desired: Desired, servers: Sequence[NjetServer]
-) -> tuple[dict[str, NjetTarget], dict[str, str]]:
-    targets: dict[str, NjetTarget] = {}
+) -> tuple[dict[str, tuple[NjetTarget, ...]], dict[str, str]]:
+    """Each desired certificate's running block(s); a merged spec may span several blocks."""
+    targets: dict[str, tuple[NjetTarget, ...]] = {}
     unmatched: dict[str, str] = {}
     for domain, spec in desired.specs.items():
         m = match_server(spec, servers)
         if m.status is MatchStatus.FOUND:
-            targets[domain] = NjetTarget(tuple(m.listens), tuple(m.server_names))
+            targets[domain] = (NjetTarget(tuple(m.listens), tuple(m.server_names)),)
+            continue
+        blocks = match_blocks(spec, servers) if m.status is MatchStatus.AMBIGUOUS else ()
+        if blocks:
+            targets[domain] = tuple(NjetTarget(tuple(b.listens), tuple(b.server_names))
+                                    for b in blocks)
         else:
             unmatched[domain] = m.reason or m.status.value
     return targets, unmatched

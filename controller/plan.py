@@ -44,8 +44,8 @@ class Action:
     # fingerprint of the stored cert this action replaces / applies (precondition re-check)
     expected_fingerprint: str | None = None
     spec_hash: str | None = None
-    # where to apply in the running NJet (None: store-only, or not in NJet yet)
-    target: NjetTarget | None = None
+    # where to apply in the running NJet (empty: store-only, or not in NJet yet)
+    targets: tuple[NjetTarget, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,7 @@ def plan(
 
         action = _decide(subject, digest)
         if action is not None and domain in observed.njet_targets:
-            action = replace(action, target=observed.njet_targets[domain])
+            action = replace(action, targets=observed.njet_targets[domain])
         if action is None:
             if not settings.store_only and stored is not None and not target_known:
                 _wait_for_njet(domain, observed, waiting)

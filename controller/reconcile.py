@@ -19,6 +19,7 @@ from typing import Protocol
 
 from controller.errors import ConfigError
 from controller.execute import Executor
+from controller.faultpoints import fault_point, register
 from controller.fold import Outcome, fold
 from controller.logs import log_event
 from controller.model import Desired, Observed
@@ -37,6 +38,9 @@ class StatusPersistence(Protocol):
 class PassObserver(Protocol):
     def on_pass(self, *, plan: Plan, outcomes: list[Outcome], seconds: float,
                 observed: Observed, statuses: dict[str, CertStatus]) -> None: ...
+
+
+register("reconcile.before_status_write", "reconcile.after_status_write")
 
 
 def utc_now() -> datetime:
@@ -119,12 +123,14 @@ class Reconciler:
         before = self.statuses
         after, removed = fold(before, desired=result.desired, plan=result.plan,
                               outcomes=result.outcomes, now=self.clock())
+        fault_point("reconcile.before_status_write")
         for domain, st in after.items():
             if before.get(domain) != st:
                 self.status_store.save(st)
         for domain in removed:
             self.status_store.delete(domain)
         self._statuses = after
+        fault_point("reconcile.after_status_write")
 
     async def converge(self, *, probe: bool = True, keep_last_good: bool = False) -> PassResult:
         """Passes until the plan has no actions (or only ones that made no progress).

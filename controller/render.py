@@ -22,7 +22,7 @@ def plan_to_dict(p: Plan, *, now: datetime | None = None) -> dict[str, Any]:
                 "message": a.message,
                 "names": list(a.spec.names) if a.spec else None,
                 "key_type": a.key_type.value if a.key_type else None,
-                "listens": list(a.target.listens) if a.target else None,
+                "listens": [t.listens[0] for t in a.targets] or None,
             }
             for a in p.actions
         ],

@@ -6,7 +6,7 @@ Used by acme_client.py (AcmeIssuer) from a worker thread. Layout (StorePaths.acc
 Both files are mode 0600 in 0700 directories, written atomically (fsutil.atomic_write). A lego-
 written account (RSA or EC key) is reused as it is. A missing or unreadable account.json with a
 usable key means "register again with this key"; an unusable key file is a ConfigError (we never
-overwrite somebody's account key).
+overwrite somebody's account key). Also: the EAB settings check and the registration body kept.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from acme import messages
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from josepy import b64
 from josepy.jwa import ES256, ES384, ES512, RS256, JWASignature
 from josepy.jwk import JWK, JWKEC, JWKRSA
 
@@ -124,3 +126,31 @@ def _write(path: Path, data: bytes) -> None:
         atomic_write(path, data, mode=0o600)
     except OSError as exc:
         raise store_error("write", path, exc) from None
+
+
+def registration_body(reg: messages.Registration) -> dict[str, Any]:
+    """lego's registration body fields from the CA's answer."""
+    body: dict[str, Any] = {}
+    if reg.status is not None:
+        # acme declares a Status but decodes no "status" field of a Registration: a str
+        body["status"] = str(getattr(reg.status, "name", reg.status))
+    if reg.contact:
+        body["contact"] = list(reg.contact)
+    if reg.terms_of_service_agreed is not None:
+        body["termsOfServiceAgreed"] = bool(reg.terms_of_service_agreed)
+    return body
+
+
+def check_eab(kid: str, hmac_key: str) -> tuple[str, str]:
+    """The stripped (eabKid, eabHmacKey); ConfigError unless both or neither are set."""
+    kid, hmac_key = kid.strip(), hmac_key.strip()
+    if bool(kid) != bool(hmac_key):
+        raise ConfigError("[acme] eabKid and eabHmacKey must be set together")
+    if hmac_key:
+        try:
+            decoded = b64.b64decode(hmac_key)
+        except (ValueError, TypeError):
+            decoded = b""
+        if not decoded:
+            raise ConfigError("[acme] eabHmacKey is not base64url")
+    return kid, hmac_key

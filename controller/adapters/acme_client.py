@@ -36,7 +36,6 @@ from acme import errors as acme_errors
 from acme import messages
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from josepy import b64
 from josepy.jwa import RS256, JWASignature
 from josepy.jwk import JWK
 
@@ -44,9 +43,11 @@ from controller.adapters import tls_alpn  # registers tls-alpn-01 with acme
 from controller.adapters.acme_account import (
     AccountFiles,
     account_files,
+    check_eab,
     jwk_for,
     load_account,
     new_account_key,
+    registration_body,
     save_key,
     save_registration,
     validate_email,
@@ -62,10 +63,9 @@ from controller.adapters.challenges import ChallengeSolver, LocalHttp01Solver
 from controller.certinfo import generate_private_key, make_csr_pem
 from controller.config import Config
 from controller.errors import ConfigError, ControllerError, PermanentError, TemporaryError
+from controller.logs import log_event
 from controller.model import CertificateSpec, ChallengeType, IssuedCert, KeyType
 from controller.paths import StorePaths, validate_domain
-
-log = logging.getLogger(__name__)
 
 _EAB_REJECTED = frozenset({"unauthorized", "malformed", "badSignatureAlgorithm"})
 
@@ -100,7 +100,7 @@ class AcmeIssuer:
         self.directory_url = _check_url(directory_url)
         self.email = validate_email(email)
         self.ca_bundle = _check_ca_bundle(ca_bundle)
-        self._eab_kid, self._eab_hmac_key = _check_eab(eab_kid, eab_hmac_key)
+        self._eab_kid, self._eab_hmac_key = check_eab(eab_kid, eab_hmac_key)
         self.profile = profile.strip()
         self.solver = solver
         self.files: AccountFiles = account_files(paths, self.directory_url, self.email)
@@ -152,9 +152,9 @@ class AcmeIssuer:
             raise to_controller_error(exc, context=context, ca_url=self.directory_url) from exc
         leaf, chain = split_chain(fullchain)
         _check_key_matches(leaf, key_pem, names)
-        log.info(
-            "issued %s (%s) in %.3fs", ", ".join(names), key_type.value,
-            time.monotonic() - started,
+        log_event(
+            "certificate issued", names=",".join(names), key_type=key_type.value,
+            seconds=round(time.monotonic() - started, 3), ca=self.directory_url,
         )
         return IssuedCert(cert_pem=fullchain, issuer_pem=chain, key_pem=key_pem, cert_url=cert_url)
 
@@ -285,9 +285,9 @@ class AcmeIssuer:
     async def _register_again(self, directory: messages.Directory, stale: _Account) -> _Account:
         async with self._lock:
             if self._account is None or self._account.uri == stale.uri:
-                log.warning(
-                    "the CA at %s no longer knows account %s; registering again",
-                    self.directory_url, stale.uri,
+                log_event(
+                    "the CA no longer knows the ACME account; registering again",
+                    level=logging.WARNING, ca=self.directory_url, account=stale.uri,
                 )
                 self._account = await asyncio.to_thread(self._register, directory, stale.key_pem)
             return self._account
@@ -324,7 +324,7 @@ class AcmeIssuer:
         try:
             regr = acme_client.ClientV2(directory, net).new_account(registration)
             uri: str = regr.uri
-            body = _registration_body(regr.body)
+            body = registration_body(regr.body)
         except acme_errors.ConflictError as exc:  # this key already has an account
             uri, body = exc.location, {"status": "valid"}
         except CaResponseError as exc:
@@ -339,21 +339,8 @@ class AcmeIssuer:
         finally:
             net.close()
         save_registration(self.files, self.email, uri, body)
-        log.info("registered ACME account %s at %s", uri, self.directory_url)
+        log_event("acme account registered", account=uri, ca=self.directory_url)
         return _Account(key=key, alg=alg, key_pem=key_pem, uri=uri)
-
-
-def _registration_body(reg: messages.Registration) -> dict[str, Any]:
-    """lego's registration body fields from the CA's answer."""
-    body: dict[str, Any] = {}
-    if reg.status is not None:
-        # acme declares a Status but decodes no "status" field of a Registration: a str
-        body["status"] = str(getattr(reg.status, "name", reg.status))
-    if reg.contact:
-        body["contact"] = list(reg.contact)
-    if reg.terms_of_service_agreed is not None:
-        body["termsOfServiceAgreed"] = bool(reg.terms_of_service_agreed)
-    return body
 
 
 def _names(spec: CertificateSpec) -> tuple[str, ...]:
@@ -381,20 +368,6 @@ def _check_ca_bundle(path: Path | None) -> Path | None:
     except ValueError:
         raise ConfigError(f"[acme] caBundle {path}: no PEM certificate in it") from None
     return path
-
-
-def _check_eab(kid: str, hmac_key: str) -> tuple[str, str]:
-    kid, hmac_key = kid.strip(), hmac_key.strip()
-    if bool(kid) != bool(hmac_key):
-        raise ConfigError("[acme] eabKid and eabHmacKey must be set together")
-    if hmac_key:
-        try:
-            decoded = b64.b64decode(hmac_key)
-        except (ValueError, TypeError):
-            decoded = b""
-        if not decoded:
-            raise ConfigError("[acme] eabHmacKey is not base64url")
-    return kid, hmac_key
 
 
 def _check_key_matches(leaf_pem: bytes, key_pem: bytes, names: tuple[str, ...]) -> None:

@@ -25,8 +25,7 @@ from josepy.jwk import JWK
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
 from controller.adapters.acme_errors import CaResponseError, is_transient
-
-log = logging.getLogger(__name__)
+from controller.logs import log_event
 
 _BAD_NONCE_ATTEMPTS = 8
 _OTHER_ATTEMPTS = 3
@@ -56,7 +55,10 @@ def _wait(state: RetryCallState) -> float:
 
 def _log_retry(state: RetryCallState) -> None:
     exc = state.outcome.exception() if state.outcome else None
-    log.debug("retrying ACME request (attempt %d) after %s", state.attempt_number, exc)
+    log_event(
+        "retrying an ACME request", level=logging.DEBUG, attempt=state.attempt_number,
+        error=str(exc),
+    )
 
 
 def retrying() -> Retrying:
@@ -103,7 +105,7 @@ class AcmeNetwork(acme_client.ClientNetwork):
             try:
                 self._add_nonce(response)
             except Exception:  # a malformed nonce on an error answer: just fetch a new one
-                log.debug("ignoring the nonce of an error answer from %s", url)
+                log_event("ignoring a bad nonce on an error answer", level=logging.DEBUG, url=url)
         return response
 
     def get(

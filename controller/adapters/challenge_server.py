@@ -16,8 +16,7 @@ import socket
 from collections.abc import Awaitable, Callable
 
 from controller.errors import ConfigError, TemporaryError
-
-log = logging.getLogger(__name__)
+from controller.logs import log_event
 
 HTTP_01 = "http-01"
 TLS_ALPN_01 = "tls-alpn-01"
@@ -72,7 +71,9 @@ class SharedListener:
         async with self._lock:
             if self._server is None:
                 self._server = await self._start()
-                log.debug("%s listening on %s", self._purpose, self.address)
+                log_event(
+                    f"{self._purpose} listening", level=logging.DEBUG, address=self.address
+                )
             self._users += 1
 
     async def release(self) -> None:
@@ -108,6 +109,6 @@ class SharedListener:
             server.close()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(server.wait_closed(), 5)
-            log.debug("%s on %s closed", self._purpose, self.address)
+            log_event(f"{self._purpose} closed", level=logging.DEBUG, address=self.address)
 
 

@@ -29,6 +29,7 @@ from controller.adapters.challenge_server import (
     parse_listen_address,
 )
 from controller.adapters.tls_alpn import LocalTlsAlpn01Solver
+from controller.logs import log_event
 
 __all__ = [
     "HTTP_01",
@@ -39,8 +40,6 @@ __all__ = [
     "SharedListener",
     "parse_listen_address",
 ]
-
-log = logging.getLogger(__name__)
 
 CHALLENGE_PATH = "/.well-known/acme-challenge/"
 _READ_TIMEOUT = 10.0
@@ -88,15 +87,18 @@ class LocalHttp01Solver:
         except BaseException:
             self._tokens.pop(token, None)
             raise
-        log.debug("http-01 token presented for %s", domain)
+        log_event("http-01 challenge presented", level=logging.DEBUG, domain=domain)
 
     async def cleanup(self, domain: str, token: str, key_authorization: str) -> None:
         if self._tokens.get(token) == key_authorization:
             del self._tokens[token]
         try:
             await self._listener.release()
-        except Exception:  # cleanup never raises
-            log.exception("closing the http-01 challenge server failed")
+        except Exception as exc:  # cleanup never raises
+            log_event(
+                "closing the http-01 challenge server failed", level=logging.ERROR,
+                error=repr(exc),
+            )
 
     async def close(self) -> None:
         self._tokens.clear()

@@ -224,14 +224,14 @@ class Journal:
                 if slot not in record.new:
                     fsutil.remove_file(target)
                 elif new.exists():
-                    fsutil.replace_file(new, target)
+                    _rename(new, target)
                 fault_point(record.point(f"after_rename_{slot}"))
             else:
                 backup = staging / f"old.{slot}"
                 if slot not in record.old:
                     fsutil.remove_file(target)
                 elif backup.exists():
-                    fsutil.replace_file(backup, target)
+                    _rename(backup, target)
                 fault_point(record.point(f"after_restore_{slot}"))
         fsutil.fsync_dir(self.paths.certificates)
 
@@ -245,7 +245,7 @@ class Journal:
             if slot in record.old:
                 src, dst = (source, holding) if forward else (holding, source)
                 if src.exists():
-                    fsutil.replace_file(src, dst)
+                    _rename(src, dst)
             fault_point(record.point(f"after_move_{slot}" if forward else f"after_restore_{slot}"))
         fsutil.fsync_dir(self.paths.certificates)
         holding_dir = self._holding(record, "crt").parent
@@ -346,3 +346,11 @@ def _describe(record: JournalRecord) -> str:
     if record.op == "delete":
         return f"{who}: finished an interrupted delete"
     return f"{who}: finished an interrupted quarantine into quarantine/{record.dest}/"
+
+
+def _rename(source: Path, target: Path) -> None:
+    """fsutil.replace_file, with both paths on the error whatever raised it."""
+    try:
+        fsutil.replace_file(source, target)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror or str(exc), str(source), None, str(target)) from exc

@@ -33,8 +33,7 @@ from cryptography.x509.oid import NameOID, ObjectIdentifier
 from josepy.jwk import JWK
 
 from controller.adapters.challenge_server import TLS_ALPN_01, SharedListener
-
-log = logging.getLogger(__name__)
+from controller.logs import log_event
 
 ALPN_PROTOCOL = "acme-tls/1"
 ACME_IDENTIFIER_OID = ObjectIdentifier("1.3.6.1.5.5.7.1.31")
@@ -155,14 +154,17 @@ class LocalTlsAlpn01Solver:
         except BaseException:
             self._drop(name, key_authorization)
             raise
-        log.debug("tls-alpn-01 certificate presented for %s", name)
+        log_event("tls-alpn-01 challenge presented", level=logging.DEBUG, domain=name)
 
     async def cleanup(self, domain: str, token: str, key_authorization: str) -> None:
         self._drop(_normalize(domain), key_authorization)
         try:
             await self._listener.release()
-        except Exception:  # cleanup never raises
-            log.exception("closing the tls-alpn-01 challenge server failed")
+        except Exception as exc:  # cleanup never raises
+            log_event(
+                "closing the tls-alpn-01 challenge server failed", level=logging.ERROR,
+                error=repr(exc),
+            )
 
     async def close(self) -> None:
         self._contexts.clear()
@@ -182,7 +184,8 @@ class LocalTlsAlpn01Solver:
     ) -> int | None:
         entries = self._contexts.get(_normalize(server_name or ""))
         if not entries:
-            log.debug("tls-alpn-01: no challenge for SNI %r", server_name)
+            log_event("tls-alpn-01: no challenge for this SNI name", level=logging.DEBUG,
+                      sni=server_name)
             return ssl.ALERT_DESCRIPTION_UNRECOGNIZED_NAME
         ssl_obj.context = entries[-1][1]
         return None

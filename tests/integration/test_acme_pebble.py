@@ -4,16 +4,20 @@ re-registration after a CA restart, EAB, profiles, and how CA failures surface."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import ssl
 import stat
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from acme import client as acme_client
+from aiohttp import web
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -44,6 +48,10 @@ def unique_names(count: int = 2) -> tuple[str, ...]:
     return (base, *[f"w{i}.{base}" for i in range(1, count)])
 
 
+def files_under(root: Path) -> set[Path]:
+    return {p for p in root.rglob("*") if p.is_file()}
+
+
 def spec_for(names: tuple[str, ...]) -> CertificateSpec:
     return CertificateSpec(domain=names[0], names=names)
 
@@ -56,8 +64,8 @@ def make_issuer(
     pebble: Any, prefix: Path, solver: ChallengeSolver | None = None, **kw: Any
 ) -> AcmeIssuer:
     kw.setdefault("email", "admin@example.org")
+    kw.setdefault("directory_url", pebble.directory_url)
     return AcmeIssuer(
-        directory_url=pebble.directory_url,
         paths=StorePaths(prefix),
         solver=solver or http_solver(pebble),
         ca_bundle=pebble.ca_bundle,
@@ -111,7 +119,7 @@ def assert_valid_issue(issued: IssuedCert, names: tuple[str, ...], pebble: Any) 
     )
     verified = verifier.verify(leaf, chain[1:])
     assert verified[-1] == root
-    assert issued.cert_url.startswith(pebble.directory_url.rsplit("/", 1)[0])
+    assert issued.cert_url.startswith("https://127.0.0.1:")  # Pebble's (or the proxy's) URL
     return leaf
 
 
@@ -122,7 +130,8 @@ async def test_issues_a_two_name_ec256_certificate_over_http01(
     issuer = make_issuer(pebble, tmp_path)
     started = time.monotonic()
     issued = await issuer.issue(spec_for(names), KeyType.EC256)
-    print(f"\nhttp-01 ec256 issuance (incl. account registration): {time.monotonic() - started:.3f}s")
+    elapsed = time.monotonic() - started
+    print(f"\nhttp-01 ec256 issuance (incl. account registration): {elapsed:.3f}s")
     leaf = assert_valid_issue(issued, names, pebble)
     assert isinstance(leaf.public_key(), ec.EllipticCurvePublicKey)
     assert issuer.solver.ports == []  # the challenge server is closed after validation
@@ -181,8 +190,7 @@ async def test_account_is_stored_in_lego_layout_and_reused_by_a_new_issuer(
     await second.issue(spec_for(unique_names(1)), KeyType.EC256)
     assert len(new_account_calls) == 1
     assert (account_json.read_bytes(), key_file.read_bytes()) == before
-    files = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
-    assert files == [account_json.relative_to(tmp_path), key_file.relative_to(tmp_path)]
+    assert files_under(tmp_path) == {account_json, key_file}
 
 
 async def test_reuses_a_lego_written_rsa_account_key_and_account_file(
@@ -256,7 +264,7 @@ async def test_a_ca_that_is_down_is_a_temporary_error_naming_the_url(tmp_path: P
         await issuer.issue(spec_for(("down.test",)), KeyType.EC256)
     assert url in str(err.value)
     assert "refused" in str(err.value)
-    assert list(tmp_path.rglob("*")) == []
+    assert files_under(tmp_path) == set()
 
 
 async def test_a_ca_going_down_after_registration_leaves_only_the_account(
@@ -269,8 +277,7 @@ async def test_a_ca_going_down_after_registration_leaves_only_the_account(
     with pytest.raises(TemporaryError) as err:
         await issuer.issue(spec_for(unique_names(1)), KeyType.EC256)
     assert ca.directory_url in str(err.value)
-    files = {p for p in tmp_path.rglob("*") if p.is_file()}
-    assert files == {issuer.files.account_json, issuer.files.key}
+    assert files_under(tmp_path) == {issuer.files.account_json, issuer.files.key}
     assert issuer.solver.ports == []
 
 
@@ -319,7 +326,7 @@ async def test_external_account_binding(
         await make_issuer(ca, tmp_path / "none").issue(spec_for(unique_names(1)), KeyType.EC256)
     wrong = make_issuer(ca, tmp_path / "wrong", eab_kid="kid-1",
                         eab_hmac_key=EXAMPLE_EAB_KEYS["kid-2"])
-    with pytest.raises(ConfigError, match="rejected the external account binding.*kid-1"):
+    with pytest.raises(ConfigError, match=r"rejected the external account binding.*kid-1"):
         await wrong.issue(spec_for(unique_names(1)), KeyType.EC256)
     good = make_issuer(ca, tmp_path / "good", eab_kid="kid-1",
                        eab_hmac_key=EXAMPLE_EAB_KEYS["kid-1"])
@@ -331,9 +338,9 @@ async def test_a_profile_the_ca_does_not_offer_is_a_config_error(
     pebble: Any, tmp_path: Path
 ) -> None:
     issuer = make_issuer(pebble, tmp_path, profile="shortlived")
-    with pytest.raises(ConfigError, match="'shortlived' is not offered.*offers none"):
+    with pytest.raises(ConfigError, match=r"'shortlived' is not offered.*offers none"):
         await issuer.issue(spec_for(unique_names(1)), KeyType.EC256)
-    assert list(tmp_path.rglob("*")) == []
+    assert files_under(tmp_path) == set()
 
 
 def test_from_config_builds_the_local_solver_of_the_challenge_type(tmp_path: Path) -> None:
@@ -346,8 +353,124 @@ def test_from_config_builds_the_local_solver_of_the_challenge_type(tmp_path: Pat
     assert issuer.solver.address == "127.0.0.1:0"
 
     data["acme"]["caBundle"] = "ca.pem"  # relative to the prefix
-    with pytest.raises(ConfigError, match="caBundle .*ca.pem: no PEM certificate"):
+    with pytest.raises(ConfigError, match=r"caBundle .*ca\.pem: no PEM certificate"):
         AcmeIssuer.from_config(parse_config(data, prefix=tmp_path), StorePaths(tmp_path))
     data["acme"]["caBundle"] = "missing.pem"
-    with pytest.raises(ConfigError, match="caBundle .*missing.pem: cannot read"):
+    with pytest.raises(ConfigError, match=r"caBundle .*missing\.pem: cannot read"):
         AcmeIssuer.from_config(parse_config(data, prefix=tmp_path), StorePaths(tmp_path))
+
+
+# -- transient failures, injected by a TLS proxy in front of Pebble ------------------------------
+
+Fault = Callable[[str, str, int], "web.Response | None"]
+
+
+@contextlib.asynccontextmanager
+async def faulty_proxy(pebble: Any, fault: Fault) -> AsyncIterator[str]:
+    """An HTTPS proxy to Pebble (same certificate, Host kept, so Pebble's URLs point to it).
+
+    `fault(method, path, n)` may answer instead of Pebble; n counts requests per (method, path
+    kind) where kind is the first path segment."""
+    counts: dict[tuple[str, str], int] = {}
+    client_ctx = pebble.ssl_context()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        kind = request.path.strip("/").split("/")[0]
+        n = counts[(request.method, kind)] = counts.get((request.method, kind), 0) + 1
+        injected = fault(request.method, kind, n)
+        if injected is not None:
+            return injected
+        body = await request.read()
+        headers = {k: v for k, v in request.headers.items() if k.lower() != "content-length"}
+        async with session.request(
+            request.method, f"https://127.0.0.1:{pebble.listen_port}{request.path_qs}",
+            data=body, headers=headers, ssl=client_ctx,
+        ) as upstream:
+            payload = await upstream.read()
+            drop = {"content-length", "transfer-encoding", "content-encoding", "connection"}
+            out = {k: v for k, v in upstream.headers.items() if k.lower() not in drop}
+            return web.Response(status=upstream.status, body=payload, headers=out)
+
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(pebble.state_dir / "server.pem", pebble.state_dir / "server.key")
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    port = free_tcp_port()
+    site = web.TCPSite(runner, "127.0.0.1", port, ssl_context=server_ctx)
+    async with aiohttp.ClientSession(auto_decompress=False) as session:
+        await site.start()
+        try:
+            yield f"https://127.0.0.1:{port}/dir"
+        finally:
+            await runner.cleanup()
+
+
+def problem(status: int, code: str, detail: str, **headers: str) -> web.Response:
+    body = json.dumps({"type": f"urn:ietf:params:acme:error:{code}", "detail": detail})
+    return web.Response(
+        status=status, text=body, content_type="application/problem+json", headers=headers
+    )
+
+
+async def test_transient_ca_failures_are_retried_in_place(pebble: Any, tmp_path: Path) -> None:
+    injected: list[str] = []
+
+    def fault(method: str, kind: str, n: int) -> web.Response | None:
+        if kind == "dir" and n == 1:
+            injected.append("502 on the directory")
+            return web.Response(status=502, text="bad gateway")
+        if kind == "order-plz" and n == 1:
+            injected.append("503 on newOrder")
+            return problem(503, "serverInternal", "try again")
+        if kind == "order-plz" and n == 2:
+            injected.append("rateLimited, Retry-After 1")
+            return problem(429, "rateLimited", "slow down", **{"Retry-After": "1"})
+        if kind == "finalize-order" and n == 1:
+            injected.append("badNonce on finalize")
+            return problem(400, "badNonce", "stale nonce")
+        return None
+
+    async with faulty_proxy(pebble, fault) as url:
+        issuer = make_issuer(pebble, tmp_path, directory_url=url)
+        names = unique_names(1)
+        assert_valid_issue(await issuer.issue(spec_for(names), KeyType.EC256), names, pebble)
+    assert len(injected) == 4
+
+
+async def test_a_long_rate_limit_surfaces_as_temporary_with_retry_after(
+    pebble: Any, tmp_path: Path
+) -> None:
+    def fault(method: str, kind: str, n: int) -> web.Response | None:
+        if kind == "order-plz":
+            return problem(429, "rateLimited", "too many orders", **{"Retry-After": "3600"})
+        return None
+
+    async with faulty_proxy(pebble, fault) as url:
+        issuer = make_issuer(pebble, tmp_path, directory_url=url)
+        started = time.monotonic()
+        with pytest.raises(TemporaryError) as err:
+            await issuer.issue(spec_for(unique_names(1)), KeyType.EC256)
+    assert time.monotonic() - started < 5  # not waited out in place
+    assert err.value.retry_after == 3600
+    assert "rateLimited: too many orders" in str(err.value)
+    assert url in str(err.value)
+
+
+async def test_a_ca_failing_persistently_is_temporary_after_a_few_attempts(
+    pebble: Any, tmp_path: Path
+) -> None:
+    attempts: list[int] = []
+
+    def fault(method: str, kind: str, n: int) -> web.Response | None:
+        if kind == "order-plz":
+            attempts.append(n)
+            return problem(500, "serverInternal", "database on fire")
+        return None
+
+    async with faulty_proxy(pebble, fault) as url:
+        issuer = make_issuer(pebble, tmp_path, directory_url=url)
+        with pytest.raises(TemporaryError, match="serverInternal: database on fire"):
+            await issuer.issue(spec_for(unique_names(1)), KeyType.EC256)
+    assert attempts == [1, 2, 3]

@@ -197,7 +197,7 @@ def test_forced_renewal_renews_a_valid_certificate() -> None:
 
 
 def test_applies_a_valid_stored_cert_that_njet_does_not_serve() -> None:
-    tgt = {"a.test": NjetTarget(("127.0.0.1:8443",), ("a.test",))}
+    tgt = {"a.test": (NjetTarget(("127.0.0.1:8443",), ("a.test",)),)}
     served = {"a.test": ServedCert("a.test", "127.0.0.1:8443", "0" * 64)}
     obs = observed(stored("a.test"), njet_targets=tgt, served=served)
     a = only(plan(desired(spec("a.test")), obs, {}, NOW, WITH_NJET).actions)
@@ -206,7 +206,7 @@ def test_applies_a_valid_stored_cert_that_njet_does_not_serve() -> None:
 
 
 def test_remembers_the_applied_fingerprint_between_probes() -> None:
-    tgt = {"a.test": NjetTarget(("127.0.0.1:8443",), ("a.test",))}
+    tgt = {"a.test": (NjetTarget(("127.0.0.1:8443",), ("a.test",)),)}
     st = {"a.test": CertStatus(domain="a.test", applied_fingerprint="f" * 64)}
     obs = observed(stored("a.test"), njet_targets=tgt)
     assert plan(desired(spec("a.test")), obs, st, NOW, WITH_NJET).in_sync

@@ -5,8 +5,12 @@ from __future__ import annotations
 import errno
 import json
 import os
+import pwd
+import shutil
 import stat
+import tempfile
 import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -468,18 +472,66 @@ def test_a_read_only_or_forbidden_store_raises_store_error_naming_the_path(
     assert files_of(paths) == before
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
-def test_a_really_read_only_directory_raises_store_error(
-    store: LegoStore, paths: StorePaths
+def _run_unprivileged(body: Callable[[], str], *, owner_of: Path) -> str:
+    """Run `body` in a forked child as `nobody` when we are root (root ignores chmod)."""
+    if os.geteuid() != 0:
+        return body()
+    nobody = pwd.getpwnam("nobody")
+    os.chown(owner_of, nobody.pw_uid, nobody.pw_gid)
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        try:
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+            out = body()
+        except BaseException as exc:
+            out = f"child failed: {type(exc).__name__}: {exc}"
+        os.write(write_end, out.encode())
+        os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        result = pipe.read().decode()
+    os.waitpid(pid, 0)
+    return result
+
+
+@pytest.fixture
+def reachable_dir() -> Iterator[Path]:
+    """A folder an unprivileged user can reach (pytest's tmp_path parents are root-only)."""
+    path = Path(tempfile.mkdtemp(prefix="njcm-ro-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.mark.parametrize("folder", ["certificates", "journal"])
+def test_a_really_read_only_folder_raises_store_error_and_keeps_the_pair(
+    tmp_path: Path, reachable_dir: Path, folder: str
 ) -> None:
-    store.put("a.test", make_cert(["a.test"]).issued())
-    os.chmod(paths.journal, 0o500)
-    try:
-        with pytest.raises(StoreError, match="EACCES"):
-            store.put("a.test", make_cert(["a.test"]).issued())
-    finally:
-        os.chmod(paths.journal, 0o700)
-    assert store.get("a.test") is not None
+    owned = reachable_dir
+    paths = StorePaths(owned / "njet")
+    old, new = make_cert(["a.test"]), make_cert(["a.test"])
+    LegoStore(StorePaths(tmp_path / "warm")).put("a.test", old.issued())  # imports done
+
+    def body() -> str:
+        store = LegoStore(paths)
+        store.put("a.test", old.issued())
+        read_only = getattr(paths, folder)
+        os.chmod(read_only, 0o500)
+        try:
+            store.put("a.test", new.issued())
+        except StoreError as exc:
+            outcome = str(exc)
+        else:
+            outcome = "no error"
+        finally:
+            os.chmod(read_only, 0o700)
+        kept = paths.key("a.test").read_bytes() == old.key_pem
+        return f"{outcome} | kept={kept} | recover={store.recover()}"
+
+    outcome = _run_unprivileged(body, owner_of=owned)
+    assert "EACCES" in outcome and str(paths.lego) in outcome
+    assert outcome.endswith("| kept=True | recover=[]")
 
 
 def test_a_failed_delete_is_undone(

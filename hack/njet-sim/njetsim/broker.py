@@ -158,19 +158,22 @@ class Broker:
         return await asyncio.to_thread(self._snapshot, topics, timeout)
 
     def _snapshot(self, topics: list[str], timeout: float) -> list[tuple[str, bytes]]:
-        sentinel = f"/njet-sim/sync/{uuid.uuid4().hex}"
+        # The end of the retained burst is found without publishing anything other
+        # subscribers could see: a second SUBSCRIBE (to a topic nobody uses) is answered
+        # only after the broker queued the retained messages of the first one.
+        marker = f"/njet-sim/sync/{uuid.uuid4().hex}"
         got: list[tuple[str, bytes]] = []
-        done = threading.Event()
-        subscribed = threading.Event()
+        acked: set[int] = set()
+        cond = threading.Condition()
 
         def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
-            if msg.topic == sentinel:
-                done.set()
-            elif msg.retain and msg.payload:
+            if msg.retain and msg.payload:
                 got.append((msg.topic, bytes(msg.payload)))
 
-        def on_subscribe(_c: mqtt.Client, _u: object, _m: int, _r: object, _p: object) -> None:
-            subscribed.set()
+        def on_subscribe(_c: mqtt.Client, _u: object, mid: int, _r: object, _p: object) -> None:
+            with cond:
+                acked.add(mid)
+                cond.notify_all()
 
         client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, transport="unix",
                              client_id=f"njet-sim-replay-{uuid.uuid4().hex[:8]}")
@@ -183,11 +186,11 @@ class Broker:
             return []
         client.loop_start()
         try:
-            client.subscribe([(t, 0) for t in [*topics, sentinel]])
-            if subscribed.wait(timeout):
-                client.publish(sentinel, b"sync", qos=0)
-                if not done.wait(timeout):
-                    log.warning("replay: no end marker within %.1f s", timeout)
+            client.subscribe([(t, 0) for t in topics])
+            mid = client.subscribe(marker, 0)[1]
+            with cond:
+                if not cond.wait_for(lambda: mid in acked, timeout):
+                    log.warning("replay: broker did not answer within %.1f s", timeout)
         finally:
             client.disconnect()
             client.loop_stop()

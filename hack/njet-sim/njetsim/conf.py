@@ -322,3 +322,12 @@ def load(prefix: Path, conf: str) -> SimConf:
                 copilots.append(_copilot(d.args[0], (prefix / d.args[2]).resolve(), prefix))
     return SimConf(prefix, conf_path, pid, error_log, tuple(servers), tuple(maps),
                    tuple(streams), ctrl_listen, ctrl_locations, broker, tuple(copilots))
+
+
+def load_pid_path(prefix: Path, conf: str) -> Path:
+    """Only the `pid` file of the conf (for `-s`), without loading anything else."""
+    pid = prefix / "logs/njet.pid"
+    for d in _parse((prefix / conf).resolve()):
+        if d.name == "pid" and d.args:
+            pid = prefix / d.args[0]
+    return pid

@@ -61,6 +61,9 @@ class Listeners:
             handler = partial(serve_connection, partial(self._block_for, key))
             ssl_ctx = listen_context(partial(self._tls_for, key)) if kind == "tls" else None
         try:
+            if ssl_ctx is None:
+                return await asyncio.start_server(handler, host, port, family=family,
+                                                  reuse_address=True)
             return await asyncio.start_server(handler, host, port, family=family, ssl=ssl_ctx,
                                               reuse_address=True, ssl_handshake_timeout=10)
         except OSError as exc:
