@@ -11,12 +11,18 @@ STATE=$PWD/.run/pebble
 mkdir -p "$PREFIX/conf" "$STATE"
 cp examples/njet.conf "$PREFIX/conf/njet.conf"
 
-python hack/pebble/run.py start --state "$STATE" --env-file "$STATE/env" >/dev/null
-trap 'python hack/pebble/run.py stop --state "$STATE" >/dev/null 2>&1 || true' EXIT
-# shellcheck disable=SC1091
-. "$STATE/env"
-sed -e "s#@DIRECTORY@#$PEBBLE_DIRECTORY#" -e "s#@CABUNDLE@#$PEBBLE_CA_BUNDLE#" \
-    -e "s#@HTTPPORT@#$PEBBLE_HTTP_PORT#" examples/cert-manager.toml > "$PREFIX/conf/cert-manager.toml"
+echo "== starting Pebble"
+python hack/pebble/run.py start --state-dir "$STATE"
+trap 'python hack/pebble/run.py stop --state-dir "$STATE" >/dev/null 2>&1 || true' EXIT
+python - "$STATE/state.json" examples/cert-manager.toml "$PREFIX/conf/cert-manager.toml" <<'PY'
+import json, sys
+state = json.load(open(sys.argv[1]))
+text = open(sys.argv[2]).read()
+for key, value in {"@DIRECTORY@": state["directory_url"], "@CABUNDLE@": state["ca_bundle"],
+                   "@HTTPPORT@": str(state["http_port"])}.items():
+    text = text.replace(key, value)
+open(sys.argv[3], "w").write(text)
+PY
 
 echo "== diff before"
 njet-cert-manager -p "$PREFIX" -c conf/cert-manager.toml diff || true

@@ -21,7 +21,7 @@ from controller.adapters import store as store_module
 from controller.adapters.store import LegoStore
 from controller.certinfo import fingerprint_pem, read_cert_info
 from controller.errors import StoreError
-from controller.model import IssuedCert, KeyType
+from controller.model import IssuedCert, KeyType, StoredCert
 from controller.paths import StorePaths
 from tests.certbuilder import LocalCA, MadeCert, cached_key, make_cert
 
@@ -314,7 +314,12 @@ def test_a_settled_folder_is_answered_from_the_last_scan_until_it_changes(
     assert list(store.load_all()[0]) == ["a.test"]
     scans: list[Path] = []
     real_scan = store._scan
-    monkeypatch.setattr(store, "_scan", lambda d: scans.append(d) or real_scan(d))
+
+    def counting_scan(directory: Path) -> tuple[dict[str, StoredCert], dict[str, str]]:
+        scans.append(directory)
+        return real_scan(directory)
+
+    monkeypatch.setattr(store, "_scan", counting_scan)
     assert list(store.load_all()[0]) == ["a.test"]
     assert scans == []  # one stat of the folder, nothing else
     _wait_for_clock_past(paths.certificates)
