@@ -115,5 +115,6 @@ class App:
     async def close(self) -> None:
         if self._issuer is not None:
             await self._issuer.close()
+        await self.solver.close()
         if self.njet is not None:
             await self.njet.close()

@@ -140,7 +140,7 @@ class Service:
     async def _shutdown(self) -> None:
         for closer in (self.mqtt.stop if self.mqtt else None,
                        self.admin.stop if self.admin else None,
-                       self.app.solver.close, self.app.close):
+                       self.app.close):
             if closer is None:
                 continue
             with contextlib.suppress(Exception):

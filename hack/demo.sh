@@ -12,7 +12,7 @@ mkdir -p "$PREFIX/conf" "$STATE"
 cp examples/njet.conf "$PREFIX/conf/njet.conf"
 
 echo "== starting Pebble"
-python hack/pebble/run.py start --state-dir "$STATE"
+python hack/pebble/run.py start --state-dir "$STATE" --validity 7776000  # 90-day certs
 trap 'python hack/pebble/run.py stop --state-dir "$STATE" >/dev/null 2>&1 || true' EXIT
 python - "$STATE/state.json" examples/cert-manager.toml "$PREFIX/conf/cert-manager.toml" <<'PY'
 import json, sys

@@ -165,7 +165,11 @@ class PebbleHarness:
         """Stop only Pebble (the CA is down; DNS keeps running)."""
         if self._pebble is not None and self._pebble.poll() is None:
             self._pebble.terminate()
-            self._pebble.wait(5)
+            try:
+                self._pebble.wait(5)
+            except subprocess.TimeoutExpired:
+                self._pebble.kill()
+                self._pebble.wait(5)
         self._pebble = None
 
     def restart(self) -> None:

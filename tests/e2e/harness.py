@@ -71,9 +71,21 @@ class Prefix:
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("NJCM_")}
         return subprocess.run(
-            [sys.executable, "-m", "controller.cli", "-p", str(self.root), "-c",
-             "conf/cert-manager.toml", *args],
-            capture_output=True, text=True, timeout=timeout, cwd="/", env=env,
+            [
+                sys.executable,
+                "-m",
+                "controller.cli",
+                "-p",
+                str(self.root),
+                "-c",
+                "conf/cert-manager.toml",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd="/",
+            env=env,
         )
 
 

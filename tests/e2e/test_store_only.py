@@ -107,11 +107,28 @@ def test_a_certificate_written_by_lego_is_adopted(prefix: Prefix, pebble: Any) -
     env = {**os.environ, "LEGO_CA_CERTIFICATES": str(pebble.ca_bundle)}
     for name in ("a.test", "b.test"):
         res = subprocess.run(
-            [lego, "--server", pebble.directory_url, "--email", "lego@example.test",
-             "--accept-tos", "--key-type", "ec256", "--domains", name, "--http",
-             "--http.port", f"127.0.0.1:{pebble.http_port}", "--path",
-             str(prefix.root / ".lego"), "run"],
-            capture_output=True, text=True, timeout=120, env=env,
+            [
+                lego,
+                "--server",
+                pebble.directory_url,
+                "--email",
+                "lego@example.test",
+                "--accept-tos",
+                "--key-type",
+                "ec256",
+                "--domains",
+                name,
+                "--http",
+                "--http.port",
+                f"127.0.0.1:{pebble.http_port}",
+                "--path",
+                str(prefix.root / ".lego"),
+                "run",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
         )
         assert res.returncode == 0, res.stderr
     before = stored_info(prefix, "a.test").fingerprint

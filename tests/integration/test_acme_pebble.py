@@ -6,8 +6,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import shutil
 import ssl
 import stat
+import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
@@ -23,6 +26,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509 import verification
 from cryptography.x509.oid import NameOID
+from josepy.b64 import b64decode
 
 from controller.adapters.acme_client import AcmeIssuer
 from controller.adapters.challenges import (
@@ -366,11 +370,18 @@ Fault = Callable[[str, str, int], "web.Response | None"]
 
 
 @contextlib.asynccontextmanager
-async def faulty_proxy(pebble: Any, fault: Fault) -> AsyncIterator[str]:
+async def faulty_proxy(
+    pebble: Any,
+    fault: Fault,
+    *,
+    edit: Callable[[str, bytes], bytes] | None = None,
+    seen: list[tuple[str, bytes]] | None = None,
+) -> AsyncIterator[str]:
     """An HTTPS proxy to Pebble (same certificate, Host kept, so Pebble's URLs point to it).
 
-    `fault(method, path, n)` may answer instead of Pebble; n counts requests per (method, path
-    kind) where kind is the first path segment."""
+    `fault(method, kind, n)` may answer instead of Pebble; n counts requests per (method, kind)
+    where kind is the first path segment. `edit(kind, body)` rewrites Pebble's answers; `seen`
+    collects (kind, request body)."""
     counts: dict[tuple[str, str], int] = {}
     client_ctx = pebble.ssl_context()
 
@@ -381,12 +392,16 @@ async def faulty_proxy(pebble: Any, fault: Fault) -> AsyncIterator[str]:
         if injected is not None:
             return injected
         body = await request.read()
+        if seen is not None:
+            seen.append((kind, body))
         headers = {k: v for k, v in request.headers.items() if k.lower() != "content-length"}
         async with session.request(
             request.method, f"https://127.0.0.1:{pebble.listen_port}{request.path_qs}",
             data=body, headers=headers, ssl=client_ctx,
         ) as upstream:
             payload = await upstream.read()
+            if edit is not None:
+                payload = edit(kind, payload)
             drop = {"content-length", "transfer-encoding", "content-encoding", "connection"}
             out = {k: v for k, v in upstream.headers.items() if k.lower() not in drop}
             return web.Response(status=upstream.status, body=payload, headers=out)
@@ -474,3 +489,62 @@ async def test_a_ca_failing_persistently_is_temporary_after_a_few_attempts(
         with pytest.raises(TemporaryError, match="serverInternal: database on fire"):
             await issuer.issue(spec_for(unique_names(1)), KeyType.EC256)
     assert attempts == [1, 2, 3]
+
+
+# -- interoperability with the real lego (NJet's Go cert-manager is built on it) ------------------
+
+
+def run_lego(pebble: Any, prefix: Path, email: str, name: str) -> subprocess.CompletedProcess[str]:
+    lego = shutil.which("lego")
+    if lego is None:
+        pytest.skip("lego is not installed")
+    env = {**os.environ, "LEGO_CA_CERTIFICATES": str(pebble.ca_bundle)}
+    result = subprocess.run(
+        [lego, "--server", pebble.directory_url, "--email", email, "--accept-tos",
+         "--key-type", "ec256", "--domains", name, "--http",
+         "--http.port", f"127.0.0.1:{pebble.http_port}", "--path", str(prefix / ".lego"), "run"],
+        capture_output=True, text=True, timeout=120, env=env, check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+async def test_an_account_registered_by_lego_is_reused(
+    pebble: Any, tmp_path: Path, new_account_calls: list[str]
+) -> None:
+    await asyncio.to_thread(run_lego, pebble, tmp_path, "lego@example.org", unique_names(1)[0])
+    issuer = make_issuer(pebble, tmp_path, email="lego@example.org")
+    lego_account = issuer.files.account_json.read_bytes()
+    names = unique_names(2)
+    assert_valid_issue(await issuer.issue(spec_for(names), KeyType.EC256), names, pebble)
+    assert new_account_calls == []
+    assert issuer.files.account_json.read_bytes() == lego_account
+
+
+@pytest.mark.slow
+async def test_lego_reuses_an_account_we_registered(pebble: Any, tmp_path: Path) -> None:
+    issuer = make_issuer(pebble, tmp_path, email="ours@example.org")
+    await issuer.issue(spec_for(unique_names(1)), KeyType.EC256)
+    result = await asyncio.to_thread(
+        run_lego, pebble, tmp_path, "ours@example.org", unique_names(1)[0]
+    )
+    assert "Registering account" not in result.stderr
+    assert "No key found" not in result.stderr
+
+
+async def test_a_profile_the_ca_offers_is_sent_with_the_order(pebble: Any, tmp_path: Path) -> None:
+    def offer_profiles(kind: str, body: bytes) -> bytes:
+        if kind != "dir":
+            return body
+        directory = json.loads(body)
+        directory["meta"]["profiles"] = {"shortlived": "6-day certificates", "classic": "90d"}
+        return json.dumps(directory).encode()
+
+    seen: list[tuple[str, bytes]] = []
+    async with faulty_proxy(pebble, lambda *_: None, edit=offer_profiles, seen=seen) as url:
+        issuer = make_issuer(pebble, tmp_path, directory_url=url, profile="shortlived")
+        names = unique_names(1)  # Pebble 2.4 ignores the field it does not know, and issues
+        assert_valid_issue(await issuer.issue(spec_for(names), KeyType.EC256), names, pebble)
+    orders = [json.loads(b64decode(json.loads(body)["payload"])) for k, body in seen
+              if k == "order-plz"]
+    assert orders and all(order["profile"] == "shortlived" for order in orders)

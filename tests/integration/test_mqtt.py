@@ -12,9 +12,9 @@ import pytest
 from controller.adapters.mqtt import MqttListener, read_retained
 from controller.errors import ConfigError, TemporaryError
 from controller.events import EventAction, NjetEvent, parse_srv_record
+from tests.contract import CONTRACT
 from tests.fixtures.mqtt import MosquittoBroker, mqtt_publish
 
-CONTRACT = Path("/work/shared/njet-contract")
 TOPIC = "/automaticcertificatemanagement/event/request"
 GENERATE = json.dumps(
     {

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from cryptography import x509
@@ -24,8 +23,9 @@ from controller.certinfo import (
 )
 from controller.model import KeyType
 from tests.certbuilder import LocalCA, cached_key, ec_sec1_pem, make_cert, rsa_pkcs1_pem
+from tests.contract import CONTRACT
 
-CONTRACT_CERTS = Path("/work/shared/njet-contract/certs")
+CONTRACT_CERTS = CONTRACT / "certs"
 
 
 def _pkcs8(
@@ -202,7 +202,6 @@ def test_csr_carries_cn_and_every_name() -> None:
     assert san.get_values_for_type(x509.DNSName) == ["a.test", "www.a.test"]
 
 
-@pytest.mark.skipif(not CONTRACT_CERTS.is_dir(), reason="NJet contract recording not present")
 def test_reads_the_keys_and_certs_recorded_against_real_njet() -> None:
     def read(name: str) -> bytes:
         return (CONTRACT_CERTS / name).read_bytes()

@@ -59,7 +59,10 @@ def test_empty_api_address_means_store_only(tmp_path: Path) -> None:
 
 
 def test_documented_additions_parse(tmp_path: Path) -> None:
-    cfg = load_config(write(tmp_path, """
+    cfg = load_config(
+        write(
+            tmp_path,
+            """
 [acme]
 keyType = "ec384"
 renewBeforeDays = 10
@@ -69,7 +72,10 @@ interval = "90s"
 deleteGracePeriod = "7d"
 [log]
 format = "json"
-"""), prefix=tmp_path)
+""",
+        ),
+        prefix=tmp_path,
+    )
     assert cfg.acme.keyType is KeyType.EC384 and cfg.acme.httpValidationPort == 5002
     assert cfg.controller.interval == timedelta(seconds=90)
     assert cfg.controller.deleteGracePeriod == timedelta(days=7)
@@ -103,7 +109,8 @@ def test_a_missing_file_is_a_clear_error(tmp_path: Path) -> None:
         load_config(tmp_path / "nope.toml", prefix=tmp_path)
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("90s", 90), ("1h", 3600), ("7d", 604800),
-                                               (42, 42), ("1.5m", 90)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90s", 90), ("1h", 3600), ("7d", 604800), (42, 42), ("1.5m", 90)]
+)
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text).total_seconds() == seconds

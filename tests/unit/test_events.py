@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,8 +19,7 @@ from controller.events import (
     specs_from_servers,
 )
 from controller.model import Source
-
-CONTRACT = Path("/work/shared/njet-contract")
+from tests.contract import CONTRACT
 
 
 def _lines(name: str) -> list[dict[str, Any]]:

@@ -16,32 +16,54 @@ DESIRED = Desired(specs={"a.test": SPEC})
 
 
 def issue(kind: ActionKind = ActionKind.ISSUE) -> Action:
-    return Action(kind, "a.test", Reason.MISSING, "", spec=SPEC, key_type=KeyType.EC256,
-                  spec_hash="h1")
+    return Action(
+        kind, "a.test", Reason.MISSING, "", spec=SPEC, key_type=KeyType.EC256, spec_hash="h1"
+    )
 
 
 def test_a_failure_counts_an_attempt_and_backs_off_exponentially() -> None:
     st: dict[str, CertStatus] = {}
     for n in (1, 2, 3):
-        st, _ = fold(st, desired=DESIRED, plan=Plan(),
-                     outcomes=[Outcome(issue(), ok=False, error="CA down")], now=NOW)
+        st, _ = fold(
+            st,
+            desired=DESIRED,
+            plan=Plan(),
+            outcomes=[Outcome(issue(), ok=False, error="CA down")],
+            now=NOW,
+        )
         assert st["a.test"].attempts == n
         assert st["a.test"].backoff_until == NOW + backoff_delay(n)
     assert st["a.test"].last_failure == "CA down"
 
 
 def test_retry_after_longer_than_the_backoff_wins() -> None:
-    st, _ = fold({}, desired=DESIRED, plan=Plan(),
-                 outcomes=[Outcome(issue(), ok=False, error="429", retry_after=3600)], now=NOW)
+    st, _ = fold(
+        {},
+        desired=DESIRED,
+        plan=Plan(),
+        outcomes=[Outcome(issue(), ok=False, error="429", retry_after=3600)],
+        now=NOW,
+    )
     assert st["a.test"].backoff_until == NOW + timedelta(hours=1)
 
 
 def test_success_resets_attempts_and_backoff() -> None:
-    failed = {"a.test": CertStatus(domain="a.test", attempts=4, backoff_until=NOW, spec_hash="h1",
-                                   force_renew=True)}
-    st, _ = fold(failed, desired=DESIRED, plan=Plan(),
-                 outcomes=[Outcome(issue(ActionKind.RENEW), ok=True, stored_fingerprint="ab",
-                                   served_fingerprint="ab")], now=NOW)
+    failed = {
+        "a.test": CertStatus(
+            domain="a.test", attempts=4, backoff_until=NOW, spec_hash="h1", force_renew=True
+        )
+    }
+    st, _ = fold(
+        failed,
+        desired=DESIRED,
+        plan=Plan(),
+        outcomes=[
+            Outcome(
+                issue(ActionKind.RENEW), ok=True, stored_fingerprint="ab", served_fingerprint="ab"
+            )
+        ],
+        now=NOW,
+    )
     s = st["a.test"]
     assert (s.attempts, s.backoff_until, s.force_renew) == (0, None, False)
     assert s.applied_fingerprint == "ab" and s.last_success_at == NOW
@@ -49,41 +71,66 @@ def test_success_resets_attempts_and_backoff() -> None:
 
 def test_a_new_spec_starts_counting_attempts_again() -> None:
     old = {"a.test": CertStatus(domain="a.test", attempts=6, spec_hash="old")}
-    st, _ = fold(old, desired=DESIRED, plan=Plan(),
-                 outcomes=[Outcome(issue(), ok=False, error="x")], now=NOW)
+    st, _ = fold(
+        old, desired=DESIRED, plan=Plan(), outcomes=[Outcome(issue(), ok=False, error="x")], now=NOW
+    )
     assert st["a.test"].attempts == 1 and st["a.test"].spec_hash == "h1"
 
 
 def test_the_code_11_trap_asks_for_a_fresh_key() -> None:
-    st, _ = fold({}, desired=DESIRED, plan=Plan(),
-                 outcomes=[Outcome(issue(ActionKind.APPLY), ok=False, error="repeated",
-                                   needs_new_key=True)], now=NOW)
+    st, _ = fold(
+        {},
+        desired=DESIRED,
+        plan=Plan(),
+        outcomes=[Outcome(issue(ActionKind.APPLY), ok=False, error="repeated", needs_new_key=True)],
+        now=NOW,
+    )
     assert st["a.test"].force_renew is True and st["a.test"].backoff_until is not None
 
 
 def test_skipped_actions_change_nothing() -> None:
-    st, _ = fold({}, desired=DESIRED, plan=Plan(),
-                 outcomes=[Outcome(issue(), ok=False, skipped=True, error="raced")], now=NOW)
+    st, _ = fold(
+        {},
+        desired=DESIRED,
+        plan=Plan(),
+        outcomes=[Outcome(issue(), ok=False, skipped=True, error="raced")],
+        now=NOW,
+    )
     assert st["a.test"] == CertStatus(domain="a.test")
 
 
 def test_desired_names_get_a_status_and_orphans_get_stamped_once() -> None:
     plan = Plan(scheduled=(Scheduled("old.test", Reason.ORPHAN_GRACE, ""),))
-    st, _ = fold({"old.test": CertStatus(domain="old.test")}, desired=DESIRED, plan=plan,
-                 outcomes=[], now=NOW)
+    st, _ = fold(
+        {"old.test": CertStatus(domain="old.test")},
+        desired=DESIRED,
+        plan=plan,
+        outcomes=[],
+        now=NOW,
+    )
     assert "a.test" in st and st["old.test"].orphaned_at == NOW
     later, _ = fold(st, desired=DESIRED, plan=plan, outcomes=[], now=NOW + timedelta(hours=1))
     assert later["old.test"].orphaned_at == NOW
 
 
 def test_a_name_that_comes_back_is_no_longer_orphaned() -> None:
-    st, _ = fold({"a.test": CertStatus(domain="a.test", orphaned_at=NOW)}, desired=DESIRED,
-                 plan=Plan(), outcomes=[], now=NOW)
+    st, _ = fold(
+        {"a.test": CertStatus(domain="a.test", orphaned_at=NOW)},
+        desired=DESIRED,
+        plan=Plan(),
+        outcomes=[],
+        now=NOW,
+    )
     assert st["a.test"].orphaned_at is None
 
 
 def test_a_done_delete_removes_the_status() -> None:
     act = Action(ActionKind.DELETE, "old.test", Reason.NOT_DESIRED, "")
-    st, removed = fold({"old.test": CertStatus(domain="old.test")}, desired=Desired(specs={}),
-                       plan=Plan(), outcomes=[Outcome(act, ok=True)], now=NOW)
+    st, removed = fold(
+        {"old.test": CertStatus(domain="old.test")},
+        desired=Desired(specs={}),
+        plan=Plan(),
+        outcomes=[Outcome(act, ok=True)],
+        now=NOW,
+    )
     assert "old.test" not in st and removed == {"old.test"}

@@ -8,11 +8,40 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2] / "controller"
-PURE = ["model", "reasons", "errors", "paths", "njetconf", "desired", "certinfo", "policy",
-        "plan", "render", "status", "fold", "njetmatch", "events", "config"]
-FORBIDDEN = ("controller.adapters", "controller.observe", "controller.execute",
-             "controller.reconcile", "controller.app", "controller.cli", "controller.service",
-             "asyncio", "aiohttp", "socket", "ssl", "gmqtt", "acme", "requests", "subprocess")
+PURE = [
+    "model",
+    "reasons",
+    "errors",
+    "paths",
+    "njetconf",
+    "desired",
+    "certinfo",
+    "policy",
+    "plan",
+    "render",
+    "status",
+    "fold",
+    "njetmatch",
+    "events",
+    "config",
+]
+FORBIDDEN = (
+    "controller.adapters",
+    "controller.observe",
+    "controller.execute",
+    "controller.reconcile",
+    "controller.app",
+    "controller.cli",
+    "controller.service",
+    "asyncio",
+    "aiohttp",
+    "socket",
+    "ssl",
+    "gmqtt",
+    "acme",
+    "requests",
+    "subprocess",
+)
 
 
 def imports_of(path: Path) -> set[str]:
@@ -36,8 +65,14 @@ def test_pure_module_imports_no_adapter_or_io_library(module: str) -> None:
 
 
 def test_adapters_never_import_the_steps_or_entry_points() -> None:
-    steps = ("controller.observe", "controller.execute", "controller.reconcile",
-             "controller.app", "controller.cli", "controller.service")
+    steps = (
+        "controller.observe",
+        "controller.execute",
+        "controller.reconcile",
+        "controller.app",
+        "controller.cli",
+        "controller.service",
+    )
     for path in sorted((ROOT / "adapters").glob("*.py")):
         bad = sorted(i for i in imports_of(path) if i.startswith(steps))
         assert bad == [], f"adapters/{path.name} imports {bad}"

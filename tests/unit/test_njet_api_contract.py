@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -40,10 +39,8 @@ from controller.adapters.njet_api import (
 )
 from controller.adapters.njet_wire import error_for_reply
 from controller.errors import ConfigError, TemporaryError
+from tests.contract import CONTRACT
 
-CONTRACT = Path(os.environ.get("NJET_CONTRACT_DIR", "/work/shared/njet-contract"))
-if not CONTRACT.is_dir():
-    pytest.skip(f"NJet contract recordings not found at {CONTRACT}", allow_module_level=True)
 CERTS = CONTRACT / "certs"
 ENDPOINTS = ("/api/v1/ssl", "/api/v1/config/ssl", "/api/v1/dyn_loc", "/api/v1/config/http_log")
 

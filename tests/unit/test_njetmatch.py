@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,10 +19,7 @@ from controller.njetmatch import (
     match_blocks,
     match_server,
 )
-
-CONTRACT = Path(os.environ.get("NJET_CONTRACT_DIR", "/work/shared/njet-contract"))
-if not CONTRACT.is_dir():
-    pytest.skip(f"NJet contract recordings not found at {CONTRACT}", allow_module_level=True)
+from tests.contract import CONTRACT
 
 
 def recorded_body(prefix: str) -> Any:

@@ -107,8 +107,9 @@ def test_renews_when_the_key_type_changes() -> None:
 
 
 def test_follows_the_bootstrap_key_type_when_none_is_configured() -> None:
-    obs = observed(stored("a.test", key_type=KeyType.EC256),
-                   bootstrap_key_types={"a.test": KeyType.EC256})
+    obs = observed(
+        stored("a.test", key_type=KeyType.EC256), bootstrap_key_types={"a.test": KeyType.EC256}
+    )
     assert plan(desired(spec("a.test")), obs, {}, NOW, STORE_ONLY).actions == ()
 
 
@@ -126,15 +127,20 @@ def test_renews_an_expired_certificate() -> None:
         (timedelta(hours=160), timedelta(hours=80)),
         (timedelta(days=200), timedelta(days=30)),
     ],
-    ids=["90-day renews at 30 days left", "6-day renews at 3 days left",
-         "160-hour renews at 80 hours left", "200-day renews at 30 days left"],
+    ids=[
+        "90-day renews at 30 days left",
+        "6-day renews at 3 days left",
+        "160-hour renews at 80 hours left",
+        "200-day renews at 30 days left",
+    ],
 )
 def test_renewal_becomes_due_exactly_at_the_window(
     lifetime: timedelta, renews_at_left: timedelta
 ) -> None:
     assert renewal_window(lifetime, timedelta(days=30)) == renews_at_left
-    just_before = stored("a.test", age=lifetime - renews_at_left - timedelta(minutes=1),
-                         lifetime=lifetime)
+    just_before = stored(
+        "a.test", age=lifetime - renews_at_left - timedelta(minutes=1), lifetime=lifetime
+    )
     at = stored("a.test", age=lifetime - renews_at_left, lifetime=lifetime)
     d = desired(spec("a.test"))
     assert plan(d, observed(just_before), {}, NOW, STORE_ONLY).actions == ()
@@ -165,9 +171,15 @@ def test_emergency_override_beats_a_late_chosen_renewal_time() -> None:
 
 def test_waits_during_backoff_for_the_same_spec() -> None:
     sp = spec("a.test")
-    st = {"a.test": CertStatus(domain="a.test", attempts=2, last_failure="CA down",
-                               backoff_until=NOW + timedelta(minutes=5),
-                               spec_hash=spec_hash(sp, KeyType.RSA2048))}
+    st = {
+        "a.test": CertStatus(
+            domain="a.test",
+            attempts=2,
+            last_failure="CA down",
+            backoff_until=NOW + timedelta(minutes=5),
+            spec_hash=spec_hash(sp, KeyType.RSA2048),
+        )
+    }
     p = plan(desired(sp), observed(), st, NOW, STORE_ONLY)
     assert p.actions == ()
     w = only(p.waiting)
@@ -176,17 +188,25 @@ def test_waits_during_backoff_for_the_same_spec() -> None:
 
 
 def test_a_changed_spec_resets_the_backoff() -> None:
-    st = {"a.test": CertStatus(domain="a.test", attempts=5,
-                               backoff_until=NOW + timedelta(hours=1),
-                               spec_hash=spec_hash(spec("a.test"), KeyType.RSA2048))}
+    st = {
+        "a.test": CertStatus(
+            domain="a.test",
+            attempts=5,
+            backoff_until=NOW + timedelta(hours=1),
+            spec_hash=spec_hash(spec("a.test"), KeyType.RSA2048),
+        )
+    }
     p = plan(desired(spec("a.test", "b.test")), observed(), st, NOW, STORE_ONLY)
     assert only(p.actions).kind is ActionKind.ISSUE  # type: ignore[attr-defined]
 
 
 def test_backoff_over_allows_a_new_attempt() -> None:
     sp = spec("a.test")
-    st = {"a.test": CertStatus(domain="a.test", attempts=1, backoff_until=NOW,
-                               spec_hash=spec_hash(sp, KeyType.RSA2048))}
+    st = {
+        "a.test": CertStatus(
+            domain="a.test", attempts=1, backoff_until=NOW, spec_hash=spec_hash(sp, KeyType.RSA2048)
+        )
+    }
     assert only(plan(desired(sp), observed(), st, NOW, STORE_ONLY).actions)
 
 
@@ -218,7 +238,9 @@ def test_never_applies_in_store_only_mode() -> None:
 
 
 def test_a_block_not_yet_in_the_running_njet_waits_for_a_reload() -> None:
-    obs = observed(stored("a.test"), njet_unmatched={"a.test": "no server a.test on 127.0.0.1:8443"})
+    obs = observed(
+        stored("a.test"), njet_unmatched={"a.test": "no server a.test on 127.0.0.1:8443"}
+    )
     p = plan(desired(spec("a.test")), obs, {}, NOW, WITH_NJET)
     assert p.actions == ()
     w = only(p.waiting)
@@ -249,4 +271,7 @@ def test_a_name_that_left_desired_state_is_deleted_after_the_grace_period() -> N
 def test_plan_is_deterministic() -> None:
     d = desired(spec("b.test"), spec("a.test"))
     assert plan(d, observed(), {}, NOW, STORE_ONLY) == plan(d, observed(), {}, NOW, STORE_ONLY)
-    assert [a.domain for a in plan(d, observed(), {}, NOW, STORE_ONLY).actions] == ["a.test", "b.test"]
+    assert [a.domain for a in plan(d, observed(), {}, NOW, STORE_ONLY).actions] == [
+        "a.test",
+        "b.test",
+    ]

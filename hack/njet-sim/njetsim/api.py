@@ -58,6 +58,10 @@ async def route(sim: SimContext, method: str, path: str, raw: bytes) -> Reply:
     return NOT_FOUND
 
 
+def _remove_stale(path: Path) -> None:
+    path.unlink(missing_ok=True)
+
+
 class ApiServer:
     """The TCP ctrl listener plus the unix control socket, both served by aiohttp."""
 
@@ -136,7 +140,7 @@ class ApiServer:
             await self.start_tcp(self.tcp_listen)
 
     async def start_unix(self, path: Path) -> None:
-        path.unlink(missing_ok=True)
+        _remove_stale(path)
         runner = web.AppRunner(self._app(self.control), access_log=None, handle_signals=False)
         await runner.setup()
         await web.UnixSite(runner, str(path)).start()

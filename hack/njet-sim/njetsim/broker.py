@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 MOSQUITTO = os.environ.get("NJET_SIM_MOSQUITTO", "/usr/sbin/mosquitto")
 EVENT_TOPIC = "/automaticcertificatemanagement/event/request"
@@ -113,9 +114,10 @@ class Broker:
     # --- publisher ----------------------------------------------------------------------
 
     def connect(self) -> None:
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, transport="unix",
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, transport="unix",
                              client_id=f"njet-sim-{os.getpid()}")
-        client.reconnect_delay_set(min_delay=0.05, max_delay=0.5)
+        # paho annotates int seconds but sleeps with floats; sub-second retries matter here
+        client.reconnect_delay_set(min_delay=0.05, max_delay=0.5)  # type: ignore[arg-type]
         client.connect(str(self.socket))
         client.loop_start()
         self.client = client
@@ -153,9 +155,9 @@ class Broker:
 
     # --- snapshot -----------------------------------------------------------------------
 
-    async def snapshot(self, topics: list[str], timeout: float = 3.0) -> list[tuple[str, bytes]]:
+    async def snapshot(self, topics: list[str], wait_s: float = 3.0) -> list[tuple[str, bytes]]:
         """The retained, non-empty messages under `topics`, in the broker's delivery order."""
-        return await asyncio.to_thread(self._snapshot, topics, timeout)
+        return await asyncio.to_thread(self._snapshot, topics, wait_s)
 
     def _snapshot(self, topics: list[str], timeout: float) -> list[tuple[str, bytes]]:
         # The end of the retained burst is found without publishing anything other
@@ -175,7 +177,7 @@ class Broker:
                 acked.add(mid)
                 cond.notify_all()
 
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, transport="unix",
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, transport="unix",
                              client_id=f"njet-sim-replay-{uuid.uuid4().hex[:8]}")
         client.on_message = on_message
         client.on_subscribe = on_subscribe

@@ -41,6 +41,12 @@ class LoadedCert:
                 "serial": self.serial, "not_after": self.not_after}
 
 
+def _hex_serial(n: int) -> str:
+    """A serial as openssl prints it: upper-case hex, an even number of digits."""
+    h = f"{n:X}"
+    return "0" + h if len(h) % 2 else h
+
+
 def read_material(value: str) -> bytes:
     """The PEM bytes behind a `data:` string or a path (read with the sim's own rights)."""
     if value.startswith("data:"):
@@ -105,7 +111,7 @@ def load_pair(cert_value: str, key_value: str, *, expect_type: str | None) -> Lo
         key_pem=key_pem,
         sha256=":".join(f"{b:02X}" for b in leaf.fingerprint(hashes.SHA256())),
         subject=leaf.subject.rfc4514_string(),
-        serial=f"{leaf.serial_number:X}",
+        serial=_hex_serial(leaf.serial_number),
         not_after=leaf.not_valid_after_utc.isoformat(),
     )
 

@@ -16,11 +16,16 @@ import os
 import signal
 import subprocess
 from pathlib import Path
+from typing import BinaryIO
 
 from njetsim.broker import die_with_parent
 from njetsim.conf import CopilotConf
 
 log = logging.getLogger("njetsim.copilot")
+
+
+def _truncate(path: Path) -> BinaryIO:
+    return open(path, "wb")
 
 
 class Copilots:
@@ -33,7 +38,7 @@ class Copilots:
         for conf in confs:
             conf.stdout_file.parent.mkdir(parents=True, exist_ok=True)
             argv = [conf.prog, "-p", f"{self.prefix}/", "-c", str(conf.toml_path)]
-            with open(conf.stdout_file, "wb") as out:
+            with _truncate(conf.stdout_file) as out:
                 try:
                     proc = await asyncio.create_subprocess_exec(
                         *argv, env={}, cwd=os.getcwd(), stdin=subprocess.DEVNULL, stdout=out,

@@ -40,15 +40,13 @@ def _crc(*parts: str) -> int:
 def loc_topic(body: dict[str, Any]) -> str:
     first: dict[str, Any] = (body.get("locations") or [{}])[0] if body.get("type") == "add" \
         else body
-    return "/ins/loc/l_%d" % _crc(str(body.get("addr_port", "")),
-                                  str(body.get("server_name", "")),
-                                  str(first.get("location_rule", "")),
-                                  str(first.get("location_name", "")))
+    crc = _crc(str(body.get("addr_port", "")), str(body.get("server_name", "")),
+               str(first.get("location_rule", "")), str(first.get("location_name", "")))
+    return f"/ins/loc/l_{crc}"
 
 
 def srv_topic(body: dict[str, Any]) -> str:
-    return "/ins/srv/s_%d" % _crc(str(body.get("addr_port", "")),
-                                  str(body.get("server_name", "")))
+    return f"/ins/srv/s_{_crc(str(body.get('addr_port', '')), str(body.get('server_name', '')))}"
 
 
 def _load(raw: bytes) -> dict[str, Any] | None:

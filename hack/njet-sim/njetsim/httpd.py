@@ -92,9 +92,9 @@ def match_location(locations: list[LocationConf], path: str) -> LocationConf | N
             return loc
     best: LocationConf | None = None
     for loc in locations:
-        if loc.modifier in ("", "^~") and path.startswith(loc.path):
-            if best is None or len(loc.path) > len(best.path):
-                best = loc
+        if loc.modifier in ("", "^~") and path.startswith(loc.path) and (
+                best is None or len(loc.path) > len(best.path)):
+            best = loc
     if best is not None and best.modifier == "^~":
         return best
     for loc in locations:

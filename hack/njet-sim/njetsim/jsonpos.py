@@ -66,7 +66,8 @@ class _Reader:
         return self.primitive()
 
     def obj(self) -> Node:
-        start, out = self.i, {}
+        start = self.i
+        out: dict[str, Node] = {}
         self.i += 1
         self.ws()
         if self.need() == "}":
@@ -91,7 +92,8 @@ class _Reader:
                 raise JsonPosError(-1, INVAL)
 
     def arr(self) -> Node:
-        start, out = self.i, []
+        start = self.i
+        out: list[Node] = []
         self.i += 1
         self.ws()
         if self.need() == "]":
@@ -109,7 +111,8 @@ class _Reader:
 
     def string(self) -> Node:
         self.i += 1
-        start, buf = self.i, []
+        start = self.i
+        buf: list[str] = []
         while True:
             c = self.need()
             self.i += 1

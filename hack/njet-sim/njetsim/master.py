@@ -31,7 +31,7 @@ from njetsim.copilot import Copilots
 from njetsim.listeners import Listeners
 from njetsim.replay import replay
 from njetsim.runtime import Runtime
-from njetsim.tlsctx import ContextFactory
+from njetsim.tlsctx import ContextFactory, send_alerts_on_failed_handshakes
 
 log = logging.getLogger("njetsim")
 
@@ -98,6 +98,7 @@ class Sim:
         logging.getLogger().addHandler(handler)
 
     async def run(self) -> int:
+        send_alerts_on_failed_handshakes()
         try:
             self.conf = confmod.load(self.prefix, self.opts.conf)
             self._log_to(self.conf.error_log)

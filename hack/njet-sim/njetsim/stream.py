@@ -104,15 +104,16 @@ async def serve_stream(lookup: Callable[[], tuple[StreamServer, tuple[StreamMap,
         if found is None:
             return
         server, maps = found
-        data, sni, alpn = b"", "", []
+        data, sni, alpn = b"", "", list[str]()
         if server.preread:
             data, sni, alpn = await asyncio.wait_for(read_client_hello(reader), PREREAD_TIMEOUT)
         target = resolve_target(server, maps, sni, alpn)
         host, _, port = target.rpartition(":")
-        up_r, up_w = await asyncio.wait_for(
+        up_r, upstream = await asyncio.wait_for(
             asyncio.open_connection(host.strip("[]"), int(port)), 10)
-        up_w.write(data)
-        await asyncio.gather(_pump(reader, up_w), _pump(up_r, writer))
+        up_w = upstream
+        upstream.write(data)
+        await asyncio.gather(_pump(reader, upstream), _pump(up_r, writer))
     except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as exc:
         log.info("stream connection failed: %s", exc)
     finally:

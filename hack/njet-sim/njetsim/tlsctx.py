@@ -10,6 +10,7 @@ context; a block whose worker failed to load its key answers with alert 40 (hand
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import ssl
@@ -17,6 +18,7 @@ import tempfile
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from njetsim.certs import LoadedCert
 
@@ -74,3 +76,32 @@ def listen_context(select: Selector) -> ssl.SSLContext:
 
     ctx.sni_callback = on_sni
     return ctx
+
+
+def send_alerts_on_failed_handshakes() -> None:
+    """Make asyncio send the alert OpenSSL queued when a server handshake fails.
+
+    asyncio (3.11+ sslproto) closes such a connection without writing out the pending TLS
+    alert, so clients would see a bare EOF where NJet sends alert 40 (handshake_failure), e.g.
+    for an ECDSA-only client on an RSA-only block or a block whose key the worker could not
+    read. This wraps SSLProtocol._on_handshake_complete to flush the outgoing BIO first.
+    A private-API patch, applied once, only inside the simulator process.
+    """
+    from asyncio import sslproto
+
+    base: Any = sslproto.SSLProtocol
+    if getattr(base, "_njetsim_flush", False) or not hasattr(base, "_process_outgoing"):
+        return
+
+    class FlushingSSLProtocol(base):  # type: ignore[misc]
+        _njetsim_flush = True
+
+        def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
+            if handshake_exc is not None:
+                with contextlib.suppress(Exception):
+                    data = self._outgoing.read()
+                    if data:
+                        self._transport.write(data)
+            super()._on_handshake_complete(handshake_exc)
+
+    sslproto.SSLProtocol = FlushingSSLProtocol  # type: ignore[misc]

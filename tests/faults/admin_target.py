@@ -1,0 +1,205 @@
+"""The admin API under attack: the real controller backend over a real tmp store, and bad requests.
+
+`AdminTarget.build(tmp_path)` makes `<tmp>/njet/` (conf/njet.conf wanting a.test and b.test,
+a store holding a.test, b.test and c.test), a `controller.service.Service` in store-only mode
+with a bearer token, and serves its admin app (adapters/admin.build_app over the service's
+ControllerBackend) with aiohttp's TestServer on 127.0.0.1:<free port>. Requests are sent
+byte-for-byte over a plain socket (`send`), so nothing is normalised or quoted on the way.
+`tree()` snapshots every file and folder under tmp, split into the store's own folders and the
+rest. Used by tests/faults/test_bad_input.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import string
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp.test_utils import TestServer
+from hypothesis import strategies as st
+
+from controller.adapters.admin import build_app
+from controller.config import parse_config
+from controller.service import Service
+from tests.certbuilder import MadeCert, make_cert
+
+TOKEN = "s3cret-token"
+STORED = ("a.test", "b.test", "c.test")  # a.test and b.test are desired, c.test only stored
+CONF = """\
+http {
+    server { listen 127.0.0.1:8443 ssl; server_name a.test www.a.test;
+             ssl_certificate_management acme; }
+    server { listen 8444 ssl; server_name b.test; ssl_certificate_management acme; }
+}
+"""
+# Folders a valid request may change (delete, renew); everything else must stay byte-identical.
+STORE_DIRS = (".lego/certificates", ".lego/status", ".lego/journal")
+
+ANSWER_TIMEOUT = 10.0  # seconds; a request left unanswered fails the test
+Tree = dict[str, bytes | None]  # relative path -> file bytes, None for a folder
+
+
+@dataclass
+class AdminTarget:
+    root: Path
+    prefix: Path
+    service: Service
+    made: dict[str, MadeCert]
+    server: TestServer
+
+    @classmethod
+    async def build(cls, root: Path) -> AdminTarget:
+        prefix = root / "njet"
+        (prefix / "conf").mkdir(parents=True)
+        (prefix / "conf" / "njet.conf").write_text(CONF)
+        (prefix / "logs").mkdir()
+        (prefix / "logs" / "error.log").write_text("kept as is\n")
+        (root / "secret.key").write_text("a file above the prefix\n")
+        config = parse_config(
+            {"njet": {"apiAddress": ""}, "admin": {"token": TOKEN}, "acme": {"keyType": "ec256"}},
+            prefix=prefix,
+        )
+        service = Service(config)
+        made = {d: make_cert([d, f"www.{d}"]) for d in STORED}
+        for domain, cert in made.items():
+            service.app.store.put(domain, cert.issued())
+        server = TestServer(build_app(service.backend, TOKEN), host="127.0.0.1")
+        await server.start_server()
+        return cls(root, prefix, service, made, server)
+
+    async def close(self) -> None:
+        await self.server.close()
+        await self.service.app.close()
+
+    def restore(self) -> None:
+        """Put back every stored pair a valid DELETE removed, so later requests find it."""
+        store = self.service.app.store
+        for domain, cert in self.made.items():
+            if store.get(domain) is None:
+                store.put(domain, cert.issued())
+
+    def tree(self) -> tuple[Tree, Tree]:
+        """(store folders, everything else) under the tmp root."""
+        store: Tree = {}
+        rest: Tree = {}
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            base = Path(dirpath)
+            for name in dirnames + filenames:
+                path = base / name
+                rel = str(path.relative_to(self.root))
+                in_store = any(
+                    rel.startswith(f"njet/{d}/") or rel == f"njet/{d}" for d in STORE_DIRS
+                )
+                (store if in_store else rest)[rel] = (
+                    None if name in dirnames else path.read_bytes()
+                )
+        return store, rest
+
+    async def send(self, raw: bytes) -> tuple[int | None, dict[str, str], bytes]:
+        """Send `raw` as is; (status or None when the server sent nothing, headers, body)."""
+        port = self.server.port
+        assert port is not None
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(raw)
+            await writer.drain()
+            data = await asyncio.wait_for(reader.read(), ANSWER_TIMEOUT)
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+        if not data:
+            return None, {}, b""
+        head, _, body = data.partition(b"\r\n\r\n")
+        status_line, *header_lines = head.decode("latin-1").split("\r\n")
+        headers: dict[str, str] = {}
+        for line in header_lines:
+            name, _, value = line.partition(":")
+            headers.setdefault(name.strip().lower(), value.strip())
+        return int(status_line.split()[1]), headers, body
+
+
+# --- requests --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    target: str  # the request target exactly as sent
+    authorization: str | None
+    authorized: bool  # the Authorization header carries the right bearer token
+    headers: tuple[tuple[str, str], ...]
+    body: bytes
+
+    @property
+    def path(self) -> str:
+        return self.target.split("?", 1)[0]
+
+    def wire(self) -> bytes:
+        lines = [f"{self.method} {self.target} HTTP/1.1", "Host: 127.0.0.1", "Connection: close"]
+        if self.authorization is not None:
+            lines.append(f"Authorization: {self.authorization}")
+        lines += [f"{k}: {v}" for k, v in self.headers]
+        lines.append(f"Content-Length: {len(self.body)}")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + self.body
+
+
+_PCHAR = string.ascii_letters + string.digits + "-._~!$&'()*+,;=:@%"
+_SEGMENTS = [
+    "a.test", "b.test", "c.test", "A.TEST", "a.test.", "none.test", "renew", "", ".", "..",
+    "%2e%2e", "%2E%2E", "%2F", "..%2F..%2Fsecret.key", "secret.key", "x" * 300, "*.a.test",
+    "_.a.test", "a.test%00", "-a.test", "a_b.test", "cert", "plan", "reconcile", "~root",
+]  # fmt: skip
+_PREFIXES = [
+    "/api/v1/cert", "/api/v1//cert", "/api/v1/cert/", "/api/v1", "/api/v1/", "/api",
+    "/api/v2/cert", "/healthz", "/metrics", "/", "//api/v1/cert", "/API/v1/cert",
+    "/api/v1/plan", "/api/v1/reconcile", "*", "api/v1/cert", "http://127.0.0.1/api/v1/cert",
+]  # fmt: skip
+_segment = st.one_of(st.sampled_from(_SEGMENTS), st.text(_PCHAR, max_size=12))
+_target = st.builds(
+    lambda prefix, segments, query: prefix + "".join("/" + s for s in segments) + query,
+    st.sampled_from(_PREFIXES),
+    st.lists(_segment, max_size=4),
+    st.one_of(st.just(""), st.text(_PCHAR + "/?", max_size=10).map(lambda q: "?" + q)),
+)
+_METHODS = ["GET", "POST", "DELETE", "PUT", "PATCH", "OPTIONS", "HEAD", "TRACE"]
+_VISIBLE = string.ascii_letters + string.digits + string.punctuation + " "
+_auth = st.one_of(
+    st.just((None, False)),
+    st.sampled_from([
+        (f"Bearer {TOKEN}", True), (f"bearer {TOKEN}", True), (f"BEARER   {TOKEN}  ", True),
+        ("Bearer wrong", False), (f"Bearer {TOKEN}x", False), (f"Basic {TOKEN}", False),
+        (f"Bearer{TOKEN}", False), ("Bearer", False), ("", False), (TOKEN, False),
+        (f"Bearer {TOKEN[:-1]}", False),
+    ]),
+    st.text(_VISIBLE, max_size=30).map(lambda v: (v, False)),
+)
+_RESERVED_HEADERS = {"host", "connection", "content-length", "transfer-encoding", "expect",
+                     "upgrade", "authorization", "te", "trailer"}  # fmt: skip
+_header = st.tuples(
+    st.text(string.ascii_letters + string.digits + "-", min_size=1, max_size=12),
+    st.text(_VISIBLE, max_size=30).map(str.strip),
+).filter(lambda h: h[0].lower() not in _RESERVED_HEADERS)
+_method = st.one_of(st.sampled_from(_METHODS), st.text(string.ascii_uppercase, min_size=1,
+                                                        max_size=8))  # fmt: skip
+
+request = st.builds(
+    lambda method, target, auth, headers, body: Request(
+        method, target, auth[0], auth[1], tuple(headers), body
+    ),
+    _method,
+    _target,
+    _auth,
+    st.lists(_header, max_size=3),
+    st.one_of(st.just(b""), st.binary(max_size=64), st.just(b'{"domain": "../../x"}')),
+)
+
+# Bytes that are not an HTTP request at all (the parser refuses them before the app runs).
+junk = st.one_of(
+    st.binary(max_size=80),
+    st.builds(lambda m, t: m + b" " + t + b" HTTP/1.1", st.binary(max_size=8),
+              st.binary(max_size=40)),
+).map(lambda raw: raw.replace(b"\r\n\r\n", b"") + b"\r\n\r\n")

@@ -1,0 +1,298 @@
+"""Fault injection, bad input: thousands of generated njet.conf texts, TOML configs, MQTT payloads
+and admin API requests. Every one is either accepted or refused cleanly: the documented error
+type with a message that says where (file:line, the key), never another exception, never a
+private key in a message, never a 500, never a file written outside the store.
+
+Seeded and deterministic (`derandomize=True`, no example database). Case counts scale with
+NJCM_FAULT_SCALE (default 1.0 ≈ 11,000 cases); each family prints one summary line through
+tests/faults/summary.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import tomllib
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from controller.app import policy_settings
+from controller.config import Config, load_config, parse_config, unknown_keys
+from controller.desired import desired_from_servers, load_desired
+from controller.errors import ConfigError
+from controller.events import (
+    EventError,
+    NjetEvent,
+    RuntimeServer,
+    parse_event,
+    parse_srv_record,
+    specs_from_domains,
+    specs_from_servers,
+)
+from controller.model import KeyType
+from controller.njetconf import ConfSyntaxError, http_servers, parse_text
+from tests.certbuilder import cached_key
+from tests.faults import badinput, summary
+from tests.faults.admin_target import AdminTarget, Request, junk, request
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fault_settings(base_examples: int) -> Callable[[F], F]:
+    return settings(  # type: ignore[return-value]
+        max_examples=summary.scaled(base_examples),
+        derandomize=True,
+        database=None,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        print_blob=False,
+    )
+
+
+def snapshot(root: Path) -> dict[str, bytes | None]:
+    out: dict[str, bytes | None] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames:
+            out[os.path.join(dirpath, name)] = None
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            out[path] = Path(path).read_bytes()
+    return out
+
+
+# --- njet.conf -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def conf_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "conf"
+    for rel, data in badinput.INCLUDE_FILES.items():
+        (directory / rel).parent.mkdir(parents=True, exist_ok=True)
+        (directory / rel).write_bytes(data)
+    for rel in badinput.INCLUDE_DIRS:
+        (directory / rel).mkdir(parents=True)
+    return directory
+
+
+def test_bad_njet_conf_is_parsed_or_refused_with_file_and_line(
+    conf_dir: Path, tmp_path: Path
+) -> None:
+    main = conf_dir / "njet.conf"
+    files = {str(main)} | {str(conf_dir / rel) for rel in badinput.INCLUDE_FILES}
+    trials = 0
+
+    @fault_settings(3000)
+    @given(text=badinput.conf_text)
+    def check(text: str) -> None:
+        nonlocal trials
+        trials += 1
+        try:  # in memory, includes left as they are
+            desired_from_servers(http_servers(parse_text(text, file="njet.conf")))
+        except ConfSyntaxError as exc:
+            badinput.assert_located(exc, files={"njet.conf"}, text=text, main="njet.conf")
+        except ConfigError as exc:
+            pytest.fail(f"ConfigError without a file:line location: {exc}")
+        main.write_bytes(text.encode())  # on disk, every include expanded
+        before = snapshot(tmp_path)
+        try:
+            load_desired(main, key_type=KeyType.EC256)
+        except ConfSyntaxError as exc:
+            badinput.assert_located(exc, files=files, text=text, main=str(main))
+        except ConfigError as exc:
+            pytest.fail(f"ConfigError without a file:line location: {exc}")
+        assert snapshot(tmp_path) == before, "reading njet.conf changed files"
+
+    check()
+    summary.record("bad-input-conf", trials=trials, converged=trials)
+
+
+def test_includes_nested_inside_deep_blocks_are_refused_not_a_recursion_error(
+    conf_dir: Path,
+) -> None:
+    """Each file is within the per-file nesting limit; the chain of includes is not."""
+    depth, files = 60, 40
+    for i in range(files):
+        inner = f"include deep{i + 1}.conf;" if i + 1 < files else "worker_processes 1;"
+        (conf_dir / f"deep{i}.conf").write_text("x {" * depth + inner + "}" * depth)
+    with pytest.raises(ConfSyntaxError) as caught:
+        load_desired(conf_dir / "deep0.conf")
+    assert "deep" in caught.value.file and caught.value.line >= 1
+
+
+# --- TOML ----------------------------------------------------------------------------------
+
+
+def assert_usable(cfg: Config, data: dict[str, Any]) -> None:
+    """A config parse_config accepted can be used: the app's settings, paths, deadlines."""
+    settings_ = policy_settings(cfg)
+    assert cfg.conf_path.is_absolute() and cfg.mqtt_address
+    now = datetime.now(UTC)
+    for name, value in (("controller.interval", cfg.controller.interval),
+                        ("controller.deleteGracePeriod", cfg.controller.deleteGracePeriod),
+                        ("controller.probeTimeout", cfg.controller.probeTimeout),
+                        ("acme.renewBeforeDays", settings_.renew_before)):  # fmt: skip
+        try:  # the loop computes now + interval, the policy now + grace / not_after - renew
+            now + value
+            now - value
+        except OverflowError:
+            pytest.fail(f"{name} = {value!r} was accepted but cannot be added to a date")
+    unknown = set(unknown_keys(cfg))
+    for section, value in data.items():
+        if section in ("prefix", "source"):
+            continue
+        if section not in badinput.KNOWN_KEYS:
+            assert section in unknown, f"unknown section {section!r} not reported"
+        elif isinstance(value, dict):
+            for key in value:
+                if key not in badinput.KNOWN_KEYS[section]:
+                    assert f"{section}.{key}" in unknown, f"unknown key {section}.{key}"
+
+
+def test_bad_toml_values_are_accepted_or_refused_naming_the_key(tmp_path: Path) -> None:
+    trials = 0
+
+    @fault_settings(2500)
+    @given(data=badinput.toml_dict)
+    def check(data: dict[str, Any]) -> None:
+        nonlocal trials
+        trials += 1
+        try:
+            cfg = parse_config(data, prefix=tmp_path, source="fault.toml")
+        except ConfigError as exc:
+            assert str(exc).startswith("fault.toml: "), str(exc)
+            badinput.assert_config_error_names_key(str(exc), data)
+        else:
+            assert_usable(cfg, data)
+
+    check()
+    summary.record("bad-input-toml", trials=trials, converged=trials)
+
+
+def test_bad_toml_text_is_refused_as_not_valid_toml_or_naming_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "cert-manager.toml"
+    trials = 0
+
+    @fault_settings(1000)
+    @given(text=badinput.toml_text)
+    def check(text: str) -> None:
+        nonlocal trials
+        trials += 1
+        path.write_bytes(text.encode())
+        try:
+            data: dict[str, Any] | None = tomllib.loads(text)
+        except tomllib.TOMLDecodeError:
+            data = None
+        try:
+            cfg = load_config(path, prefix=tmp_path)
+        except ConfigError as exc:
+            message = str(exc)
+            assert str(path) in message, message
+            if data is None:
+                assert "not valid TOML" in message, message
+            else:
+                badinput.assert_config_error_names_key(message, data)
+        else:
+            assert data is not None, "load_config accepted text tomllib refuses"
+            assert_usable(cfg, data)
+
+    check()
+    summary.record("bad-input-toml", trials=trials, converged=trials)
+
+
+# --- MQTT ----------------------------------------------------------------------------------
+
+
+def test_bad_mqtt_payloads_are_parsed_or_refused_without_echoing_a_key() -> None:
+    key = cached_key(KeyType.EC256, 41).decode()
+    fragments = badinput.key_fragments(key, cached_key(KeyType.EC256, 42).decode())
+    trials = 0
+
+    @fault_settings(3000)
+    @given(payload=badinput.mqtt_payload(key))
+    def check(payload: bytes) -> None:
+        nonlocal trials
+        trials += 1
+        try:
+            event = parse_event(payload)
+        except EventError as exc:
+            assert isinstance(exc, ValueError) and str(exc).strip()
+            badinput.assert_no_secret(str(exc), fragments)
+        else:
+            assert event is None or isinstance(event, NjetEvent)
+            if event is not None:
+                specs_from_domains(event.domains)
+        try:
+            server = parse_srv_record(payload)
+        except EventError as exc:
+            assert isinstance(exc, ValueError) and str(exc).strip()
+            badinput.assert_no_secret(str(exc), fragments)
+        else:
+            assert server is None or isinstance(server, RuntimeServer)
+            if server is not None:
+                specs_from_servers([server])
+
+    check()
+    summary.record("bad-input-mqtt", trials=trials, converged=trials)
+
+
+# --- admin API -----------------------------------------------------------------------------
+
+
+def check_response(req: Request | None, status: int | None, headers: dict[str, str],
+                   body: bytes) -> None:  # fmt: skip
+    if req is None:  # not HTTP at all: the parser answers 4xx (or closes)
+        assert status is None or 400 <= status < 500, f"junk answered {status}"
+        return
+    assert status is not None, f"no answer to {req.wire()!r}"
+    assert status < 500, f"{status} for {req.wire()!r}: {body[:300]!r}"
+    assert 200 <= status < 300 or 400 <= status < 500, f"{status} for {req.wire()!r}"
+    if not req.authorized and req.path != "/healthz":
+        assert status == 401, f"{status} without the token for {req.wire()!r}"
+    assert b"PRIVATE KEY" not in body
+    if status >= 400 and req.method != "HEAD":
+        assert headers.get("content-type", "").startswith("application/json"), (req, headers)
+        doc = orjson.loads(body)
+        assert isinstance(doc, dict) and isinstance(doc.get("error"), str) and doc["error"], doc
+
+
+def test_bad_admin_requests_get_a_json_4xx_and_touch_nothing_outside_the_store(
+    tmp_path: Path,
+) -> None:
+    loop = asyncio.new_event_loop()
+    target = loop.run_until_complete(AdminTarget.build(tmp_path))
+    store_before, rest_before = target.tree()
+    trials = 0
+    answered: dict[int, int] = {}
+
+    @fault_settings(1200)
+    @given(req=request, garbage=junk, use_junk=st.integers(0, 9))
+    def check(req: Request, garbage: bytes, use_junk: int) -> None:
+        nonlocal trials, store_before
+        trials += 1
+        sent: Request | None = None if use_junk == 0 else req
+        raw = garbage if sent is None else req.wire()
+        status, headers, body = loop.run_until_complete(target.send(raw))
+        answered[status or 0] = answered.get(status or 0, 0) + 1
+        check_response(sent, status, headers, body)
+        store_after, rest_after = target.tree()
+        assert rest_after == rest_before, f"{raw!r} changed files outside the store"
+        if status is None or status >= 300:
+            assert store_after == store_before, f"refused {raw!r} changed the store"
+        else:  # a valid delete / renew: put deleted pairs back, then that is the new baseline
+            target.restore()
+            store_before = target.tree()[0]
+
+    try:
+        check()
+    finally:
+        loop.run_until_complete(target.close())
+        loop.close()
+    assert any(200 <= s < 300 for s in answered) and 401 in answered and 400 in answered, answered
+    summary.record("bad-input-admin", trials=trials, converged=trials)
