@@ -58,7 +58,10 @@ class Gatherer:
         except ControllerError as exc:
             return Observed(stored=stored, problems=problems, bootstrap_key_types=bootstrap,
                             njet_error=str(exc))
-        targets, unmatched = match_all(desired, servers)
+        targets, unmatched, njet_types = match_all(desired, servers)
+        # blocks announced at runtime have no bootstrap file we can read: NJet's GET says
+        # which key type the block's config certificate has
+        bootstrap = {**njet_types, **bootstrap}
         served: dict[str, ServedCert] = {}
         if probe and self.prober is not None:
             served = await self._probe(desired, targets, bootstrap)
@@ -127,14 +130,19 @@ class Gatherer:
 
 def match_all(
     desired: Desired, servers: Sequence[NjetServer]
-) -> tuple[dict[str, tuple[NjetTarget, ...]], dict[str, str]]:
-    """Each desired certificate's running block(s); a merged spec may span several blocks."""
+) -> tuple[dict[str, tuple[NjetTarget, ...]], dict[str, str], dict[str, KeyType]]:
+    """Each desired certificate's running block(s) (a merged spec may span several), why the
+    others have none, and the key type of each matched block's config certificate."""
     targets: dict[str, tuple[NjetTarget, ...]] = {}
     unmatched: dict[str, str] = {}
+    types: dict[str, KeyType] = {}
     for domain, spec in desired.specs.items():
         m = match_server(spec, servers)
         if m.status is MatchStatus.FOUND:
             targets[domain] = (NjetTarget(tuple(m.listens), tuple(m.server_names)),)
+            if m.server is not None and m.server.certificates:
+                first = m.server.certificates[0].cert_type
+                types[domain] = KeyType.EC256 if first == "ecc" else KeyType.RSA2048
             continue
         blocks = match_blocks(spec, servers) if m.status is MatchStatus.AMBIGUOUS else ()
         if blocks:
@@ -142,4 +150,4 @@ def match_all(
                                     for b in blocks)
         else:
             unmatched[domain] = m.reason or m.status.value
-    return targets, unmatched
+    return targets, unmatched, types

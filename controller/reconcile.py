@@ -154,10 +154,13 @@ class Reconciler:
         if result is None:
             return deadline
         candidates = [w.until for w in result.plan.waiting if w.until is not None]
-        candidates += [s.at for s in result.plan.scheduled if s.at is not None]
         candidates += list(next_renewal(result.observed, self.statuses, self.settings).values())
         future = [c for c in candidates if c > now]
-        return min([deadline, *future])
+        # a scheduled step that is already due (e.g. a deletion with no grace period) runs
+        # in a moment; it leaves `scheduled` once done, so this cannot spin
+        due_soon = [max(s.at, now + timedelta(seconds=1))
+                    for s in result.plan.scheduled if s.at is not None]
+        return min([deadline, *future, *due_soon])
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import socket
 import time
+
 import pytest
 
 from tests.fixtures.njetsim import NjetSim, ec_cert, free_port, retained, s_client
@@ -25,7 +26,8 @@ def put_body(sim: NjetSim, cert: bytes, key: bytes, *, kind: str = "ecc",
         key_path.chmod(0o600)
         material = {"certificate": str(crt_path), "certificateKey": str(key_path)}
     else:
-        material = {"certificate": "data:" + cert.decode(), "certificateKey": "data:" + key.decode()}
+        material = {"certificate": "data:" + cert.decode(),
+                    "certificateKey": "data:" + key.decode()}
     return {"listens": [f"127.0.0.1:{sim.ports['https']}"], "serverNames": ["a.test"],
             "type": "add", "cert_info": {"cert_type": kind, **material}}
 

@@ -68,8 +68,12 @@ def _send(prefix: Path, conf: str, name: str) -> int:
         print(f'njet-sim: [error] open() "{pid_path}" failed (2: No such file or directory)',
               file=sys.stderr)
         return 1
-    except (ValueError, ProcessLookupError) as exc:
-        print(f'njet-sim: [error] invalid PID in "{pid_path}": {exc}', file=sys.stderr)
+    except ValueError:
+        print(f'njet-sim: [error] invalid PID number in "{pid_path}"', file=sys.stderr)
+        return 1
+    except ProcessLookupError:
+        print(f"njet-sim: [error] kill({pid}, {SIGNALS[name].value}) failed "
+              "(3: No such process)", file=sys.stderr)
         return 1
     return 0
 

@@ -99,10 +99,16 @@ class Sim:
 
     async def run(self) -> int:
         send_alerts_on_failed_handshakes()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGQUIT, signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self._on_hup)
         try:
             self.conf = confmod.load(self.prefix, self.opts.conf)
             self._log_to(self.conf.error_log)
             self.runtime = Runtime(self.conf, self.factory)
+            self.conf.pid_path.parent.mkdir(parents=True, exist_ok=True)
+            self.conf.pid_path.write_text(f"{os.getpid()}\n")
             if self.conf.broker:
                 self.broker.start_process()
                 self.broker.connect()
@@ -113,12 +119,6 @@ class Sim:
             log.error("%s", exc)
             await self._shutdown()
             return 1
-        self.conf.pid_path.parent.mkdir(parents=True, exist_ok=True)
-        self.conf.pid_path.write_text(f"{os.getpid()}\n")
-        loop = asyncio.get_running_loop()
-        loop.add_signal_handler(signal.SIGHUP, lambda: self._spawn(self.reload()))
-        for sig in (signal.SIGQUIT, signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self._stop.set)
         await self.copilots.launch(self.conf.copilots)
         self._begin_generation()
         log.info("njet-sim started: pid %d, conf %s", os.getpid(), self.conf.conf_path)
@@ -126,6 +126,12 @@ class Sim:
         log.info("quit signal received, shutting down")
         await self._shutdown()
         return 0
+
+    def _on_hup(self) -> None:
+        if self.generation == 0:
+            log.warning("reload signal ignored: still starting")
+        else:
+            self._spawn(self.reload())
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)

@@ -90,6 +90,12 @@ class Runtime:
         self.blocks: list[Block] = []
         for srv in conf.servers:
             self.blocks.append(self.new_block(srv, dynamic=False))
+        for (host, port), tls in self.wanted_sockets().items():
+            default = self.candidates(host, port)[0]
+            if tls and not default.conf.certs:  # NJet: `njet -t` fails the same way
+                listen = next(lst for lst in default.listens if lst.port == port)
+                raise SimConfError(f'[emerg] no "ssl_certificate" is defined for the "listen '
+                                   f'{listen.text} ssl" directive in {default.conf.origin}')
 
     def new_block(self, srv: ServerConf, *, dynamic: bool) -> Block:
         """A block with its configured certificates loaded; SimConfError when one fails."""
