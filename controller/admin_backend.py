@@ -6,6 +6,7 @@ through the store and status, and wakes the loop; it never reconciles inline.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -113,6 +114,7 @@ class ControllerBackend:
         last = self.loop.last
         return {
             "status": "ok" if self.loop.last_error is None else "degraded",
+            "pid": os.getpid(),
             "reconciles": self.loop.reconciles,
             "last_error": self.loop.last_error,
             "in_sync": last.plan.in_sync if last else None,

@@ -318,6 +318,10 @@ _FIELDS = ["action", "domains", "server_name", "server_addr", "ca_type", "type",
            "listen_option", "server_body", "extra"]  # fmt: skip
 
 
+def _pem_body(pem: str) -> str:
+    return "".join(ln for ln in pem.splitlines() if ln and not ln.startswith("-----"))
+
+
 def json_with_secret(secret: str) -> st.SearchStrategy[Any]:
     """Random JSON whose strings sometimes carry `secret` (a PEM private key) whole or inline."""
     leaf = st.one_of(
@@ -325,6 +329,7 @@ def json_with_secret(secret: str) -> st.SearchStrategy[Any]:
         st.text(max_size=10),
         st.sampled_from(["generateCertificate", "deleteCertificate", "add", "del", "ssl",
                          "a.test", "127.0.0.1:8443", secret, f"data:{secret}",
+                         _pem_body(secret), "data:" + _pem_body(secret),
                          f"ssl_certificate_key data:{secret}; ssl_certificate_management acme;"]),
     )  # fmt: skip
     return st.recursive(
@@ -377,10 +382,6 @@ def mqtt_payload(secret: str) -> st.SearchStrategy[bytes]:
                      min_size=1, max_size=5),
         ),
     )
-
-
-def _pem_body(pem: str) -> str:
-    return "".join(ln for ln in pem.splitlines() if ln and not ln.startswith("-----"))
 
 
 def key_fragments(key_pem: str, other_key_pem: str) -> list[str]:
