@@ -28,7 +28,7 @@ from controller.ports import Issuer
 from controller.reconcile import Reconciler
 
 
-async def tls_probe(listen: str, sni: str, kind: str, timeout: float) -> ProbeOutcome:
+async def tls_probe(listen: str, sni: str, kind: str, timeout: float) -> ProbeOutcome:  # noqa: ASYNC109
     return await probe(listen, sni, key_kind=kind, timeout=timeout)  # type: ignore[arg-type]
 
 

@@ -10,6 +10,7 @@ Called by cli.py (`reconcile`, `diff`, `run`) and app.py (admin backend).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -196,10 +197,8 @@ class Loop:
         while not self._stopped.is_set():
             deadline = self.reconciler.next_deadline(self.last, self.interval)
             timeout = max(0.0, (deadline - self.reconciler.clock()).total_seconds())
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=min(timeout, 3600.0))
-            except TimeoutError:
-                pass
             if self._stopped.is_set():
                 break
             self._wake.clear()

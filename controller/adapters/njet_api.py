@@ -4,7 +4,8 @@
 Called by observe (get_ssl, http_log) and execute (add_cert, del_cert) and by the http-01
 challenge code (add_location, del_location). Never built in store-only mode (empty address).
 
-Behaviour follows the recorded contract (../shared/njet-contract): NJet reports most failures as HTTP 200 with a
+Behaviour follows the recorded contract
+(../shared/njet-contract): NJet reports most failures as HTTP 200 with a
 non-zero `code` (§2), some dyn_loc 400s say text/plain around a JSON body, and GET echoes
 inline private keys - the parsed model drops them (`NjetCertEntry` has no key field) and no
 message, exception or log line built here carries request or response bodies (NJet's own

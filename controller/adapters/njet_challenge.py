@@ -10,6 +10,7 @@ keeps dynamic locations across restarts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 
@@ -125,10 +126,8 @@ class NjetProxyHttp01Solver:
                 self._users[key] = users
                 return
             self._users.pop(key, None)
-            try:
+            with contextlib.suppress(NjetLocationMissing):
                 await self.njet.del_location(addr_port=self.addr_port, server_name=domain)
-            except NjetLocationMissing:
-                pass
             log_event("challenge location removed", domain=domain, listen=self.addr_port)
 
     async def _location_present(self, domain: str) -> bool:

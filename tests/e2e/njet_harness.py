@@ -32,7 +32,8 @@ def sim_conf(
     helpers: str = "",
 ) -> str:
     return (
-        "pid logs/njet.pid;\nerror_log logs/error.log info;\n{{helpers}}\n" + helpers
+        "pid logs/njet.pid;\nerror_log logs/error.log info;\n{{helpers}}\n"
+        + helpers
         + "events { worker_connections 64; }\nhttp {\n"
         + MANAGED_BLOCK.format(names=names)
         + f"""

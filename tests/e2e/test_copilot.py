@@ -37,13 +37,19 @@ def test_launched_as_a_copilot_it_converges_and_a_reload_hands_over_cleanly(
 ) -> None:
     admin = free_tcp_port()
     helper = "helper certmanager modules/njt_helper_go_copilot_module.so conf/cm.toml;\n"
-    sim = njetsim_factory(sim_conf(helpers=helper), files=boot_files(), start=False,
-                          cwd=tmp_path)
+    sim = njetsim_factory(sim_conf(helpers=helper), files=boot_files(), start=False, cwd=tmp_path)
     sim.api_url = sim.api_url or f"http://127.0.0.1:{sim.ports['ctrl']}"
     toml = controller_toml(pebble, sim)
-    toml = {"copilot": {"progName": controller_program(), "copilotType": "cert",
-                        "stdoutFile": "logs/cm.log", "stderrFile": "logs/cm.err"},
-            **toml, "admin": {"address": f"127.0.0.1:{admin}"}}
+    toml = {
+        "copilot": {
+            "progName": controller_program(),
+            "copilotType": "cert",
+            "stdoutFile": "logs/cm.log",
+            "stderrFile": "logs/cm.err",
+        },
+        **toml,
+        "admin": {"address": f"127.0.0.1:{admin}"},
+    }
     (sim.prefix / "conf" / "cm.toml").write_text(render_toml(toml))
     sim.start()
 
@@ -55,7 +61,8 @@ def test_launched_as_a_copilot_it_converges_and_a_reload_hands_over_cleanly(
         return fingerprint_pem(p.read_bytes()) if p.exists() else None
 
     assert wait_until(lambda: stored() is not None and served_fingerprint(sim) == stored(), 40), (
-        log.read_text() if log.exists() else "no copilot log")
+        log.read_text() if log.exists() else "no copilot log"
+    )
     first = stored()
     first_pid = (health(admin) or {}).get("pid")
     text = log.read_text()
@@ -63,8 +70,14 @@ def test_launched_as_a_copilot_it_converges_and_a_reload_hands_over_cleanly(
     assert not (sim.prefix / "logs" / "cm.err").exists(), "stderr goes into stdoutFile"
 
     sim.reload()
-    assert wait_until(lambda: (h := health(admin)) is not None and h.get("pid") != first_pid
-                      and h.get("in_sync") is True, 40), log.read_text()
+    assert wait_until(
+        lambda: (
+            (h := health(admin)) is not None
+            and h.get("pid") != first_pid
+            and h.get("in_sync") is True
+        ),
+        40,
+    ), log.read_text()
     after = log.read_text()  # truncated at the new launch: only the new instance's lines
     assert "controller started" in after and "Traceback" not in after
     assert stored() == first, "a reload must not re-issue"

@@ -14,7 +14,6 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -45,15 +44,28 @@ class Controller:
         out = self.log.open("ab")
         env = {k: v for k, v in os.environ.items() if not k.startswith("NJCM_")}
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "controller.cli", "-p", str(self.prefix.root), "-c",
-             "conf/cert-manager.toml", "run"], stdout=out, stderr=subprocess.STDOUT, env=env)
+            [
+                sys.executable,
+                "-m",
+                "controller.cli",
+                "-p",
+                str(self.prefix.root),
+                "-c",
+                "conf/cert-manager.toml",
+                "run",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
         assert wait_until(lambda: self.health() is not None, 20), self.log.read_text()
         return self
 
     def health(self) -> dict[str, Any] | None:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/healthz",
-                                        timeout=2) as r:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.admin_port}/healthz", timeout=2
+            ) as r:
                 return dict(json.loads(r.read()))
         except OSError:
             return None
@@ -93,14 +105,24 @@ def stored(prefix: Prefix, name: str) -> str | None:
 def test_a_server_name_change_and_reload_is_served_without_a_timer(setup: Any) -> None:
     sim, prefix, ctl = setup
     ctl.start()
-    assert wait_until(lambda: stored(prefix, "a.test") is not None
-                      and served_fingerprint(sim) == stored(prefix, "a.test"), 30)
+    assert wait_until(
+        lambda: (
+            stored(prefix, "a.test") is not None
+            and served_fingerprint(sim) == stored(prefix, "a.test")
+        ),
+        30,
+    )
     conf = sim.prefix / "conf" / "njet.conf"
     conf.write_text(conf.read_text().replace("a.test www.a.test;", "a2.test www.a.test;", 1))
     reloaded = time.monotonic()
     sim.reload()
-    assert wait_until(lambda: stored(prefix, "a2.test") is not None
-                      and served_fingerprint(sim, sni="a2.test") == stored(prefix, "a2.test"), 30)
+    assert wait_until(
+        lambda: (
+            stored(prefix, "a2.test") is not None
+            and served_fingerprint(sim, sni="a2.test") == stored(prefix, "a2.test")
+        ),
+        30,
+    )
     took = time.monotonic() - reloaded
     print(f"served {took:.2f}s after the reload (event delay {sim.event_delay}s)")
     health = ctl.health()
@@ -111,22 +133,35 @@ def test_a_runtime_server_add_and_delete_each_converge(setup: Any) -> None:
     sim, prefix, ctl = setup
     ctl.start()
     assert wait_until(lambda: served_fingerprint(sim) == stored(prefix, "a.test"), 30)
-    crt = (sim.prefix / "conf" / "certs" / "boot-a.crt")
-    key = (sim.prefix / "conf" / "certs" / "boot-a.key")
+    crt = sim.prefix / "conf" / "certs" / "boot-a.crt"
+    key = sim.prefix / "conf" / "certs" / "boot-a.key"
     https = f"127.0.0.1:{sim.ports['https']}"
-    add = sim.api("POST", "/api/v1/dyn_srv", {
-        "type": "add", "addr_port": https, "listen_option": "ssl", "server_name": "dyn.test",
-        "server_body": f"ssl_certificate {crt}; ssl_certificate_key {key}; "
-                       "ssl_certificate_management acme; return 200 \"dyn\";"})
+    add = sim.api(
+        "POST",
+        "/api/v1/dyn_srv",
+        {
+            "type": "add",
+            "addr_port": https,
+            "listen_option": "ssl",
+            "server_name": "dyn.test",
+            "server_body": f"ssl_certificate {crt}; ssl_certificate_key {key}; "
+            'ssl_certificate_management acme; return 200 "dyn";',
+        },
+    )
     assert add.json["code"] == 0
-    assert wait_until(lambda: stored(prefix, "dyn.test") is not None
-                      and served_fingerprint(sim, sni="dyn.test") == stored(prefix, "dyn.test"),
-                      30), ctl.log.read_text()[-3000:]
+    assert wait_until(
+        lambda: (
+            stored(prefix, "dyn.test") is not None
+            and served_fingerprint(sim, sni="dyn.test") == stored(prefix, "dyn.test")
+        ),
+        30,
+    ), ctl.log.read_text()[-3000:]
     runtime = json.loads((prefix.root / ".lego" / "runtime" / "servers.json").read_text())
     assert "dyn.test" in json.dumps(runtime)
 
-    gone = sim.api("PUT", "/api/v1/dyn_srv",
-                   {"type": "del", "addr_port": https, "server_name": "dyn.test"})
+    gone = sim.api(
+        "PUT", "/api/v1/dyn_srv", {"type": "del", "addr_port": https, "server_name": "dyn.test"}
+    )
     assert gone.json["code"] == 0
     assert wait_until(lambda: stored(prefix, "dyn.test") is None, 30), ctl.log.read_text()[-3000:]
     assert stored(prefix, "a.test") is not None
@@ -139,14 +174,27 @@ def test_a_controller_that_was_down_during_an_event_converges_from_retained_reco
     https = f"127.0.0.1:{sim.ports['https']}"
     crt = sim.prefix / "conf" / "certs" / "boot-a.crt"
     key = sim.prefix / "conf" / "certs" / "boot-a.key"
-    add = sim.api("POST", "/api/v1/dyn_srv", {
-        "type": "add", "addr_port": https, "listen_option": "ssl", "server_name": "late.test",
-        "server_body": f"ssl_certificate {crt}; ssl_certificate_key {key}; "
-                       "ssl_certificate_management acme;"})
+    add = sim.api(
+        "POST",
+        "/api/v1/dyn_srv",
+        {
+            "type": "add",
+            "addr_port": https,
+            "listen_option": "ssl",
+            "server_name": "late.test",
+            "server_body": f"ssl_certificate {crt}; ssl_certificate_key {key}; "
+            "ssl_certificate_management acme;",
+        },
+    )
     assert add.json["code"] == 0  # its event went nowhere: nobody was subscribed
     ctl.start()
-    assert wait_until(lambda: served_fingerprint(sim, sni="late.test") == stored(prefix, "late.test")
-                      and stored(prefix, "late.test") is not None, 30), ctl.log.read_text()[-3000:]
+    assert wait_until(
+        lambda: (
+            served_fingerprint(sim, sni="late.test") == stored(prefix, "late.test")
+            and stored(prefix, "late.test") is not None
+        ),
+        30,
+    ), ctl.log.read_text()[-3000:]
 
 
 def test_a_burst_of_1000_events_leads_to_one_or_two_reconciles(setup: Any) -> None:
@@ -161,11 +209,22 @@ def test_a_burst_of_1000_events_leads_to_one_or_two_reconciles(setup: Any) -> No
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, transport="unix")
     client.connect(str(sim.broker_socket))
     client.loop_start()
-    event = json.dumps({"action": "generateCertificate", "domains": [
-        {"server_name": ["a.test", "www.a.test"], "server_addr": [f"127.0.0.1:{sim.ports['https']}"],
-         "ca_type": "acme"}]})
-    infos = [client.publish("/automaticcertificatemanagement/event/request", event, qos=0)
-             for _ in range(1000)]
+    event = json.dumps(
+        {
+            "action": "generateCertificate",
+            "domains": [
+                {
+                    "server_name": ["a.test", "www.a.test"],
+                    "server_addr": [f"127.0.0.1:{sim.ports['https']}"],
+                    "ca_type": "acme",
+                }
+            ],
+        }
+    )
+    infos = [
+        client.publish("/automaticcertificatemanagement/event/request", event, qos=0)
+        for _ in range(1000)
+    ]
     for info in infos:
         info.wait_for_publish(5)
     client.loop_stop()

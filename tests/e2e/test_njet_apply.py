@@ -68,16 +68,23 @@ def test_a_two_name_block_gets_a_pebble_cert_that_clients_then_receive(
     assert "PRIVATE KEY" not in run.stderr + again.stderr
 
 
-def test_http01_proxied_through_an_njet_location(pebble: Any, njetsim_factory: Any,
-                                                 tmp_path: Path) -> None:
+def test_http01_proxied_through_an_njet_location(
+    pebble: Any, njetsim_factory: Any, tmp_path: Path
+) -> None:
     from tests.fixtures.pebble import free_tcp_port
 
     sim = njetsim_factory(sim_conf(http_port=pebble.http_port), files=boot_files())
     prefix = Prefix(sim.prefix)
     own = free_tcp_port()
-    prefix.write_toml(controller_toml(
-        pebble, sim, httpChallengeServerAddress=f":{own}",
-        proxyHttpChallengeServerIp="127.0.0.1", httpValidationPort=pebble.http_port))
+    prefix.write_toml(
+        controller_toml(
+            pebble,
+            sim,
+            httpChallengeServerAddress=f":{own}",
+            proxyHttpChallengeServerIp="127.0.0.1",
+            httpValidationPort=pebble.http_port,
+        )
+    )
     run = prefix.cli("reconcile")
     assert run.returncode == 0, run.stderr
     assert "challenge location added" in run.stderr
@@ -85,7 +92,8 @@ def test_http01_proxied_through_an_njet_location(pebble: Any, njetsim_factory: A
     locations = sim.api("GET", "/api/v1/config/http_log").json
     assert not any(
         loc["location"].startswith("^~ /.well-known/acme-challenge/")
-        for srv in locations["servers"] for loc in srv.get("locations", [])
+        for srv in locations["servers"]
+        for loc in srv.get("locations", [])
     ), "the challenge location must be removed after the order"
 
 
@@ -96,9 +104,15 @@ def test_http01_through_njet_needs_a_port80_server_for_the_name(
 
     sim = njetsim_factory(sim_conf(), files=boot_files())
     prefix = Prefix(sim.prefix)
-    prefix.write_toml(controller_toml(
-        pebble, sim, httpChallengeServerAddress=f"127.0.0.1:{free_tcp_port()}",
-        proxyHttpChallengeServerIp="127.0.0.1", httpValidationPort=pebble.http_port))
+    prefix.write_toml(
+        controller_toml(
+            pebble,
+            sim,
+            httpChallengeServerAddress=f"127.0.0.1:{free_tcp_port()}",
+            proxyHttpChallengeServerIp="127.0.0.1",
+            httpValidationPort=pebble.http_port,
+        )
+    )
     run = prefix.cli("reconcile")
     assert run.returncode == 1
     assert f"listens on 127.0.0.1:{pebble.http_port}" in run.stderr
@@ -124,8 +138,11 @@ stream {{
 """
     sim = njetsim_factory(sim_conf(stream=stream), files=boot_files())
     prefix = Prefix(sim.prefix)
-    prefix.write_toml(controller_toml(pebble, sim, challengeType="tls",
-                                      tlsChallengeServerAddress=f"127.0.0.1:{responder}"))
+    prefix.write_toml(
+        controller_toml(
+            pebble, sim, challengeType="tls", tlsChallengeServerAddress=f"127.0.0.1:{responder}"
+        )
+    )
     run = prefix.cli("reconcile")
     assert run.returncode == 0, run.stderr
     fp = stored_fp(prefix)
@@ -142,15 +159,33 @@ def test_a_left_over_challenge_location_is_removed_and_does_not_block(
 
     sim = njetsim_factory(sim_conf(http_port=pebble.http_port), files=boot_files())
     own = free_tcp_port()
-    left = sim.api("POST", "/api/v1/dyn_loc", {
-        "type": "add", "addr_port": f"127.0.0.1:{pebble.http_port}", "server_name": "a.test",
-        "locations": [{"location_rule": "^~", "location_name": "/.well-known/acme-challenge/",
-                       "proxy_pass": f"http://127.0.0.1:{own}"}]})
+    left = sim.api(
+        "POST",
+        "/api/v1/dyn_loc",
+        {
+            "type": "add",
+            "addr_port": f"127.0.0.1:{pebble.http_port}",
+            "server_name": "a.test",
+            "locations": [
+                {
+                    "location_rule": "^~",
+                    "location_name": "/.well-known/acme-challenge/",
+                    "proxy_pass": f"http://127.0.0.1:{own}",
+                }
+            ],
+        },
+    )
     assert left.json["code"] == 0
     prefix = Prefix(sim.prefix)
-    prefix.write_toml(controller_toml(
-        pebble, sim, httpChallengeServerAddress=f"127.0.0.1:{own}",
-        proxyHttpChallengeServerIp="127.0.0.1", httpValidationPort=pebble.http_port))
+    prefix.write_toml(
+        controller_toml(
+            pebble,
+            sim,
+            httpChallengeServerAddress=f"127.0.0.1:{own}",
+            proxyHttpChallengeServerIp="127.0.0.1",
+            httpValidationPort=pebble.http_port,
+        )
+    )
     run = prefix.cli("reconcile")
     assert run.returncode == 0, run.stderr
     assert "left-over challenge location" in run.stderr

@@ -210,9 +210,29 @@ request = st.builds(
     st.one_of(st.just(b""), st.binary(max_size=64), st.just(b'{"domain": "../../x"}')),
 )
 
+_VALID_TARGETS = [
+    "/api/v1/cert", "/api/v1/cert/a.test", "/api/v1/cert/B.test", "/api/v1//cert/c.test",
+    "/api/v1/cert/a.test/renew", "/api/v1/cert/c.test/renew", "/api/v1/plan", "/api/v1/reconcile",
+    "/healthz", "/metrics", "/api/v1/cert/none.test", "/api/v1/cert/a.test/",
+]  # fmt: skip
+# Requests an operator would send, with the right token: the 2xx paths stay exercised.
+plausible = st.builds(
+    lambda method, target: Request(method, target, f"Bearer {TOKEN}", True, (), b""),
+    st.sampled_from(["GET", "POST", "DELETE"]),
+    st.sampled_from(_VALID_TARGETS),
+)
+
 # Bytes that are not an HTTP request at all (the parser refuses them before the app runs).
 junk = st.one_of(
     st.binary(max_size=80),
     st.builds(lambda m, t: m + b" " + t + b" HTTP/1.1", st.binary(max_size=8),
               st.binary(max_size=40)),
 ).map(lambda raw: raw.replace(b"\r\n\r\n", b"") + b"\r\n\r\n")
+
+# What one trial sends: a request (None for junk) and the bytes on the wire.
+exchange = st.one_of(
+    plausible.map(lambda r: (r, r.wire())),
+    request.map(lambda r: (r, r.wire())),
+    request.map(lambda r: (r, r.wire())),
+    junk.map(lambda raw: (None, raw)),
+)

@@ -21,7 +21,6 @@ from typing import Any, TypeVar
 import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from controller.app import policy_settings
 from controller.config import Config, load_config, parse_config, unknown_keys
@@ -40,7 +39,7 @@ from controller.model import KeyType
 from controller.njetconf import ConfSyntaxError, http_servers, parse_text
 from tests.certbuilder import cached_key
 from tests.faults import badinput, summary
-from tests.faults.admin_target import AdminTarget, Request, junk, request
+from tests.faults.admin_target import AdminTarget, Request, exchange
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -276,12 +275,11 @@ def test_bad_admin_requests_get_a_json_4xx_and_touch_nothing_outside_the_store(
     answered: dict[int, int] = {}
 
     @fault_settings(1200)
-    @given(req=request, garbage=junk, use_junk=st.integers(0, 9))
-    def check(req: Request, garbage: bytes, use_junk: int) -> None:
+    @given(sent_raw=exchange)
+    def check(sent_raw: tuple[Request | None, bytes]) -> None:
         nonlocal trials, store_before
         trials += 1
-        sent: Request | None = None if use_junk == 0 else req
-        raw = garbage if sent is None else req.wire()
+        sent, raw = sent_raw
         status, headers, body = loop.run_until_complete(target.send(raw, half_close=not sent))
         answered[status or 0] = answered.get(status or 0, 0) + 1
         check_response(sent, status, headers, body)
