@@ -32,6 +32,9 @@ def logs() -> io.StringIO:
 
 
 def make_app(pebble: Any, sim: Any) -> tuple[App, Prefix]:
+    # NJet (and the simulator) re-applies every retained record shortly after a start: a
+    # fault injected before that replay would be undone by it
+    sim.wait_replayed()
     prefix = Prefix(sim.prefix)
     prefix.write_toml(controller_toml(pebble, sim))
     return App(load_config(prefix.toml, prefix=prefix.root)), prefix

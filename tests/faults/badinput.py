@@ -235,14 +235,17 @@ address = "127.0.0.1:2000"
 token = "t"
 """
 
+_toml_number = st.one_of(
+    st.integers(), st.floats(), st.sampled_from([10**20, 2**63 - 1, 1e300, -1, 0, 1e15, 86400])
+)
 _toml_leaf = st.one_of(
     st.text(max_size=12),
-    st.sampled_from(["90s", "1h", "7d", "2w", "-5s", "1e400d", "99999999999999999999w", "0",
-                     "1.5m", "ec256", "rsa2048", "RSA4096", "ed25519", "http", "tls", "dns",
-                     "json", "text", "127.0.0.1:2000", ":0", "unix:/x", "", " "]),
-    st.integers(),
+    st.sampled_from(["90s", "1h", "7d", "2w", "-5s", "1e400d", "99999999999999999999w",
+                     "99999999d", "0", "1.5m", "ec256", "rsa2048", "RSA4096", "ed25519",
+                     "http", "tls", "dns", "json", "text", "127.0.0.1:2000", ":0", "unix:/x",
+                     "", " "]),
+    _toml_number,
     st.integers(min_value=-(2**63), max_value=2**63 - 1),
-    st.floats(),
     st.booleans(),
     st.datetimes(),
     st.dates(),
@@ -255,11 +258,23 @@ toml_value = st.recursive(
     max_leaves=6,
 )
 _all_keys = sorted({k for keys in KNOWN_KEYS.values() for k in keys}) + list(_UNKNOWN_NAMES)
-_section = st.dictionaries(st.sampled_from(_all_keys), toml_value, max_size=6)
-toml_dict = st.dictionaries(
-    st.sampled_from([*KNOWN_KEYS, *_UNKNOWN_NAMES]),
-    st.one_of(_section, _section, toml_value),
-    max_size=5,
+
+
+def _section(name: str) -> st.SearchStrategy[dict[str, Any]]:
+    """A table for section `name`: mostly its own keys, some of other sections, some unknown."""
+    own = st.sampled_from(KNOWN_KEYS[name])
+    return st.dictionaries(st.one_of(own, own, st.sampled_from(_all_keys)), toml_value,
+                           max_size=5)
+
+
+_any_section = st.dictionaries(st.sampled_from(_all_keys), toml_value, max_size=4)
+toml_dict = st.fixed_dictionaries(
+    {},
+    optional={
+        **{name: st.one_of(_section(name), _section(name), _section(name), toml_value)
+           for name in KNOWN_KEYS},
+        **{name: st.one_of(_any_section, toml_value) for name in _UNKNOWN_NAMES},
+    },
 )
 
 _TOML_TOKENS = [

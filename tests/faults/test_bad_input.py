@@ -14,7 +14,7 @@ import asyncio
 import os
 import tomllib
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -128,20 +128,23 @@ def test_includes_nested_inside_deep_blocks_are_refused_not_a_recursion_error(
 # --- TOML ----------------------------------------------------------------------------------
 
 
+REFERENCE_NOW = datetime(2030, 1, 1, tzinfo=UTC)  # fixed, so the oracle is deterministic
+
+
 def assert_usable(cfg: Config, data: dict[str, Any]) -> None:
     """A config parse_config accepted can be used: the app's settings, paths, deadlines."""
     settings_ = policy_settings(cfg)
     assert cfg.conf_path.is_absolute() and cfg.mqtt_address
-    now = datetime.now(UTC)
-    for name, value in (("controller.interval", cfg.controller.interval),
-                        ("controller.deleteGracePeriod", cfg.controller.deleteGracePeriod),
-                        ("controller.probeTimeout", cfg.controller.probeTimeout),
-                        ("acme.renewBeforeDays", settings_.renew_before)):  # fmt: skip
-        try:  # the loop computes now + interval, the policy now + grace / not_after - renew
-            now + value
-            now - value
+    later: list[tuple[str, timedelta]] = [
+        ("controller.interval", cfg.controller.interval),  # Loop: now + interval
+        ("controller.deleteGracePeriod", cfg.controller.deleteGracePeriod),  # orphaned_at + grace
+        ("acme.renewBeforeDays", -settings_.renew_before),  # not_after - renew_before
+    ]
+    for name, delta in later:
+        try:
+            REFERENCE_NOW + delta
         except OverflowError:
-            pytest.fail(f"{name} = {value!r} was accepted but cannot be added to a date")
+            pytest.fail(f"{name} = {delta!r} was accepted but cannot be added to a date")
     unknown = set(unknown_keys(cfg))
     for section, value in data.items():
         if section in ("prefix", "source"):

@@ -1,0 +1,127 @@
+"""Results: bench/results/<UTC timestamp>.json and .md, and the markdown table printed.
+
+`write_results(results, out_dir, stem)` is called by bench/__main__.py with the dict of every
+bench's result ({"figures", "goals", "notes"} or {"error"}); `markdown(results)` renders the
+headline figures of each bench, then every goal with its verdict.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+Row = tuple[str, str]
+
+
+def _s(v: float) -> str:
+    return f"{v * 1000:.0f} ms" if v < 1 else f"{v:.2f} s"
+
+
+def _stats(d: dict[str, Any]) -> str:
+    return f"median {_s(d['median'])}, min {_s(d['min'])} (n={d['n']})"
+
+
+def _floor(f: dict[str, Any]) -> list[Row]:
+    return [("one issuance, bare acme", _stats(f["issue_seconds"]))]
+
+
+def _served(f: dict[str, Any]) -> list[Row]:
+    rows = [("event → cert served", _stats(f["served_seconds"])),
+            ("ratio to the floor (medians)", f"{f['ratio_to_floor']:.2f}×")]
+    phases = f.get("phase_medians_seconds") or {}
+    if phases:
+        rows.append(("phases (medians)", ", ".join(f"{k} {_s(v)}" for k, v in phases.items())))
+    return rows
+
+
+def _throughput(f: dict[str, Any]) -> list[Row]:
+    c = f["controller"]
+    rows = [(f"controller, {c['names']} names, concurrency {c['concurrency']}",
+             f"{_s(c['per_cert_seconds'])}/cert ({_s(c['batch_seconds'])} total)")]
+    if "acme_parallel" in f:
+        a = f["acme_parallel"]
+        rows.append((f"bare acme, same names and concurrency (Pebble's pace here)",
+                     f"{_s(a['per_cert_seconds'])}/cert"))
+    for tool in ("lego", "certbot"):
+        p = f[tool]
+        rows.append((f"{tool}, one process per cert ({p['certs']} certs)",
+                     f"{_s(p['per_cert_seconds'])}/cert → controller "
+                     f"{p['controller_speedup_per_cert']:.1f}× faster"))
+    rows.append(("cold start, one cert",
+                 ", ".join(f"{t} {_s(f[t]['cold_one_cert_seconds'])}"
+                           for t in ("controller", "lego", "certbot"))))
+    return rows
+
+
+def _scale(f: dict[str, Any]) -> list[Row]:
+    st, ad, io = f["steady"], f["adopt"], f["njet_io"]
+    rows = [
+        (f"fixtures: {f['n']} blocks + certs generated", _s(f["generate_seconds"])),
+        ("cold observe+plan (fresh process, converged)",
+         f"{_s(st['cold_seconds'])} (conf parse {_s(st['parse_conf_seconds'])}, store load "
+         f"{_s(st['load_store_seconds'])}; imports {_s(st['import_seconds'])})"),
+        ("no-op pass (median)", _s(st["noop_seconds"])),
+        ("peak RSS", f"{st['peak_rss_mb']:.0f} MB ({st['rss_after_imports_mb']:.0f} MB after "
+                     "imports)"),
+        ("adoption: cold / first pass (writes status files)",
+         f"{_s(ad['cold_seconds'])} / {_s(ad['first_pass_seconds'])}"),
+        (f"NJet GET /api/v1/ssl, {io['sim_servers']} servers ({io['get_ssl_bytes']} bytes)",
+         f"raw {_s(io['get_ssl_raw_seconds']['median'])}, NjetClient "
+         f"{_s(io['get_ssl_njetclient_seconds']['median'])} (sim start "
+         f"{_s(io['sim_start_seconds'])})"),
+    ]
+    for line in (f.get("profile") or {}).get("top_own_time", [])[:4]:
+        rows.append(("hot spot (cProfile own time)", line))
+    for line in (f.get("profile") or {}).get("top_allocations", [])[:3]:
+        rows.append(("memory (tracemalloc)", line))
+    return rows
+
+
+def _events(f: dict[str, Any]) -> list[Row]:
+    return [(f"{f['events']} events in a burst", f"published in {_s(f['publish_seconds'])}"),
+            ("reconciles", str(f["reconciles"])),
+            ("until quiet", _s(f["seconds_until_quiet"])),
+            ("in sync after", "yes" if f["in_sync_after"] else "NO")]
+
+
+ROWS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
+    "floor": _floor, "served": _served, "throughput": _throughput, "scale": _scale,
+    "events": _events,
+}
+
+
+def markdown(doc: dict[str, Any]) -> str:
+    meta = doc["meta"]
+    out = [f"# njet-cert-manager benchmarks, {meta['timestamp']}", "",
+           f"{meta['machine']}; mode: {meta['mode']}; Pebble {meta['pebble']}", ""]
+    if meta.get("peers"):
+        out += ["peers: " + "; ".join(f"{k} {v}" for k, v in meta["peers"].items()), ""]
+    out += ["| bench | figure | value |", "|---|---|---|"]
+    goals: list[tuple[str, dict[str, Any]]] = []
+    for name, res in doc["benches"].items():
+        if "error" in res:
+            out.append(f"| {name} | **error** | {res['error'].splitlines()[0][:200]} |")
+            continue
+        for figure, value in ROWS[name](res["figures"]):
+            out.append(f"| {name} | {figure} | {value} |")
+        goals += [(name, g) for g in res["goals"]]
+    if goals:
+        out += ["", "| bench | goal | value | verdict |", "|---|---|---|---|"]
+        for name, g in goals:
+            verdict = "met" if g["met"] else "**missed**"
+            out.append(f"| {name} | {g['figure']} {g['op']} {g['target']:g}{g['unit']} | "
+                       f"{g['value']:g}{g['unit']} | {verdict} |")
+    notes = [(n, note) for n, r in doc["benches"].items() for note in r.get("notes", [])]
+    if notes:
+        out += ["", "Notes:"] + [f"- {n}: {note}" for n, note in notes]
+    return "\n".join(out) + "\n"
+
+
+def write_results(doc: dict[str, Any], stem: Path) -> tuple[Path, Path]:
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = stem.with_suffix(".json"), stem.with_suffix(".md")
+    json_path.write_text(json.dumps(doc, indent=2) + "\n")
+    md_path.write_text(markdown(doc))
+    return json_path, md_path

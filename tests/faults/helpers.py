@@ -1,0 +1,198 @@
+"""Shared pieces of the process-level fault suites (test_kill9, test_ca_faults, test_njet_faults_suite).
+
+- `start_sim(root, conf, files)`: an NJet simulator in `root` that lives as long as the caller
+  wants (module-scoped fixtures; the njetsim_factory fixture is per test).
+- `run_cli(prefix, command, fault_point=...)`: the controller as a real process, exactly as a
+  user runs it, optionally with NJCM_FAULT_POINT set; `run_cli_async` is the asyncio twin.
+- `store_problems(prefix)`: every way the lego store breaks its promise (a .crt without its
+  matching key, temp files in certificates/, an unreadable status file).
+- `served_leaf(port, sni)`: the DER leaf a TLS server sends (one in-process handshake).
+- `public_key_of_cert` / `public_key_of_key`: SubjectPublicKeyInfo bytes, for "the served leaf
+  belongs to the stored key".
+- `edit_status(prefix, domain, **fields)`: change a status file the way an operator would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import ssl
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from controller.certinfo import fingerprint_der, key_matches_cert
+from tests.fixtures.njetsim import NjetSim, layout
+
+CONFIG = "conf/cert-manager.toml"
+_SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def start_sim(root: Path, conf: str, files: Mapping[str, bytes | str]) -> NjetSim:
+    """Lay out a prefix in `root` and start the simulator (short replay/event delays)."""
+    prefix, ports = layout(root, conf, files=files)
+    return NjetSim(prefix, ports=ports, replay_delay=0.1, event_delay=0.2).start()
+
+
+def stop_sim(sim: NjetSim) -> None:
+    try:
+        sim.quit()
+    except Exception:
+        sim.kill()
+
+
+def _env(fault_point: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NJCM_")}
+    if fault_point:
+        env["NJCM_FAULT_POINT"] = fault_point
+    return env
+
+
+def _argv(prefix: Path, command: str) -> list[str]:
+    return [sys.executable, "-m", "controller.cli", "-p", str(prefix), "-c", CONFIG, command]
+
+
+@dataclass(frozen=True)
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def run_cli(prefix: Path, command: str = "reconcile", *, fault_point: str | None = None,
+            timeout: float = 60) -> Run:
+    res = subprocess.run(_argv(prefix, command), capture_output=True, text=True,
+                         timeout=timeout, cwd="/", env=_env(fault_point))
+    return Run(res.returncode, res.stdout, res.stderr)
+
+
+async def run_cli_async(prefix: Path, command: str = "reconcile", *,
+                        fault_point: str | None = None, timeout: float = 60) -> Run:
+    proc = await asyncio.create_subprocess_exec(
+        *_argv(prefix, command), stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, cwd="/", env=_env(fault_point))
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except TimeoutError:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return Run(proc.returncode, out.decode(errors="replace"), err.decode(errors="replace"))
+
+
+def store_problems(prefix: Path, *, allow_pending_journal: bool = False) -> list[str]:
+    """What is wrong with the store of `prefix` right now ([] = sound).
+
+    With `allow_pending_journal`, a name whose swap has a journal record (recovery will finish
+    or undo it at the next start) may be torn in certificates/; without, any journal left over
+    is itself a problem.
+    """
+    lego = prefix / ".lego"
+    certs = lego / "certificates"
+    journal = lego / "journal"
+    pending = set()
+    if journal.exists():
+        for entry in journal.iterdir():
+            if (entry / "JOURNAL").exists() and allow_pending_journal:
+                pending.add(entry.name)
+            elif not allow_pending_journal:
+                problems_left = sorted(p.name for p in entry.iterdir()) if entry.is_dir() else []
+                return [f"journal entry {entry} left behind: {problems_left}"]
+    problems: list[str] = []
+    if certs.exists():
+        for path in sorted(certs.iterdir()):
+            if path.name.startswith(".") or ".tmp" in path.name:
+                problems.append(f"temp file left in certificates/: {path.name}")
+            if not path.name.endswith(".crt") or path.name.endswith(".issuer.crt"):
+                continue
+            stem = path.name[:-4]
+            if stem in pending:
+                continue
+            key = certs / f"{stem}.key"
+            if not key.exists():
+                problems.append(f"{path.name} has no key file")
+            elif not key_matches_cert(key.read_bytes(), path.read_bytes()):
+                problems.append(f"{path.name} does not match {key.name}")
+            elif key.stat().st_mode & 0o077:
+                problems.append(f"{key.name} is readable by others")
+    status = lego / "status"
+    if status.exists():
+        for path in sorted(status.iterdir()):
+            if path.name.startswith("."):
+                problems.append(f"temp file left in status/: {path.name}")
+                continue
+            try:
+                json.loads(path.read_bytes())
+            except ValueError as exc:
+                problems.append(f"status file {path.name} is not valid JSON: {exc}")
+    return problems
+
+
+def served_leaf(port: int, sni: str, *, host: str = "127.0.0.1",
+                timeout: float = 5.0) -> bytes | None:
+    """The DER leaf served for `sni` (None when the handshake fails). Chain not verified."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as raw, \
+                ctx.wrap_socket(raw, server_hostname=sni) as tls:
+            return tls.getpeercert(binary_form=True)
+    except (OSError, ssl.SSLError):
+        return None
+
+
+def served_fp(port: int, sni: str) -> str | None:
+    der = served_leaf(port, sni)
+    return fingerprint_der(der) if der else None
+
+
+def public_key_of_cert(cert: bytes) -> bytes:
+    """SPKI of a PEM or DER certificate."""
+    if cert.lstrip().startswith(b"-----"):
+        loaded = x509.load_pem_x509_certificate(cert)
+    else:
+        loaded = x509.load_der_x509_certificate(cert)
+    return loaded.public_key().public_bytes(*_SPKI)
+
+
+def public_key_of_key(key_pem: bytes) -> bytes:
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    return key.public_key().public_bytes(*_SPKI)
+
+
+def status_of(prefix: Path, domain: str) -> dict[str, Any] | None:
+    path = prefix / ".lego" / "status" / f"{domain.replace('*', '_')}.json"
+    try:
+        return dict(json.loads(path.read_bytes()))
+    except FileNotFoundError:
+        return None
+
+
+def edit_status(prefix: Path, domain: str, **fields: Any) -> None:
+    """Set fields of a status file (atomic replace), e.g. force_renew=True, backoff_until=None."""
+    path = prefix / ".lego" / "status" / f"{domain.replace('*', '_')}.json"
+    doc = json.loads(path.read_bytes())
+    doc.update(fields)
+    tmp = path.with_name(f".{path.name}.edit")
+    tmp.write_text(json.dumps(doc))
+    os.replace(tmp, path)
+
+
+def leaked_private_key(text: str) -> bool:
+    return "PRIVATE KEY" in text or "BEGIN EC" in text

@@ -1,0 +1,327 @@
+"""Fault injection, kill -9: the controller is SIGKILLed at every named point of its
+issue/renew → store swap → apply → status write path, then restarted, and must converge.
+
+Each trial runs the real CLI (`python -m controller.cli -p PREFIX -c conf/cert-manager.toml
+reconcile`) against Pebble and the NJet simulator with NJCM_FAULT_POINT=<point>[@N], checks it
+died by SIGKILL at that point (returncode -9), restarts it without the variable and checks:
+it converges (exit 0, then `diff` in sync); every .crt in the store has its matching key and no
+temp file or journal is left; NJet serves the stored pair (the served leaf's public key is the
+stored key's); whatever NJet served at any moment was the bootstrap certificate or one Pebble
+issued to us; the status file is valid JSON.
+
+The points are not a hand-kept list: an in-process reconcile records which points an issuance
+and a renewal really pass (faultpoints.recording), in order, and each occurrence becomes a
+trial (a point reached twice in one process gives `point@1` and `point@2`). A point that no
+trial could kill at is reported as NOT hit and fails the test.
+
+Two lanes run side by side to use both cores: two managed server blocks of one simulator, each
+with its own controller prefix (lane 0 solves http-01, lane 1 tls-alpn-01, so their challenge
+servers never share a port). Trials per phase cycle over the points; the total is
+max(50 × NJCM_FAULT_SCALE, every point once per phase).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+
+from controller import faultpoints
+from controller.app import App
+from controller.certinfo import fingerprint_der, fingerprint_pem
+from controller.config import load_config
+from tests.e2e.harness import render_toml
+from tests.faults import summary
+from tests.faults.helpers import (
+    CONFIG,
+    edit_status,
+    leaked_private_key,
+    public_key_of_cert,
+    public_key_of_key,
+    run_cli_async,
+    served_leaf,
+    start_sim,
+    status_of,
+    stop_sim,
+    store_problems,
+)
+from tests.fixtures.njetsim import NjetSim, ec_cert
+
+pytestmark = pytest.mark.pebble
+
+FAMILY = "kill9"
+BASE_TRIALS = 50
+LANES = ("a", "b")  # lane i manages <lane>.test; lane 0 http-01, lane 1 tls-alpn-01
+
+BLOCK = """
+    server {{
+        listen 127.0.0.1:{{{{port:https}}}} ssl;
+        server_name {name}.test www.{name}.test;
+        ssl_certificate     certs/boot-{name}.crt;
+        ssl_certificate_key certs/boot-{name}.key;
+        ssl_certificate_management acme;
+        location / {{ return 200 "{name}\\n"; }}
+    }}
+"""
+
+
+def sim_conf(names: tuple[str, ...]) -> str:
+    blocks = "".join(BLOCK.format(name=n) for n in names)
+    return ("pid logs/njet.pid;\nerror_log logs/error.log info;\n{{helpers}}\n"
+            "events { worker_connections 64; }\nhttp {\n" + blocks + "}\n")
+
+
+@dataclass
+class Lane:
+    name: str
+    domain: str
+    prefix: Path
+    https_port: int
+    bootstrap_fp: str
+    challenge: str
+
+
+@dataclass
+class World:
+    sim: NjetSim
+    pebble: Any
+    lanes: list[Lane]
+    intermediate: x509.Certificate
+
+
+@pytest.fixture(scope="module")
+def world(pebble: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    files: dict[str, bytes | str] = {}
+    boot: dict[str, str] = {}
+    for name in LANES:
+        crt, key = ec_cert([f"{name}.test", f"www.{name}.test"], f"boot-{name}")
+        files[f"conf/certs/boot-{name}.crt"] = crt
+        files[f"conf/certs/boot-{name}.key"] = key
+        boot[name] = fingerprint_pem(crt)
+    sim = start_sim(tmp_path_factory.mktemp("kill9-sim"), sim_conf(LANES), files)
+    try:
+        _, intermediate_pem = pebble.issuing_chain_pem()
+        lanes = []
+        for i, name in enumerate(LANES):
+            prefix = tmp_path_factory.mktemp(f"kill9-{name}")
+            (prefix / "conf").mkdir()
+            (prefix / "conf" / "njet.conf").write_text(
+                "http {\n" + BLOCK.format(name=name).replace(
+                    "{{port:https}}", str(sim.ports["https"])) + "}\n")
+            challenge = "http" if i == 0 else "tls"
+            toml = {
+                "acme": {
+                    "email": "kill9@example.test",
+                    "challengeType": challenge,
+                    "acmeCaDir": pebble.directory_url,
+                    "caBundle": str(pebble.ca_bundle),
+                    "httpChallengeServerAddress": f"127.0.0.1:{pebble.http_port}",
+                    "tlsChallengeServerAddress": f"127.0.0.1:{pebble.tls_port}",
+                    "keyType": "ec256",
+                },
+                "njet": {"apiAddress": sim.api_url},
+                "controller": {"probeTimeout": "3s"},
+                "log": {"v": 1},
+            }
+            (prefix / CONFIG).write_text(render_toml(toml))
+            lanes.append(Lane(name, f"{name}.test", prefix, sim.ports["https"], boot[name],
+                              challenge))
+        yield World(sim, pebble, lanes, x509.load_pem_x509_certificate(intermediate_pem))
+    finally:
+        stop_sim(sim)
+
+
+# --- the points an issuance and a renewal pass ------------------------------------------------
+
+
+async def converge_in_process(prefix: Path) -> tuple[bool, list[str]]:
+    """One `reconcile` in this process; (in sync afterwards, the fault points passed in order)."""
+    app = App(load_config(prefix / CONFIG, prefix=prefix))
+    try:
+        with faultpoints.recording() as reached:
+            result = await app.reconciler.converge(probe=True)
+        final = result if not result.plan.actions else await app.reconciler.compute()
+        return final.plan.in_sync, list(reached)
+    finally:
+        await app.close()
+
+
+async def in_sync(prefix: Path) -> bool:
+    """`diff` (probe=True), in this process: the plan after the restart is empty."""
+    app = App(load_config(prefix / CONFIG, prefix=prefix))
+    try:
+        return (await app.reconciler.compute(probe=True)).plan.in_sync
+    finally:
+        await app.close()
+
+
+def occurrences(reached: list[str]) -> list[str]:
+    """['x', 'y', 'x'] -> ['x@1', 'y@1', 'x@2'] (what NJCM_FAULT_POINT selects)."""
+    seen: Counter[str] = Counter()
+    out = []
+    for name in reached:
+        seen[name] += 1
+        out.append(f"{name}@{seen[name]}")
+    return out
+
+
+def reset_for_issue(lane: Lane) -> None:
+    """No pair and no status for the lane's name: the next pass issues (Missing)."""
+    certs = lane.prefix / ".lego" / "certificates"
+    if certs.exists():
+        for path in certs.glob(f"{lane.domain}.*"):
+            path.unlink()
+    status = lane.prefix / ".lego" / "status" / f"{lane.domain}.json"
+    status.unlink(missing_ok=True)
+
+
+def ask_renewal(lane: Lane) -> None:
+    edit_status(lane.prefix, lane.domain, force_renew=True)
+
+
+# --- one trial --------------------------------------------------------------------------------
+
+
+@dataclass
+class Tally:
+    trials: int = 0
+    converged: int = 0
+    lost: int = 0
+    mismatched: int = 0
+    hit: Counter[str] = field(default_factory=Counter)
+    not_hit: Counter[str] = field(default_factory=Counter)
+    failures: list[str] = field(default_factory=list)
+    torn_pending: int = 0
+    status_lags: int = 0
+
+
+def issued_by_us(world: World, der: bytes) -> bool:
+    cert = x509.load_der_x509_certificate(der)
+    try:
+        cert.verify_directly_issued_by(world.intermediate)
+    except (ValueError, TypeError, Exception):
+        return False
+    return True
+
+
+def check_served(world: World, lane: Lane, what: str) -> tuple[bytes | None, list[str]]:
+    der = served_leaf(lane.https_port, lane.domain)
+    if der is None:
+        return None, [f"{what}: no certificate served for {lane.domain}"]
+    fp = fingerprint_der(der)
+    if fp != lane.bootstrap_fp and not issued_by_us(world, der):
+        return der, [f"{what}: NJet serves {fp[:16]}, neither the bootstrap nor a Pebble cert"]
+    return der, []
+
+
+async def trial(world: World, lane: Lane, phase: str, point: str, tally: Tally) -> None:
+    tally.trials += 1
+    label = f"[{phase} {lane.domain} {point}]"
+    (reset_for_issue if phase == "issue" else ask_renewal)(lane)
+    killed = await run_cli_async(lane.prefix, fault_point=point)
+    problems: list[str] = []
+    if killed.returncode == -9:
+        tally.hit[point.partition("@")[0]] += 1
+    else:
+        tally.not_hit[point] += 1
+        problems.append(f"not killed at {point} (exit {killed.returncode}): "
+                        f"{killed.stderr[-400:]}")
+    torn = store_problems(lane.prefix, allow_pending_journal=True)
+    problems += [f"after the kill: {p}" for p in torn]
+    if any((lane.prefix / ".lego" / "journal").glob("*/JOURNAL")):
+        tally.torn_pending += 1
+    problems += check_served(world, lane, "after the kill")[1]
+
+    restart = await run_cli_async(lane.prefix)
+    if restart.returncode != 0:
+        problems.append(f"restart exit {restart.returncode}: {restart.stderr[-600:]}")
+    if not await in_sync(lane.prefix):
+        problems.append("diff after the restart is not in sync")
+    lost = store_problems(lane.prefix)
+    problems += [f"after the restart: {p}" for p in lost]
+    certs = lane.prefix / ".lego" / "certificates"
+    crt, key = certs / f"{lane.domain}.crt", certs / f"{lane.domain}.key"
+    mismatched = False
+    if not crt.exists() or not key.exists():
+        problems.append("no pair stored after the restart")
+        lost = lost or ["missing"]
+    else:
+        der, bad = check_served(world, lane, "after the restart")
+        problems += bad
+        if der is not None and public_key_of_cert(der) != public_key_of_key(key.read_bytes()):
+            mismatched = True
+            problems.append("the served leaf does not belong to the stored key")
+        status = status_of(lane.prefix, lane.domain)
+        applied = (status or {}).get("applied_fingerprint")
+        if applied is None:
+            # served == stored was proved by the restart's probe; the status only lags
+            tally.status_lags += 1
+        elif applied != fingerprint_pem(crt.read_bytes()):
+            problems.append(f"status claims {applied[:16]} is served, the store holds another")
+    for run in (killed, restart):
+        if leaked_private_key(run.output):
+            problems.append("a private key in the controller's output")
+    if lost:
+        tally.lost += 1
+    if mismatched:
+        tally.mismatched += 1
+    if problems:
+        tally.failures.append(f"{label} " + "; ".join(problems))
+    else:
+        tally.converged += 1
+
+
+async def run_lane(world: World, lane: Lane, plan: list[tuple[str, str]], tally: Tally) -> None:
+    for phase, point in plan:
+        await trial(world, lane, phase, point, tally)
+
+
+async def test_kill9_at_every_point_of_issue_and_renewal_then_restart_converges(
+    world: World,
+) -> None:
+    started = time.monotonic()
+    # record the points: lane 0 issues (first ever) and then renews, in this process
+    first = world.lanes[0]
+    synced, issue_points = await converge_in_process(first.prefix)
+    assert synced, "the in-process issuance did not converge"
+    ask_renewal(first)
+    synced, renew_points = await converge_in_process(first.prefix)
+    assert synced, "the in-process renewal did not converge"
+    for lane in world.lanes[1:]:
+        assert (await converge_in_process(lane.prefix))[0]
+    expected = {"execute.after_order", "execute.after_store", "execute.after_apply",
+                "execute.after_verify", "reconcile.before_status_write",
+                "reconcile.after_status_write", "store.put.after_journal",
+                "store.put.after_rename_crt", "store.put.after_rename_key"}
+    for name, reached in (("issue", issue_points), ("renew", renew_points)):
+        missing = expected - set(reached)
+        assert not missing, f"the {name} path no longer passes {sorted(missing)}"
+    combos = [("issue", p) for p in occurrences(issue_points)]
+    combos += [("renew", p) for p in occurrences(renew_points)]
+    total = max(summary.scaled(BASE_TRIALS), len(combos))
+    schedule = [combos[i % len(combos)] for i in range(total)]
+    plans: list[list[tuple[str, str]]] = [schedule[i::len(world.lanes)]
+                                          for i in range(len(world.lanes))]
+    tally = Tally()
+    await asyncio.gather(*(run_lane(world, lane, plans[i], tally)
+                           for i, lane in enumerate(world.lanes)))
+    summary.record(FAMILY, trials=tally.trials, converged=tally.converged, lost=tally.lost,
+                   mismatched=tally.mismatched)
+    wanted = {p.partition("@")[0] for _, p in combos}
+    never = sorted(wanted - set(tally.hit))
+    print(f"\nkill9: {tally.trials} trials in {time.monotonic() - started:.1f}s; "
+          f"{tally.torn_pending} left a journaled swap for recovery, {tally.status_lags} ended "
+          "with a status that does not yet record the applied fingerprint")
+    for name in sorted(wanted):
+        print(f"  {name}: {'hit ' + str(tally.hit[name]) + 'x' if tally.hit[name] else 'NOT hit'}")
+    assert not never, f"points never killed at: {never}"
+    assert not tally.failures, "\n".join(tally.failures[:20])
+    assert tally.converged == tally.trials and tally.lost == 0 and tally.mismatched == 0
