@@ -4,15 +4,19 @@ Bare certbot `acme` (ClientV2), one account registered up front (not timed), an 
 http-01 responder started once on Pebble's http-01 port, a constant 10 ms poll loop, ec256
 keys. Timed per run: key + CSR, newOrder, answer the challenge, poll until the order is ready,
 finalize, poll until valid, download the chain. Called by bench/__main__.py; its median is the
-denominator of the time-to-served ratio.
+denominator of the time-to-served ratio. `parallel_issue` (the same loop on several threads) is
+the context figure of bench/throughput.py.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import secrets
 import threading
 import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import josepy
@@ -54,13 +58,19 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 
 class FloorClient:
-    """One ACME account on Pebble and the minimal issuance loop."""
+    """One ACME account on Pebble and the minimal issuance loop; `twin()` shares the account
+    over its own HTTP session (one per thread)."""
 
-    def __init__(self, pebble: Any) -> None:
-        key = josepy.JWKEC(key=ec.generate_private_key(ec.SECP256R1()))
-        self.key = key
-        self.net = client.ClientNetwork(key, alg=josepy.ES256, verify_ssl=str(pebble.ca_bundle),
-                                        user_agent="njcm-bench-floor")
+    def __init__(self, pebble: Any, *, account_of: FloorClient | None = None) -> None:
+        self.key = account_of.key if account_of else josepy.JWKEC(
+            key=ec.generate_private_key(ec.SECP256R1()))
+        self.net = client.ClientNetwork(
+            self.key, alg=josepy.ES256, verify_ssl=str(pebble.ca_bundle),
+            user_agent="njcm-bench-floor",
+            account=account_of.net.account if account_of else None)
+        if account_of is not None:
+            self.acme = client.ClientV2(account_of.acme.directory, self.net)
+            return
         directory = client.ClientV2.get_directory(pebble.directory_url, self.net)
         self.acme = client.ClientV2(directory, self.net)
         self.acme.new_account(messages.NewRegistration.from_data(
@@ -103,26 +113,54 @@ class FloorClient:
         return pem
 
 
-def run_floor(pebble: Any, *, runs: int) -> dict[str, Any]:
-    """`runs` issuances, each for a new name; the summary of their durations."""
-    wait_port_free(pebble.http_port)
-    floor = FloorClient(pebble)
-    server = _Responder(pebble.http_port)
+@contextlib.contextmanager
+def responder(port: int) -> Iterator[_Responder]:
+    wait_port_free(port)
+    server = _Responder(port)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                               daemon=True)
     thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def parallel_issue(pebble: Any, *, names: int, concurrency: int) -> float:
+    """Wall seconds for `names` bare-acme issuances, `concurrency` threads (one account).
+
+    Not a goal: it shows how fast Pebble and one Python process can go on this machine, the
+    ceiling for the controller's throughput figure.
+    """
+    tag = secrets.token_hex(3)
+    with responder(pebble.http_port) as server:
+        base = FloorClient(pebble)
+        local = threading.local()
+
+        def one(i: int) -> None:
+            if not hasattr(local, "client"):
+                local.client = FloorClient(pebble, account_of=base)
+            local.client.issue(f"p{i}-{tag}.floor.test", server.tokens)
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(max_workers=concurrency) as pool:
+            list(pool.map(one, range(names)))
+        return time.perf_counter() - started
+
+
+def run_floor(pebble: Any, *, runs: int) -> dict[str, Any]:
+    """`runs` issuances, each for a new name; the summary of their durations."""
     tag = secrets.token_hex(3)
     times: list[float] = []
-    try:
+    with responder(pebble.http_port) as server:
+        floor = FloorClient(pebble)
         floor.issue(f"warm-{tag}.floor.test", server.tokens)  # connections, first nonce
         for i in range(runs):
             started = time.perf_counter()
             floor.issue(f"f{i}-{tag}.floor.test", server.tokens)
             times.append(time.perf_counter() - started)
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
     return {
         "figures": {"issue_seconds": summary(times)},
         "goals": [],

@@ -6,7 +6,9 @@ Controller: N managed blocks (one name each) in a generated njet.conf, store-onl
 process per certificate, sequentially, sharing one state directory (bench/peers.py); their
 per-cert time is flat, so a few suffice; per cert = total / count. Cold start: one certificate
 from a fresh state directory for each tool, process start and account registration included.
-Goals: ≥ 30× faster per cert than certbot, ≥ 100× than lego. Called by bench/__main__.py.
+Goals: ≥ 30× faster per cert than certbot, ≥ 100× than lego. Context (no goal): the same
+names issued by bare `acme` on as many threads (bench/floor.py), i.e. what Pebble and one
+Python process allow on this machine. Called by bench/__main__.py.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from bench.common import (
     wait_port_free,
     write_prefix,
 )
+from bench.floor import parallel_issue
 from bench.peers import PEERS, run_peer
 
 GOALS = {"certbot": 30.0, "lego": 100.0}
@@ -60,6 +63,7 @@ def run_throughput(pebble: Any, workdir: Path, *, names: int, peer_certs: int,
     cold = controller_batch(pebble, workdir / "controller-cold", [f"cold-{tag}.bench.test"],
                             concurrency=concurrency)
     ours = batch / names
+    bare = parallel_issue(pebble, names=names, concurrency=concurrency)
     figures: dict[str, Any] = {
         "controller": {
             "names": names,
@@ -67,6 +71,13 @@ def run_throughput(pebble: Any, workdir: Path, *, names: int, peer_certs: int,
             "batch_seconds": round(batch, 4),
             "per_cert_seconds": round(ours, 5),
             "cold_one_cert_seconds": round(cold, 4),
+        },
+        "acme_parallel": {
+            "names": names,
+            "concurrency": concurrency,
+            "batch_seconds": round(bare, 4),
+            "per_cert_seconds": round(bare / names, 5),
+            "controller_ratio": ratio(ours, bare / names),
         },
     }
     goals: list[dict[str, Any]] = []

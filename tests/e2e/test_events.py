@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -235,3 +236,61 @@ def test_a_burst_of_1000_events_leads_to_one_or_two_reconciles(setup: Any) -> No
     ran = after["reconciles"] - before
     assert 1 <= ran <= 2, f"{ran} reconciles for 1000 events"
     assert after["in_sync"] is True
+
+
+def admin(ctl: Controller, method: str, path: str) -> tuple[int, Any]:
+    req = urllib.request.Request(f"http://127.0.0.1:{ctl.admin_port}{path}", method=method)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            body = r.read()
+            status = r.status
+    except urllib.error.HTTPError as err:
+        body, status = err.read(), err.code
+    ctype = "json"
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        ctype = "text"
+    return status, body.decode() if ctype == "text" else body
+
+
+def test_the_admin_api_and_metrics_of_a_running_controller(setup: Any) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    sim, prefix, ctl = setup
+    ctl.start()
+    assert wait_until(lambda: served_fingerprint(sim) == stored(prefix, "a.test"), 30)
+    first = stored(prefix, "a.test")
+
+    status, certs = admin(ctl, "GET", "/api/v1/cert")
+    assert status == 200
+    assert "PRIVATE KEY" not in json.dumps(certs)
+    status, one = admin(ctl, "GET", "/api/v1//cert/a.test")  # NJet's docs print "//"
+    assert status == 200 and json.dumps(one).count("www.a.test") >= 1
+
+    status, _ = admin(ctl, "POST", "/api/v1/cert/a.test/renew")
+    assert status == 202
+    assert wait_until(lambda: stored(prefix, "a.test") not in (None, first)
+                      and served_fingerprint(sim) == stored(prefix, "a.test"), 30)
+    renewed = stored(prefix, "a.test")
+
+    status, answer = admin(ctl, "DELETE", "/api/v1/cert/a.test")
+    assert status == 200 and "desired" in json.dumps(answer)
+    assert wait_until(lambda: stored(prefix, "a.test") not in (None, renewed)
+                      and served_fingerprint(sim) == stored(prefix, "a.test"), 30)
+
+    status, plan = admin(ctl, "GET", "/api/v1/plan")
+    assert status == 200 and plan["in_sync"] is True
+    assert admin(ctl, "GET", "/api/v1/cert/..%2f..%2fetc")[0] == 400
+    assert admin(ctl, "GET", "/api/v1/cert/nope.test")[0] == 404
+
+    status, text = admin(ctl, "GET", "/metrics")
+    assert status == 200
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    expiry = families["njcm_certificate_expiration_timestamp_seconds"]
+    assert any(s.labels.get("name") == "a.test" for s in expiry.samples)
+    ready = families["njcm_certificate_ready_status"]
+    assert any(s.labels == {"name": "a.test", "condition": "True"} and s.value == 1
+               for s in ready.samples)
+    assert families["njcm_mqtt_connected"].samples[0].value == 1
+    assert any(s.value >= 1 for s in families["njcm_reconciles"].samples)
