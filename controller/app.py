@@ -93,6 +93,7 @@ class App:
             probe_timeout=timeout,
             concurrency=cfg.controller.concurrency,
             repeated_error=NjetRepeated,
+            revoke_on_delete=cfg.controller.revokeOnDelete,
         )
         self.reconciler = Reconciler(
             settings=settings,

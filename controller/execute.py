@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Protocol
 
 from controller.certinfo import key_matches_cert
@@ -64,6 +65,7 @@ class Executor:
     concurrency: int = 8
     repeated_error: type[BaseException] | None = None
     on_acme: AcmeObserver | None = None
+    revoke_on_delete: bool = False
 
     async def execute(self, actions: Sequence[Action]) -> list[Outcome]:
         sem = asyncio.Semaphore(self.concurrency)
@@ -82,7 +84,7 @@ class Executor:
             elif action.kind is ActionKind.APPLY:
                 outcome = await self._apply_stored(action)
             else:
-                outcome = self._delete(action)
+                outcome = await self._delete(action)
         except TemporaryError as exc:
             outcome = Outcome(action, ok=False, error=str(exc), retry_after=exc.retry_after)
         except (PermanentError, ConfigError) as exc:
@@ -240,19 +242,31 @@ class Executor:
 
     # -- delete ----------------------------------------------------------------------------
 
-    def _delete(self, action: Action) -> Outcome:
+    async def _delete(self, action: Action) -> Outcome:
         stored = self.store.get(action.domain)
         if stored is None:
             return Outcome(action, ok=True)
         if stored.info.fingerprint != action.expected_fingerprint:
             return Outcome(action, ok=False, skipped=True,
                            error="store changed since the plan was made")
-        self.store.delete(action.domain)
+        if self.revoke_on_delete and stored.info.not_after > _utcnow():
+            cert_pem = self.store.cert_pem(action.domain)
+            if cert_pem is not None:
+                # revoke first: if the CA is unreachable the files stay until it succeeds
+                issuer = await self.issuer_factory()
+                await issuer.revoke(cert_pem)
+                log_event("certificate revoked", domain=action.domain,
+                          serial=stored.info.serial)
+        await asyncio.to_thread(self.store.delete, action.domain)
         return Outcome(action, ok=True)
 
 
 class ApplyTrapError(TemporaryError):
     """NJet answers code 11 for the first cert ever pushed to a block, which it does not serve."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 def _is_trap(exc: BaseException) -> bool:

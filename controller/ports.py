@@ -46,7 +46,9 @@ class Issuer(Protocol):
     solves the challenges and returns the result. Raises TemporaryError (connection, 5xx,
     badNonce, rateLimited with retry_after) or PermanentError (rejectedIdentifier,
     unauthorized, malformed), ConfigError for a bad CA URL or EAB.
+    `revoke` revokes a certificate we issued; "already revoked" is not an error.
     """
 
     async def issue(self, spec: CertificateSpec, key_type: KeyType) -> IssuedCert: ...
+    async def revoke(self, cert_pem: bytes) -> None: ...
     async def close(self) -> None: ...

@@ -140,10 +140,10 @@ class Reconciler:
         """
         result = await self.pass_once(probe=probe, keep_last_good=keep_last_good)
         for _ in range(self.max_passes - 1):
-            if not result.plan.actions:
+            now = self.clock()
+            due = [s for s in result.plan.scheduled if s.at is not None and s.at <= now]
+            if not result.plan.actions and not due:
                 break
-            if all(o.skipped for o in result.outcomes) and result.outcomes:
-                pass  # the store changed under us: look again
             result = await self.pass_once(probe=False, keep_last_good=keep_last_good)
         return result
 

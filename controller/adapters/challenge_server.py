@@ -13,6 +13,7 @@ import contextlib
 import errno
 import logging
 import socket
+import time
 from collections.abc import Awaitable, Callable
 
 from controller.errors import ConfigError, TemporaryError
@@ -20,6 +21,8 @@ from controller.logs import log_event
 
 HTTP_01 = "http-01"
 TLS_ALPN_01 = "tls-alpn-01"
+
+BIND_RETRY_SECONDS = 5.0
 
 
 def parse_listen_address(address: str) -> tuple[str | None, int]:
@@ -88,6 +91,18 @@ class SharedListener:
             await self._stop()
 
     async def _start(self) -> asyncio.Server:
+        """Bind, retrying a busy port for a few seconds: on `njet -s reload` the previous
+        instance may still hold it while it shuts down."""
+        deadline = time.monotonic() + BIND_RETRY_SECONDS
+        while True:
+            try:
+                return await self._bind_once()
+            except TemporaryError:
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(0.1)
+
+    async def _bind_once(self) -> asyncio.Server:
         where = f"{self.address} ({self._purpose})"
         try:
             return await self._factory(self._host, self._port)

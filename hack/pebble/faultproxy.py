@@ -274,6 +274,10 @@ class FaultProxy:
             server.close()
             for writer in list(self._writers):
                 writer.close()
+            others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in others:
+                task.cancel()
+            await asyncio.gather(*others, return_exceptions=True)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 2)
             loop.stop()
@@ -302,6 +306,8 @@ class FaultProxy:
         except (ProxyError, ConnectionError, asyncio.IncompleteReadError, ssl.SSLError,
                 ValueError):
             pass
+        except asyncio.CancelledError:
+            pass  # stop(): end quietly (asyncio's stream callback chokes on a cancelled task)
         finally:
             self._writers.discard(writer)
             with contextlib.suppress(Exception):

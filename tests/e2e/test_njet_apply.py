@@ -208,3 +208,24 @@ def test_njet_api_down_issues_into_the_store_and_applies_when_back(
     back = prefix.cli("reconcile")
     assert back.returncode == 0, back.stderr
     assert served_fingerprint(sim) == stored_fp(prefix)
+
+
+def test_an_edited_but_not_reloaded_block_waits_for_a_reload(
+    pebble: Any, njetsim_factory: Any
+) -> None:
+    sim = njetsim_factory(sim_conf(), files=boot_files())
+    prefix = Prefix(sim.prefix)
+    prefix.write_toml(controller_toml(pebble, sim))
+    assert prefix.cli("reconcile").returncode == 0
+    conf = sim.prefix / "conf" / "njet.conf"
+    conf.write_text(conf.read_text().replace("a.test www.a.test;", "n.test www.a.test;", 1))
+    diff = prefix.cli("diff")
+    assert diff.returncode == 2
+    assert "+ issue  n.test www.a.test" in diff.stdout
+    assert "[WaitingForReload]" in diff.stdout
+    run = prefix.cli("reconcile")
+    assert run.returncode == 1 and "WaitingForReload" in run.stderr
+    assert (prefix.certs / "n.test.crt").exists(), "issued ahead of the reload"
+    sim.reload()
+    assert prefix.cli("reconcile").returncode == 0
+    assert served_fingerprint(sim, sni="n.test") == stored_fp(prefix, "n.test")

@@ -200,3 +200,36 @@ async def test_renewal_is_decided_by_the_clock(
         assert (await app.reconciler.compute()).plan.in_sync
     finally:
         await app.close()
+
+
+def test_a_name_that_leaves_njet_conf_is_deleted_and_revoked_after_the_grace_period(
+    prefix: Prefix, pebble: Any
+) -> None:
+    prefix.write_conf(TWO_BLOCKS)
+    toml = store_only_toml(pebble)
+    toml["controller"] = {"deleteGracePeriod": "0s", "revokeOnDelete": True}
+    prefix.write_toml(toml)
+    assert prefix.cli("reconcile").returncode == 0
+    serial = stored_info(prefix, "b.test").serial
+    prefix.write_conf(TWO_BLOCKS.replace("server_name b.test;", "server_name c.test;"))
+    run = prefix.cli("reconcile")
+    assert run.returncode == 0, run.stderr
+    assert "certificate revoked" in run.stderr
+    assert not (prefix.certs / "b.test.crt").exists() and not (prefix.certs / "b.test.key").exists()
+    assert not (prefix.root / ".lego" / "status" / "b.test.json").exists()
+    assert (prefix.certs / "c.test.crt").exists() and (prefix.certs / "a.test.crt").exists()
+    status = json.loads(pebble.get(f"{pebble.management_url}/cert-status-by-serial/{serial}"))
+    assert status["Status"] == "Revoked"
+
+
+def test_a_renamed_block_keeps_the_old_cert_during_the_default_grace_period(
+    prefix: Prefix, pebble: Any
+) -> None:
+    prefix.write_conf(TWO_BLOCKS)
+    prefix.write_toml(store_only_toml(pebble))
+    assert prefix.cli("reconcile").returncode == 0
+    prefix.write_conf(TWO_BLOCKS.replace("server_name b.test;", "server_name c.test;"))
+    assert prefix.cli("reconcile").returncode == 0
+    assert (prefix.certs / "b.test.crt").exists()
+    diff = prefix.cli("diff")
+    assert diff.returncode == 0 and "[OrphanGrace]" in diff.stdout

@@ -255,7 +255,7 @@ toml_value = st.recursive(
     _toml_leaf,
     lambda inner: st.lists(inner, max_size=3)
     | st.dictionaries(st.text(max_size=6), inner, max_size=3),
-    max_leaves=6,
+    max_leaves=4,
 )
 _all_keys = sorted({k for keys in KNOWN_KEYS.values() for k in keys}) + list(_UNKNOWN_NAMES)
 
@@ -268,14 +268,17 @@ def _section(name: str) -> st.SearchStrategy[dict[str, Any]]:
 
 
 _any_section = st.dictionaries(st.sampled_from(_all_keys), toml_value, max_size=4)
-toml_dict = st.fixed_dictionaries(
-    {},
-    optional={
-        **{name: st.one_of(_section(name), _section(name), _section(name), toml_value)
-           for name in KNOWN_KEYS},
-        **{name: st.one_of(_any_section, toml_value) for name in _UNKNOWN_NAMES},
-    },
-)
+
+
+def _table_value(name: str) -> st.SearchStrategy[Any]:
+    if name in KNOWN_KEYS:
+        return st.one_of(_section(name), _section(name), _section(name), toml_value)
+    return st.one_of(_any_section, toml_value)
+
+
+toml_dict = st.lists(
+    st.sampled_from([*KNOWN_KEYS, *_UNKNOWN_NAMES]), unique=True, max_size=4
+).flatmap(lambda names: st.fixed_dictionaries({n: _table_value(n) for n in names}))
 
 _TOML_TOKENS = [
     "[acme]", "[controller]", "[njet]", "[[acme]]", "[log]", "[admin]", "[", "]", "=", "\n",

@@ -16,6 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ObjectIdentifier
 from josepy.jwk import JWKEC
 
+from controller.adapters import challenge_server
 from controller.adapters.challenges import (
     LocalHttp01Solver,
     LocalTlsAlpn01Solver,
@@ -133,7 +134,10 @@ async def test_http01_listener_is_shared_and_closed_by_the_last_cleanup() -> Non
     assert await refused(port)
 
 
-async def test_http01_port_in_use_is_a_temporary_error_naming_the_address() -> None:
+async def test_http01_port_in_use_is_a_temporary_error_naming_the_address(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(challenge_server, "BIND_RETRY_SECONDS", 0.3)
     with socket.socket() as busy:
         busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
         busy.bind(("127.0.0.1", 0))
@@ -144,6 +148,24 @@ async def test_http01_port_in_use_is_a_temporary_error_naming_the_address() -> N
             await solver.present("a.test", TOKEN, KEY_AUTH)
     # nothing half-presented: a later present on a free port works from a clean state
     assert solver.ports == []
+
+
+async def test_a_port_freed_during_the_retry_window_is_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On `njet -s reload` the old instance may hold the port for a moment: wait for it."""
+    monkeypatch.setattr(challenge_server, "BIND_RETRY_SECONDS", 5.0)
+    busy = socket.socket()
+    busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    address = f"127.0.0.1:{busy.getsockname()[1]}"
+    solver = LocalHttp01Solver(address)
+    asyncio.get_running_loop().call_later(0.4, busy.close)
+    await solver.present("a.test", TOKEN, KEY_AUTH)
+    assert solver.ports == [int(address.rsplit(":", 1)[1])]
+    await solver.cleanup("a.test", TOKEN, KEY_AUTH)
+    await solver.close()
 
 
 # -- tls-alpn-01 -------------------------------------------------------------------------------
