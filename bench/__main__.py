@@ -20,7 +20,7 @@ from bench.common import RESULTS_DIR, BenchError, controller_program, start_pebb
 from bench.report import markdown, write_results
 from bench.runner import BENCHES, Options, document, machine, run_benches
 
-QUICK = {"runs": 3, "trials": 3, "names": 10, "peer_certs": 2}
+QUICK = Options(runs=3, trials=3, names=10, peer_certs=2)
 
 
 def parse(argv: list[str] | None) -> tuple[Options, Path, bool]:
@@ -46,7 +46,7 @@ def parse(argv: list[str] | None) -> tuple[Options, Path, bool]:
     unknown = sorted(set(only) - set(BENCHES))
     if unknown:
         p.error(f"unknown bench(es) {', '.join(unknown)}; choose from {', '.join(BENCHES)}")
-    base = Options(**(QUICK if a.quick else {}))
+    base = QUICK if a.quick else Options()
     opts = Options(
         runs=a.runs or base.runs, trials=a.trials or base.trials, names=a.names or base.names,
         peer_certs=a.peer_certs or base.peer_certs, concurrency=a.concurrency, scale=a.scale,

@@ -27,8 +27,9 @@ def publish_burst(env: SimEnv, count: int) -> float:
     event = json.dumps({"action": "generateCertificate", "domains": [
         {"server_name": ["a.test", "www.a.test"],
          "server_addr": [f"127.0.0.1:{env.https_port}"], "ca_type": "acme"}]})
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, transport="unix")
-    client.max_queued_messages_set(0)
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, transport="unix")
     client.connect(str(env.sim.broker_socket))
     client.loop_start()
     try:

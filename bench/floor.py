@@ -42,7 +42,7 @@ class _Responder(http.server.ThreadingHTTPServer):
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: _Responder
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+    def do_GET(self) -> None:
         body = self.server.tokens.get(self.path)
         if body is None:
             self.send_error(404)
@@ -53,7 +53,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+    def log_message(self, format: str, *args: Any) -> None:
         return
 
 
@@ -62,12 +62,14 @@ class FloorClient:
     over its own HTTP session (one per thread)."""
 
     def __init__(self, pebble: Any, *, account_of: FloorClient | None = None) -> None:
-        self.key = account_of.key if account_of else josepy.JWKEC(
+        self.key: Any = account_of.key if account_of else josepy.jwk.JWKEC(
             key=ec.generate_private_key(ec.SECP256R1()))
-        self.net = client.ClientNetwork(
-            self.key, alg=josepy.ES256, verify_ssl=str(pebble.ca_bundle),
+        # requests takes a CA bundle path where acme's annotation says bool
+        self.net: Any = client.ClientNetwork(
+            self.key, alg=josepy.jwa.ES256, verify_ssl=str(pebble.ca_bundle),  # type: ignore[arg-type]
             user_agent="njcm-bench-floor",
             account=account_of.net.account if account_of else None)
+        self.acme: Any
         if account_of is not None:
             self.acme = client.ClientV2(account_of.acme.directory, self.net)
             return
@@ -81,7 +83,7 @@ class FloorClient:
 
     def _poll_order(self, uri: str, until: set[str], deadline: float) -> messages.Order:
         while True:
-            body = messages.Order.from_json(self._get(uri).json())
+            body: messages.Order = messages.Order.from_json(self._get(uri).json())
             if body.status.name in until:
                 return body
             if body.status == messages.STATUS_INVALID:
@@ -107,6 +109,8 @@ class FloorClient:
         self._poll_order(order.uri, {"ready", "valid"}, deadline)
         self.acme.begin_finalization(order)
         body = self._poll_order(order.uri, {"valid"}, deadline)
+        if body.certificate is None:
+            raise BenchError("floor: the valid order has no certificate URL")
         pem: bytes = self._get(body.certificate).content
         if b"BEGIN CERTIFICATE" not in pem:
             raise BenchError("floor: Pebble returned no certificate")

@@ -30,9 +30,10 @@ def _floor(f: dict[str, Any]) -> list[Row]:
 def _served(f: dict[str, Any]) -> list[Row]:
     rows = [("event → cert served", _stats(f["served_seconds"])),
             ("ratio to the floor (medians)", f"{f['ratio_to_floor']:.2f}×")]
-    phases = f.get("phase_medians_seconds") or {}
-    if phases:
-        rows.append(("phases (medians)", ", ".join(f"{k} {_s(v)}" for k, v in phases.items())))
+    marks = f.get("marks_median_seconds") or {}
+    if marks:
+        rows.append(("steps after the HTTP call (medians, from the controller's log)",
+                     ", ".join(f"{k} {_s(v)}" for k, v in marks.items())))
     return rows
 
 
@@ -42,7 +43,7 @@ def _throughput(f: dict[str, Any]) -> list[Row]:
              f"{_s(c['per_cert_seconds'])}/cert ({_s(c['batch_seconds'])} total)")]
     if "acme_parallel" in f:
         a = f["acme_parallel"]
-        rows.append((f"bare acme, same names and concurrency (Pebble's pace here)",
+        rows.append(("bare acme, same names and concurrency (Pebble's pace here)",
                      f"{_s(a['per_cert_seconds'])}/cert"))
     for tool in ("lego", "certbot"):
         p = f[tool]

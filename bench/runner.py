@@ -14,7 +14,7 @@ import platform
 import sys
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,6 @@ class Options:
     profile: bool = False
     only: tuple[str, ...] = BENCHES
     mode: str = "full"
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def machine() -> str:
@@ -105,7 +104,7 @@ def document(opts: Options, pebble: Any, benches: dict[str, Any], *, started: da
             "machine": machine_at_start,
             "machine_at_end": machine(),
             "mode": opts.mode,
-            "options": {k: v for k, v in opts.__dict__.items() if k != "extra"},
+            "options": asdict(opts),
             "pebble": pebble.directory_url + " (PEBBLE_VA_NOSLEEP=1, no nonce rejects, "
                                              "no authz reuse)",
             "peers": peers,

@@ -39,10 +39,10 @@ def generate(prefix: Path, n: int) -> float:
     started = time.perf_counter()
     (prefix / "conf").mkdir(parents=True, exist_ok=True)
     (prefix / "conf" / "njet.conf").write_text(scale_conf(n))
-    toml = {"acme": {"email": "bench@example.test", "keyType": "ec256"},
-            "njet": {"apiAddress": ""},
-            "admin": {"address": f"127.0.0.1:{free_port()}"},
-            "log": {"v": 0}}
+    toml: dict[str, dict[str, Any]] = {"acme": {"email": "bench@example.test", "keyType": "ec256"},
+                                       "njet": {"apiAddress": ""},
+                                       "admin": {"address": f"127.0.0.1:{free_port()}"},
+                                       "log": {"v": 0}}
     (prefix / "conf" / "cert-manager.toml").write_text(render_toml(toml))
     write_store(prefix, n, ThrowawayCA())
     return time.perf_counter() - started

@@ -6,6 +6,7 @@ The ACME issuer is built lazily, so `diff` never registers an account or orders 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -19,7 +20,9 @@ from controller.adapters.statusfile import StatusFiles
 from controller.adapters.store import LegoStore
 from controller.config import Config
 from controller.desired import load_desired, merge_desired
+from controller.errors import ControllerError
 from controller.execute import Executor
+from controller.logs import log_event
 from controller.model import ChallengeType, Desired, KeyType
 from controller.observe import Gatherer, ProbeOutcome
 from controller.paths import StorePaths
@@ -102,6 +105,22 @@ class App:
             executor=executor,
             status_store=self.status_files,
         )
+
+    async def prepare(self) -> None:
+        """Start-up chores before the first pass (the store lock must be held): finish or undo
+        an interrupted store swap, and remove challenge locations a previous run left in NJet
+        (NJet keeps dynamic locations across restarts)."""
+        for line in self.store.recover():
+            log_event("store recovery", detail=line)
+        remover = getattr(self.solver, "remove_leftovers", None)
+        if remover is None:
+            return
+        try:
+            for what in await remover():
+                log_event("removed a left-over challenge location", location=what)
+        except ControllerError as exc:
+            log_event("could not check for left-over challenge locations",
+                      level=logging.WARNING, error=str(exc))
 
     def load_desired(self) -> Desired:
         base = load_desired(self.config.conf_path, key_type=self.config.acme.keyType)

@@ -136,16 +136,7 @@ async def cmd_reconcile(app: object) -> int:
         print("error: another instance holds the store lock", file=sys.stderr)
         return 1
     try:
-        for line in app.store.recover():
-            log_event("store recovery", detail=line)
-        remover = getattr(app.solver, "remove_leftovers", None)
-        if remover is not None:
-            try:
-                for what in await remover():
-                    log_event("removed a left-over challenge location", location=what)
-            except ControllerError as exc:
-                log_event("could not check for left-over challenge locations",
-                          level=logging.WARNING, error=str(exc))
+        await app.prepare()
         result = await app.reconciler.converge(probe=True)
         final = result
         if final.plan.actions:

@@ -40,10 +40,6 @@ class NjetWriter(Protocol):
     ) -> None: ...
 
 
-class RepeatedError(Protocol):
-    """Marker: adapters/njet_api.NjetRepeated (code 11 on add)."""
-
-
 register("execute.after_order", "execute.after_store", "execute.after_apply",
          "execute.after_verify")
 

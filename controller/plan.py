@@ -211,54 +211,22 @@ def plan(
 
 
 def _decide(s: Subject, digest: str) -> Action | None:
+    def act(kind: ActionKind, reason: Reason, message: str) -> Action:
+        fp = s.stored.info.fingerprint if s.stored is not None else None
+        return Action(kind, s.spec.domain, reason, message, spec=s.spec,
+                      key_type=s.wanted_key_type, expected_fingerprint=fp, spec_hash=digest)
+
     found = first_finding(ISSUE_CHAIN, s)
     if found is not None:
-        return Action(
-            ActionKind.ISSUE,
-            s.spec.domain,
-            found[0],
-            found[1],
-            spec=s.spec,
-            key_type=s.wanted_key_type,
-            spec_hash=digest,
-        )
-    assert s.stored is not None
-    fp = s.stored.info.fingerprint
+        return act(ActionKind.ISSUE, *found)
     if s.status is not None and s.status.force_renew:
-        return Action(
-            ActionKind.RENEW,
-            s.spec.domain,
-            Reason.FORCED,
-            "renewal requested",
-            spec=s.spec,
-            key_type=s.wanted_key_type,
-            expected_fingerprint=fp,
-            spec_hash=digest,
-        )
+        return act(ActionKind.RENEW, Reason.FORCED, "renewal requested")
     found = first_finding(RENEW_CHAIN, s)
     if found is not None:
-        return Action(
-            ActionKind.RENEW,
-            s.spec.domain,
-            found[0],
-            found[1],
-            spec=s.spec,
-            key_type=s.wanted_key_type,
-            expected_fingerprint=fp,
-            spec_hash=digest,
-        )
+        return act(ActionKind.RENEW, *found)
     found = first_finding(APPLY_CHAIN, s)
     if found is not None:
-        return Action(
-            ActionKind.APPLY,
-            s.spec.domain,
-            found[0],
-            found[1],
-            spec=s.spec,
-            key_type=s.wanted_key_type,
-            expected_fingerprint=fp,
-            spec_hash=digest,
-        )
+        return act(ActionKind.APPLY, *found)
     return None
 
 

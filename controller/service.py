@@ -101,9 +101,7 @@ class Service:
             log_event("waiting for the store lock held by another instance",
                       level=logging.WARNING)
         try:
-            for line in self.app.store.recover():
-                log_event("store recovery", detail=line)
-            await self._remove_leftover_locations()
+            await self.app.prepare()
             self.admin = await start_admin(self.backend, self.config.admin.address,
                                            self.config.admin.token)
             if not self.config.store_only:
@@ -119,17 +117,6 @@ class Service:
             lock.release()
         log_event("controller stopped")
         return 0
-
-    async def _remove_leftover_locations(self) -> None:
-        remover = getattr(self.app.solver, "remove_leftovers", None)
-        if remover is None:
-            return
-        try:
-            for what in await remover():
-                log_event("removed a left-over challenge location", location=what)
-        except ControllerError as exc:
-            log_event("could not check for left-over challenge locations",
-                      level=logging.WARNING, error=str(exc))
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()

@@ -1,4 +1,4 @@
-"""A thin HTTPS reverse proxy in front of the real Pebble that injects CA faults and counts requests.
+"""A thin HTTPS reverse proxy in front of the real Pebble: injects CA faults, counts requests.
 
 Used by tests/faults/test_ca_faults.py (and usable by hand). It terminates TLS with the Pebble
 harness's own certificate (hack/pebble/mkcerts.py: 127.0.0.1/localhost, signed by the CA the

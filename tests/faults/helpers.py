@@ -1,4 +1,5 @@
-"""Shared pieces of the process-level fault suites (test_kill9, test_ca_faults, test_njet_faults_suite).
+"""Shared pieces of the process-level fault suites: test_kill9, test_ca_faults and
+test_njet_faults_suite.
 
 - `start_sim(root, conf, files)`: an NJet simulator in `root` that lives as long as the caller
   wants (module-scoped fixtures; the njetsim_factory fixture is per test).
@@ -10,6 +11,9 @@
 - `public_key_of_cert` / `public_key_of_key`: SubjectPublicKeyInfo bytes, for "the served leaf
   belongs to the stored key".
 - `edit_status(prefix, domain, **fields)`: change a status file the way an operator would.
+- `managed_blocks(names)` / `block(name, port)`: njet.conf text with one managed TLS server per
+  name (`<name>.test www.<name>.test`, EC bootstrap `certs/boot-<name>.*`); `boot_pairs(names)`.
+- `pebble_intermediate(pebble)` / `issued_by(cert_der, intermediate)`: "a cert Pebble issued".
 """
 
 from __future__ import annotations
@@ -28,12 +32,60 @@ from pathlib import Path
 from typing import Any
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
-from controller.certinfo import fingerprint_der, key_matches_cert
-from tests.fixtures.njetsim import NjetSim, layout
+from controller.certinfo import fingerprint_der, fingerprint_pem, key_matches_cert
+from tests.fixtures.njetsim import NjetSim, ec_cert, layout
 
 CONFIG = "conf/cert-manager.toml"
+
+BLOCK = """
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        server_name {name}.test www.{name}.test;
+        ssl_certificate     certs/boot-{name}.crt;
+        ssl_certificate_key certs/boot-{name}.key;
+        ssl_certificate_management acme;
+        location / {{ return 200 "{name}\\n"; }}
+    }}
+"""
+
+
+def block(name: str, port: int | str = "{{port:https}}") -> str:
+    return BLOCK.format(name=name, port=port)
+
+
+def managed_blocks(names: tuple[str, ...]) -> str:
+    """A simulator njet.conf (ctrl API + broker helpers) with one managed block per name."""
+    return ("pid logs/njet.pid;\nerror_log logs/error.log info;\n{{helpers}}\n"
+            "events { worker_connections 64; }\nhttp {\n"
+            + "".join(block(n) for n in names) + "}\n")
+
+
+def boot_pairs(names: tuple[str, ...]) -> tuple[dict[str, bytes | str], dict[str, str]]:
+    """(files for the simulator prefix, bootstrap fingerprint per name)."""
+    files: dict[str, bytes | str] = {}
+    fps: dict[str, str] = {}
+    for name in names:
+        crt, key = ec_cert([f"{name}.test", f"www.{name}.test"], f"boot-{name}")
+        files[f"conf/certs/boot-{name}.crt"] = crt
+        files[f"conf/certs/boot-{name}.key"] = key
+        fps[name] = fingerprint_pem(crt)
+    return files, fps
+
+
+def pebble_intermediate(pebble: Any) -> x509.Certificate:
+    """The intermediate that signs this Pebble run's leaves (new at every Pebble start)."""
+    return x509.load_pem_x509_certificate(pebble.issuing_chain_pem()[1])
+
+
+def issued_by(cert_der: bytes, issuer: x509.Certificate) -> bool:
+    try:
+        x509.load_der_x509_certificate(cert_der).verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
 _SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
@@ -80,12 +132,12 @@ def run_cli(prefix: Path, command: str = "reconcile", *, fault_point: str | None
 
 
 async def run_cli_async(prefix: Path, command: str = "reconcile", *,
-                        fault_point: str | None = None, timeout: float = 60) -> Run:
+                        fault_point: str | None = None, limit: float = 60) -> Run:
     proc = await asyncio.create_subprocess_exec(
         *_argv(prefix, command), stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, cwd="/", env=_env(fault_point))
     try:
-        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+        out, err = await asyncio.wait_for(proc.communicate(), limit)
     except TimeoutError:
         with contextlib.suppress(ProcessLookupError):
             proc.kill()
@@ -195,4 +247,6 @@ def edit_status(prefix: Path, domain: str, **fields: Any) -> None:
 
 
 def leaked_private_key(text: str) -> bool:
-    return "PRIVATE KEY" in text or "BEGIN EC" in text
+    """Key material in output, or a log line the controller's own filter had to suppress."""
+    return ("PRIVATE KEY" in text or "certificateKey" in text
+            or "suppressed: it contained private key" in text)

@@ -160,7 +160,7 @@ def assert_usable(cfg: Config, data: dict[str, Any]) -> None:
 def test_bad_toml_values_are_accepted_or_refused_naming_the_key(tmp_path: Path) -> None:
     trials = 0
 
-    @fault_settings(2500)
+    @fault_settings(2000)
     @given(data=badinput.toml_dict)
     def check(data: dict[str, Any]) -> None:
         nonlocal trials
@@ -181,7 +181,7 @@ def test_bad_toml_text_is_refused_as_not_valid_toml_or_naming_the_key(tmp_path: 
     path = tmp_path / "cert-manager.toml"
     trials = 0
 
-    @fault_settings(1000)
+    @fault_settings(1500)
     @given(text=badinput.toml_text)
     def check(text: str) -> None:
         nonlocal trials

@@ -23,7 +23,6 @@ max(50 × NJCM_FAULT_SCALE, every point once per phase).
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -42,8 +41,13 @@ from tests.e2e.harness import render_toml
 from tests.faults import summary
 from tests.faults.helpers import (
     CONFIG,
+    block,
+    boot_pairs,
     edit_status,
+    issued_by,
     leaked_private_key,
+    managed_blocks,
+    pebble_intermediate,
     public_key_of_cert,
     public_key_of_key,
     run_cli_async,
@@ -53,31 +57,13 @@ from tests.faults.helpers import (
     stop_sim,
     store_problems,
 )
-from tests.fixtures.njetsim import NjetSim, ec_cert
+from tests.fixtures.njetsim import NjetSim
 
 pytestmark = pytest.mark.pebble
 
 FAMILY = "kill9"
 BASE_TRIALS = 50
 LANES = ("a", "b")  # lane i manages <lane>.test; lane 0 http-01, lane 1 tls-alpn-01
-
-BLOCK = """
-    server {{
-        listen 127.0.0.1:{{{{port:https}}}} ssl;
-        server_name {name}.test www.{name}.test;
-        ssl_certificate     certs/boot-{name}.crt;
-        ssl_certificate_key certs/boot-{name}.key;
-        ssl_certificate_management acme;
-        location / {{ return 200 "{name}\\n"; }}
-    }}
-"""
-
-
-def sim_conf(names: tuple[str, ...]) -> str:
-    blocks = "".join(BLOCK.format(name=n) for n in names)
-    return ("pid logs/njet.pid;\nerror_log logs/error.log info;\n{{helpers}}\n"
-            "events { worker_connections 64; }\nhttp {\n" + blocks + "}\n")
-
 
 @dataclass
 class Lane:
@@ -99,23 +85,15 @@ class World:
 
 @pytest.fixture(scope="module")
 def world(pebble: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    files: dict[str, bytes | str] = {}
-    boot: dict[str, str] = {}
-    for name in LANES:
-        crt, key = ec_cert([f"{name}.test", f"www.{name}.test"], f"boot-{name}")
-        files[f"conf/certs/boot-{name}.crt"] = crt
-        files[f"conf/certs/boot-{name}.key"] = key
-        boot[name] = fingerprint_pem(crt)
-    sim = start_sim(tmp_path_factory.mktemp("kill9-sim"), sim_conf(LANES), files)
+    files, boot = boot_pairs(LANES)
+    sim = start_sim(tmp_path_factory.mktemp("kill9-sim"), managed_blocks(LANES), files)
     try:
-        _, intermediate_pem = pebble.issuing_chain_pem()
         lanes = []
         for i, name in enumerate(LANES):
             prefix = tmp_path_factory.mktemp(f"kill9-{name}")
             (prefix / "conf").mkdir()
             (prefix / "conf" / "njet.conf").write_text(
-                "http {\n" + BLOCK.format(name=name).replace(
-                    "{{port:https}}", str(sim.ports["https"])) + "}\n")
+                "http {\n" + block(name, sim.ports["https"]) + "}\n")
             challenge = "http" if i == 0 else "tls"
             toml = {
                 "acme": {
@@ -134,7 +112,7 @@ def world(pebble: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Wor
             (prefix / CONFIG).write_text(render_toml(toml))
             lanes.append(Lane(name, f"{name}.test", prefix, sim.ports["https"], boot[name],
                               challenge))
-        yield World(sim, pebble, lanes, x509.load_pem_x509_certificate(intermediate_pem))
+        yield World(sim, pebble, lanes, pebble_intermediate(pebble))
     finally:
         stop_sim(sim)
 
@@ -203,21 +181,12 @@ class Tally:
     status_lags: int = 0
 
 
-def issued_by_us(world: World, der: bytes) -> bool:
-    cert = x509.load_der_x509_certificate(der)
-    try:
-        cert.verify_directly_issued_by(world.intermediate)
-    except (ValueError, TypeError, Exception):
-        return False
-    return True
-
-
 def check_served(world: World, lane: Lane, what: str) -> tuple[bytes | None, list[str]]:
     der = served_leaf(lane.https_port, lane.domain)
     if der is None:
         return None, [f"{what}: no certificate served for {lane.domain}"]
     fp = fingerprint_der(der)
-    if fp != lane.bootstrap_fp and not issued_by_us(world, der):
+    if fp != lane.bootstrap_fp and not issued_by(der, world.intermediate):
         return der, [f"{what}: NJet serves {fp[:16]}, neither the bootstrap nor a Pebble cert"]
     return der, []
 
