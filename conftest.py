@@ -4,4 +4,5 @@ pytest_plugins = [
     "tests.fixtures.pebble",
     "tests.fixtures.njetsim",
     "tests.fixtures.mqtt",
+    "tests.fixtures.faults",
 ]

@@ -29,14 +29,23 @@ def parse_duration(value: object) -> timedelta:
     if isinstance(value, bool):
         raise ValueError('expected a duration like "90s", "1h", "7d" or seconds')
     if isinstance(value, int | float):
-        if value < 0:
-            raise ValueError("a duration cannot be negative")
-        return timedelta(seconds=value)
+        return _bounded(float(value))
     if isinstance(value, str):
         m = _DURATION_RE.match(value)
         if m:
-            return timedelta(seconds=float(m.group(1)) * _UNITS[m.group(2)])
+            return _bounded(float(m.group(1)) * _UNITS[m.group(2)])
     raise ValueError(f'expected a duration like "90s", "1h", "7d" or seconds, got {value!r}')
+
+
+_MAX_SECONDS = 100 * 365 * 86400
+
+
+def _bounded(seconds: float) -> timedelta:
+    if seconds != seconds or seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    if seconds > _MAX_SECONDS:
+        raise ValueError("a duration cannot exceed 100 years")
+    return timedelta(seconds=seconds)
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
@@ -60,7 +69,7 @@ class AcmeSection(_Section):
     tlsChallengeServerAddress: str = ":443"
     httpChallengeServerAddress: str = ":80"
     proxyHttpChallengeServerIp: str = ""
-    renewBeforeDays: float = Field(default=30, ge=0)
+    renewBeforeDays: float = Field(default=30, ge=0, le=36500)
     keyType: KeyType | None = None
     caBundle: str = ""
     eabKid: str = ""

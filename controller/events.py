@@ -14,6 +14,7 @@ Error messages never echo the payload (a server_body may carry an inline `data:`
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from enum import StrEnum
@@ -115,6 +116,11 @@ def _describe(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def _shown(text: str) -> str:
+    """An unexpected value, quoted only when it is a short word (never echo a payload)."""
+    return repr(text) if re.fullmatch(r"[A-Za-z_-]{1,40}", text) else f"<{len(text)} characters>"
+
+
 def parse_event(payload: bytes) -> NjetEvent | None:
     """Parse one event payload; None for the zero-length clearing message NJet sends first.
 
@@ -133,7 +139,7 @@ def parse_event(payload: bytes) -> NjetEvent | None:
     except ValueError:
         allowed = " or ".join(a.value for a in EventAction)
         raise EventError(
-            f"unknown NJet certificate event action {model.action[:64]!r} (expected {allowed})"
+            f"unknown NJet certificate event action {_shown(model.action)} (expected {allowed})"
         ) from None
     domains = tuple(
         EventDomain(
@@ -164,7 +170,7 @@ def parse_srv_record(payload: bytes) -> RuntimeServer | None:
     if rec.type == "del":
         return None
     if rec.type != "add":
-        raise EventError(f"unknown /ins/srv record type {rec.type[:32]!r} (expected add or del)")
+        raise EventError(f"unknown /ins/srv record type {_shown(rec.type)} (expected add or del)")
     return RuntimeServer(
         addr_port=rec.addr_port.strip(),
         server_name=rec.server_name.strip(),

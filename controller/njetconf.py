@@ -276,9 +276,11 @@ def _read(path: Path, site: Directive | None) -> str:
 
 
 def _expand(directives: Sequence[Directive], conf_dir: Path,
-            stack: tuple[str, ...]) -> tuple[Directive, ...]:
+            stack: tuple[str, ...], level: int = 0) -> tuple[Directive, ...]:
     out: list[Directive] = []
     for d in directives:
+        if level > 2 * _MAX_DEPTH:
+            raise ConfSyntaxError("blocks and includes nested too deep", file=d.file, line=d.line)
         if d.name == "include" and d.block is None:
             for target in _include_targets(d, conf_dir):
                 real = os.path.realpath(target)
@@ -290,9 +292,9 @@ def _expand(directives: Sequence[Directive], conf_dir: Path,
                     raise ConfSyntaxError(f'include "{d.args[0]}": includes nested deeper '
                                           f"than {_MAX_DEPTH} levels", file=d.file, line=d.line)
                 inner = parse_text(_read(target, d), file=str(target))
-                out.extend(_expand(inner, conf_dir, (*stack, real)))
+                out.extend(_expand(inner, conf_dir, (*stack, real), level + 1))
         elif d.block is not None:
-            out.append(replace(d, block=_expand(d.block, conf_dir, stack)))
+            out.append(replace(d, block=_expand(d.block, conf_dir, stack, level + 1)))
         else:
             out.append(d)
     return tuple(out)

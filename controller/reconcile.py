@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
-from controller.errors import ConfigError
+from controller.errors import ConfigError, ControllerError
 from controller.execute import Executor
 from controller.faultpoints import fault_point, register
 from controller.fold import Outcome, fold
@@ -125,12 +125,15 @@ class Reconciler:
         after, removed = fold(before, desired=result.desired, plan=result.plan,
                               outcomes=result.outcomes, now=self.clock())
         fault_point("reconcile.before_status_write")
-        for domain, st in after.items():
-            if before.get(domain) != st:
-                self.status_store.save(st)
-        for domain in removed:
-            self.status_store.delete(domain)
-        self._statuses = after
+        self._statuses = after  # kept in memory even when it cannot be saved (disk full)
+        try:
+            for domain, st in after.items():
+                if before.get(domain) != st:
+                    self.status_store.save(st)
+            for domain in removed:
+                self.status_store.delete(domain)
+        except ControllerError as exc:
+            log_event("status not saved", level=logging.ERROR, error=str(exc))
         fault_point("reconcile.after_status_write")
 
     async def converge(self, *, probe: bool = True, keep_last_good: bool = False) -> PassResult:

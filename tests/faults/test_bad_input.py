@@ -4,7 +4,7 @@ type with a message that says where (file:line, the key), never another exceptio
 private key in a message, never a 500, never a file written outside the store.
 
 Seeded and deterministic (`derandomize=True`, no example database). Case counts scale with
-NJCM_FAULT_SCALE (default 1.0 ≈ 11,000 cases); each family prints one summary line through
+NJCM_FAULT_SCALE (default 1.0: 10,300 cases); each family prints one summary line through
 tests/faults/summary.py.
 """
 
@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 
 from controller.app import policy_settings
 from controller.config import Config, load_config, parse_config, unknown_keys
@@ -38,7 +38,7 @@ from controller.events import (
 from controller.model import KeyType
 from controller.njetconf import ConfSyntaxError, http_servers, parse_text
 from tests.certbuilder import cached_key
-from tests.faults import badinput, summary
+from tests.faults import badinput, badmqtt, summary
 from tests.faults.admin_target import AdminTarget, Request, exchange
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -87,7 +87,7 @@ def test_bad_njet_conf_is_parsed_or_refused_with_file_and_line(
     files = {str(main)} | {str(conf_dir / rel) for rel in badinput.INCLUDE_FILES}
     trials = 0
 
-    @fault_settings(3000)
+    @fault_settings(2800)
     @given(text=badinput.conf_text)
     def check(text: str) -> None:
         nonlocal trials
@@ -115,14 +115,18 @@ def test_bad_njet_conf_is_parsed_or_refused_with_file_and_line(
 def test_includes_nested_inside_deep_blocks_are_refused_not_a_recursion_error(
     conf_dir: Path,
 ) -> None:
-    """Each file is within the per-file nesting limit; the chain of includes is not."""
+    """Each file stays within the per-file nesting limit; the chain of includes does not.
+    Found by this suite: parse_file raised RecursionError (njetconf._expand)."""
     depth, files = 60, 40
     for i in range(files):
         inner = f"include deep{i + 1}.conf;" if i + 1 < files else "worker_processes 1;"
         (conf_dir / f"deep{i}.conf").write_text("x {" * depth + inner + "}" * depth)
-    with pytest.raises(ConfSyntaxError) as caught:
+    try:
         load_desired(conf_dir / "deep0.conf")
-    assert "deep" in caught.value.file and caught.value.line >= 1
+    except ConfSyntaxError as exc:
+        text = (conf_dir / Path(exc.file).name).read_text()
+        badinput.assert_located(exc, files={str(conf_dir / f"deep{i}.conf") for i in range(files)},
+                                text=text, main=exc.file)  # fmt: skip
 
 
 # --- TOML ----------------------------------------------------------------------------------
@@ -162,6 +166,9 @@ def test_bad_toml_values_are_accepted_or_refused_naming_the_key(tmp_path: Path) 
 
     @fault_settings(2000)
     @given(data=badinput.toml_dict)
+    @example(data={"controller": {"interval": 1e300}})  # found by this suite: OverflowError
+    @example(data={"controller": {"deleteGracePeriod": "99999999d"}})
+    @example(data={"acme": {"renewBeforeDays": 1e300}})
     def check(data: dict[str, Any]) -> None:
         nonlocal trials
         trials += 1
@@ -213,11 +220,14 @@ def test_bad_toml_text_is_refused_as_not_valid_toml_or_naming_the_key(tmp_path: 
 
 def test_bad_mqtt_payloads_are_parsed_or_refused_without_echoing_a_key() -> None:
     key = cached_key(KeyType.EC256, 41).decode()
-    fragments = badinput.key_fragments(key, cached_key(KeyType.EC256, 42).decode())
+    fragments = badmqtt.key_fragments(key, cached_key(KeyType.EC256, 42).decode())
     trials = 0
 
-    @fault_settings(3000)
-    @given(payload=badinput.mqtt_payload(key))
+    @fault_settings(2800)
+    @given(payload=badmqtt.mqtt_payload(key))
+    @example(payload=orjson.dumps({"action": key, "domains": []}))  # found by this suite
+    @example(payload=orjson.dumps({"type": badmqtt.pem_body(key), "addr_port": "",
+                                   "server_name": ""}))  # fmt: skip
     def check(payload: bytes) -> None:
         nonlocal trials
         trials += 1
@@ -225,7 +235,7 @@ def test_bad_mqtt_payloads_are_parsed_or_refused_without_echoing_a_key() -> None
             event = parse_event(payload)
         except EventError as exc:
             assert isinstance(exc, ValueError) and str(exc).strip()
-            badinput.assert_no_secret(str(exc), fragments)
+            badmqtt.assert_no_secret(str(exc), fragments)
         else:
             assert event is None or isinstance(event, NjetEvent)
             if event is not None:
@@ -234,7 +244,7 @@ def test_bad_mqtt_payloads_are_parsed_or_refused_without_echoing_a_key() -> None
             server = parse_srv_record(payload)
         except EventError as exc:
             assert isinstance(exc, ValueError) and str(exc).strip()
-            badinput.assert_no_secret(str(exc), fragments)
+            badmqtt.assert_no_secret(str(exc), fragments)
         else:
             assert server is None or isinstance(server, RuntimeServer)
             if server is not None:
