@@ -144,11 +144,16 @@ class SimEnv:
     # -- observation ---------------------------------------------------------------------
 
     def wait(self, pred: Any, timeout: float, what: str) -> None:
-        if self.proc is not None and self.proc.poll() is not None:
-            raise BenchError(f"the controller exited ({self.proc.returncode}):\n{tail(self.log)}")
-        if not wait_for(pred, timeout=timeout, step=0.02):
+        def exited() -> bool:
+            return self.proc is not None and self.proc.poll() is not None
+
+        if not wait_for(lambda: exited() or pred(), timeout=timeout, step=0.02):
             raise BenchError(f"timed out after {timeout}s waiting for {what}; controller log:\n"
                              + tail(self.log))
+        if exited():
+            assert self.proc is not None
+            raise BenchError(f"the controller exited ({self.proc.returncode}) while waiting for "
+                             f"{what}:\n{tail(self.log)}")
 
     def health(self) -> dict[str, Any] | None:
         url = f"http://127.0.0.1:{self.admin_port}/healthz"
