@@ -7,4 +7,7 @@ bash hack/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
 echo "== ruff"; ruff check controller tests hack bench
 echo "== mypy"; mypy
-echo "== pytest"; pytest -q -p no:cacheprovider "$@"
+# Most tests wait on subprocesses, handshakes and brokers rather than the CPU: four workers
+# keep two cores busy. NJCM_TEST_WORKERS=0 runs everything in one process.
+workers=${NJCM_TEST_WORKERS:-4}
+echo "== pytest"; pytest -q -p no:cacheprovider -n "$workers" "$@"
