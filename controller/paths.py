@@ -7,6 +7,7 @@ The layout under `<prefix>/.lego/` is lego's (and so NJet's own Go cert-manager'
   quarantine/<name>.<ts>/  pairs taken out of service (never deleted silently)
   journal/                 the swap journal (store.py)
   runtime/                 event-sourced desired state (servers announced at runtime)
+  index.json               what each stored pair meant when last parsed (speeds up start)
   lock                     the single-writer lock
 """
 
@@ -71,6 +72,11 @@ class StorePaths:
     @property
     def runtime(self) -> Path:
         return self.lego / "runtime"
+
+    @property
+    def index(self) -> Path:
+        """The store's parse index (adapters/store_index.py); holds no key material."""
+        return self.lego / "index.json"
 
     @property
     def lock(self) -> Path:

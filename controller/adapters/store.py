@@ -41,6 +41,7 @@ from pathlib import Path
 import orjson
 
 from controller.adapters import fsutil
+from controller.adapters.store_index import Ident, Parsed, load_index, save_index
 from controller.adapters.store_journal import FILE_SLOTS, Journal, JournalRecord
 from controller.certinfo import key_matches_cert, read_cert_info, split_pem_chain
 from controller.errors import ConfigError, StoreError
@@ -58,17 +59,8 @@ DIR_MODE = 0o700
 VERIFY_INTERVAL = 60.0
 SETTLE_NS = 1_000_000_000
 
-_Ident = tuple[int, int, int]
-
-
-@dataclass(frozen=True)
-class _Parsed:
-    """One name's files as last parsed: the identity they had, and what they meant."""
-
-    ident: tuple[_Ident, _Ident | None, _Ident | None]
-    domain: str
-    stored: StoredCert | None  # None: unusable (see problem)
-    problem: str | None  # set when the pair must not be used
+_Ident = Ident
+_Parsed = Parsed
 
 
 @dataclass(frozen=True)
@@ -120,6 +112,9 @@ class LegoStore:
         self._verify_interval = verify_interval
         self._lock = threading.RLock()
         self._cache: dict[str, _Parsed] = {}
+        self._index_loaded = False
+        # what the index file on disk holds: stem -> identity of the files it describes
+        self._indexed: dict[str, object] = {}
         self._snapshot: _Snapshot | None = None
         self._journal = Journal(paths, file_mode=self._file_mode)
 
@@ -202,6 +197,11 @@ class LegoStore:
         for stem in [s for s in crts if s.endswith(".issuer")]:
             if stem not in keys:
                 del crts[stem]  # <name>.issuer.crt is the chain of <name>, not a leaf
+        if not self._index_loaded:
+            self._index_loaded = True
+            on_disk = load_index(self.paths.index)
+            self._indexed = {stem: p.ident for stem, p in on_disk.items()}
+            self._cache = {**on_disk, **self._cache}
         usable: dict[str, StoredCert] = {}
         problems: dict[str, str] = {}
         cache: dict[str, _Parsed] = {}
@@ -228,6 +228,9 @@ class LegoStore:
             problems.setdefault(
                 _stem_domain(stem), f"key file {directory / (stem + '.key')} has no certificate"
             )
+        idents = {stem: p.ident for stem, p in cache.items()}
+        if idents != self._indexed and save_index(self.paths.index, cache):
+            self._indexed = dict(idents)
         self._cache = cache
         return usable, problems
 

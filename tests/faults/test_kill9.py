@@ -9,15 +9,19 @@ temp file or journal is left; NJet serves the stored pair (the served leaf's pub
 stored key's); whatever NJet served at any moment was the bootstrap certificate or one Pebble
 issued to us; the status file is valid JSON.
 
-The points are not a hand-kept list: an in-process reconcile records which points an issuance
-and a renewal really pass (faultpoints.recording), in order, and each occurrence becomes a
-trial (a point reached twice in one process gives `point@1` and `point@2`). A point that no
-trial could kill at is reported as NOT hit and fails the test.
+Three phases: issue (no pair stored), renew (a valid pair, force_renew set in the status file)
+and apply (a valid stored pair while NJet serves the bootstrap again, e.g. after a lost dynamic
+record). The points are not a hand-kept list: an in-process reconcile records which points each
+phase really passes (faultpoints.recording), in order, and each occurrence becomes a trial (a
+point reached twice in one process gives `point@1` and `point@2`). A (phase, point) that no
+trial killed at is reported as NOT hit and fails the test.
 
 Two lanes run side by side to use both cores: two managed server blocks of one simulator, each
 with its own controller prefix (lane 0 solves http-01, lane 1 tls-alpn-01, so their challenge
-servers never share a port). Trials per phase cycle over the points; the total is
-max(50 × NJCM_FAULT_SCALE, every point once per phase).
+servers never share a port). Trials cycle over the (phase, point) list; the total is
+max(50 × NJCM_FAULT_SCALE, the list's length). After a kill at a status-write point the restart
+may find NJet already serving the stored pair and leave `applied_fingerprint` unset (counted and
+printed; a stale fingerprint other than the stored one fails).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import pytest
 from cryptography import x509
 
 from controller import faultpoints
+from controller.adapters.njet_api import NjetClient
 from controller.app import App
 from controller.certinfo import fingerprint_der, fingerprint_pem
 from controller.config import load_config
@@ -51,6 +56,7 @@ from tests.faults.helpers import (
     public_key_of_cert,
     public_key_of_key,
     run_cli_async,
+    served_fp,
     served_leaf,
     start_sim,
     status_of,
@@ -64,6 +70,14 @@ pytestmark = pytest.mark.pebble
 FAMILY = "kill9"
 BASE_TRIALS = 50
 LANES = ("a", "b")  # lane i manages <lane>.test; lane 0 http-01, lane 1 tls-alpn-01
+PHASES = ("issue", "renew", "apply")
+_EVERY_PASS = {"reconcile.before_status_write", "reconcile.after_status_write"}
+_APPLY = {"execute.after_apply", "execute.after_verify"}
+_SWAP = {"execute.after_order", "execute.after_store", "store.put.after_journal",
+         "store.put.after_rename_key", "store.put.after_rename_crt"}
+# points each phase must pass (the recorded list may hold more; all of them become trials)
+EXPECTED = {"issue": _EVERY_PASS | _APPLY | _SWAP, "renew": _EVERY_PASS | _APPLY | _SWAP,
+            "apply": _EVERY_PASS | _APPLY}
 
 @dataclass
 class Lane:
@@ -165,6 +179,31 @@ def ask_renewal(lane: Lane) -> None:
     edit_status(lane.prefix, lane.domain, force_renew=True)
 
 
+async def serve_bootstrap_again(world: World, lane: Lane) -> None:
+    """NJet serves the block's bootstrap pair again (as after a lost dynamic record): the
+    stored, valid certificate only needs to be applied (NotServed)."""
+    certs = world.sim.prefix / "conf" / "certs"
+    client = NjetClient(world.sim.api_url, timeout=5.0)
+    try:
+        await client.add_cert(
+            listens=[f"127.0.0.1:{lane.https_port}"],
+            server_names=[lane.domain, f"www.{lane.domain}"], cert_type="ecc",
+            cert_pem=(certs / f"boot-{lane.name}.crt").read_bytes(),
+            key_pem=(certs / f"boot-{lane.name}.key").read_bytes())
+    finally:
+        await client.close()
+    assert served_fp(lane.https_port, lane.domain) == lane.bootstrap_fp
+
+
+async def prepare(world: World, lane: Lane, phase: str) -> None:
+    if phase == "issue":
+        reset_for_issue(lane)
+    elif phase == "renew":
+        ask_renewal(lane)
+    else:
+        await serve_bootstrap_again(world, lane)
+
+
 # --- one trial --------------------------------------------------------------------------------
 
 
@@ -194,13 +233,13 @@ def check_served(world: World, lane: Lane, what: str) -> tuple[bytes | None, lis
 async def trial(world: World, lane: Lane, phase: str, point: str, tally: Tally) -> None:
     tally.trials += 1
     label = f"[{phase} {lane.domain} {point}]"
-    (reset_for_issue if phase == "issue" else ask_renewal)(lane)
+    await prepare(world, lane, phase)
     killed = await run_cli_async(lane.prefix, fault_point=point)
     problems: list[str] = []
     if killed.returncode == -9:
-        tally.hit[point.partition("@")[0]] += 1
+        tally.hit[f"{phase} {point}"] += 1
     else:
-        tally.not_hit[point] += 1
+        tally.not_hit[f"{phase} {point}"] += 1
         problems.append(f"not killed at {point} (exit {killed.returncode}): "
                         f"{killed.stderr[-400:]}")
     torn = store_problems(lane.prefix, allow_pending_journal=True)
@@ -253,28 +292,24 @@ async def run_lane(world: World, lane: Lane, plan: list[tuple[str, str]], tally:
         await trial(world, lane, phase, point, tally)
 
 
-async def test_kill9_at_every_point_of_issue_and_renewal_then_restart_converges(
+async def test_kill9_at_every_point_of_issue_renewal_and_apply_then_restart_converges(
     world: World,
 ) -> None:
     started = time.monotonic()
-    # record the points: lane 0 issues (first ever) and then renews, in this process
+    # record the points: lane 0 issues (first ever), renews, then re-applies, in this process
     first = world.lanes[0]
-    synced, issue_points = await converge_in_process(first.prefix)
-    assert synced, "the in-process issuance did not converge"
-    ask_renewal(first)
-    synced, renew_points = await converge_in_process(first.prefix)
-    assert synced, "the in-process renewal did not converge"
+    recorded: dict[str, list[str]] = {}
+    for phase in PHASES:
+        if phase != "issue":
+            await prepare(world, first, phase)
+        synced, recorded[phase] = await converge_in_process(first.prefix)
+        assert synced, f"the in-process {phase} did not converge"
     for lane in world.lanes[1:]:
         assert (await converge_in_process(lane.prefix))[0]
-    expected = {"execute.after_order", "execute.after_store", "execute.after_apply",
-                "execute.after_verify", "reconcile.before_status_write",
-                "reconcile.after_status_write", "store.put.after_journal",
-                "store.put.after_rename_crt", "store.put.after_rename_key"}
-    for name, reached in (("issue", issue_points), ("renew", renew_points)):
-        missing = expected - set(reached)
-        assert not missing, f"the {name} path no longer passes {sorted(missing)}"
-    combos = [("issue", p) for p in occurrences(issue_points)]
-    combos += [("renew", p) for p in occurrences(renew_points)]
+    for phase, reached in recorded.items():
+        missing = EXPECTED[phase] - set(reached)
+        assert not missing, f"the {phase} path no longer passes {sorted(missing)}"
+    combos = [(phase, p) for phase in PHASES for p in occurrences(recorded[phase])]
     total = max(summary.scaled(BASE_TRIALS), len(combos))
     schedule = [combos[i % len(combos)] for i in range(total)]
     plans: list[list[tuple[str, str]]] = [schedule[i::len(world.lanes)]
@@ -284,13 +319,17 @@ async def test_kill9_at_every_point_of_issue_and_renewal_then_restart_converges(
                            for i, lane in enumerate(world.lanes)))
     summary.record(FAMILY, trials=tally.trials, converged=tally.converged, lost=tally.lost,
                    mismatched=tally.mismatched)
-    wanted = {p.partition("@")[0] for _, p in combos}
-    never = sorted(wanted - set(tally.hit))
+    never = sorted({f"{phase} {p}" for phase, p in combos} - set(tally.hit))
+    by_point: Counter[str] = Counter()
+    for combo, n in tally.hit.items():
+        by_point[combo.split(" ", 1)[1].partition("@")[0]] += n
     print(f"\nkill9: {tally.trials} trials in {time.monotonic() - started:.1f}s; "
           f"{tally.torn_pending} left a journaled swap for recovery, {tally.status_lags} ended "
           "with a status that does not yet record the applied fingerprint")
-    for name in sorted(wanted):
-        print(f"  {name}: {'hit ' + str(tally.hit[name]) + 'x' if tally.hit[name] else 'NOT hit'}")
-    assert not never, f"points never killed at: {never}"
+    for name in sorted({p.partition("@")[0] for _, p in combos}):
+        print(f"  {name}: " + (f"hit {by_point[name]}x" if by_point[name] else "NOT hit"))
+    for combo in never:
+        print(f"  NOT hit: {combo}")
+    assert not never, f"never killed at: {never}"
     assert not tally.failures, "\n".join(tally.failures[:20])
     assert tally.converged == tally.trials and tally.lost == 0 and tally.mismatched == 0

@@ -1,0 +1,99 @@
+"""A persisted index of what each stored pair meant when last parsed, keyed by file identity.
+
+Parsing 10,000 certificates and keys takes seconds; a fresh process (NJet restarts the copilot
+on every reload) reads this index instead and only re-parses pairs whose files changed — the
+same (st_size, st_mtime_ns, st_ino) identity the in-memory cache of store.py trusts. The index
+holds no key material. A missing, unreadable or foreign-version index is simply ignored; it is
+rewritten after a scan that parsed something.
+
+Called by adapters/store.py only. Stored at `<prefix>/.lego/index.json` (StorePaths.index).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from controller.adapters import fsutil
+from controller.model import CertInfo, KeyType, StoredCert
+
+log = logging.getLogger(__name__)
+
+VERSION = 1
+
+Ident = tuple[int, int, int]
+PairIdent = tuple[Ident, Ident | None, Ident | None]  # .crt, .key, .json
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """One name's files as last parsed: the identity they had, and what they meant."""
+
+    ident: PairIdent
+    domain: str
+    stored: StoredCert | None  # None: unusable (see problem)
+    problem: str | None  # set when the pair must not be used
+
+
+def _ident(raw: Any) -> Ident | None:
+    return None if raw is None else (int(raw[0]), int(raw[1]), int(raw[2]))
+
+
+def _encode(p: Parsed) -> dict[str, Any]:
+    doc: dict[str, Any] = {"ident": list(p.ident), "domain": p.domain, "problem": p.problem}
+    if p.stored is not None:
+        i = p.stored.info
+        doc["stored"] = {
+            "cn": i.common_name, "names": list(i.names), "nb": i.not_before.isoformat(),
+            "na": i.not_after.isoformat(), "kt": i.key_type.value if i.key_type else None,
+            "serial": i.serial, "fp": i.fingerprint, "issuer": i.issuer,
+            "km": p.stored.key_matches, "url": p.stored.cert_url,
+        }
+    return doc
+
+
+def _decode(doc: dict[str, Any]) -> Parsed:
+    crt, key, res = doc["ident"]
+    ident: PairIdent = (_ident(crt) or (0, 0, 0), _ident(key), _ident(res))
+    stored = None
+    if (s := doc.get("stored")) is not None:
+        info = CertInfo(
+            common_name=s["cn"], names=tuple(s["names"]),
+            not_before=datetime.fromisoformat(s["nb"]), not_after=datetime.fromisoformat(s["na"]),
+            key_type=KeyType(s["kt"]) if s["kt"] else None, serial=s["serial"],
+            fingerprint=s["fp"], issuer=s["issuer"],
+        )
+        stored = StoredCert(domain=doc["domain"], info=info, key_matches=bool(s["km"]),
+                            cert_url=s["url"])
+    return Parsed(ident=ident, domain=doc["domain"], stored=stored, problem=doc["problem"])
+
+
+def load_index(path: Path) -> dict[str, Parsed]:
+    """stem -> Parsed from the index file; {} when absent or not usable."""
+    try:
+        doc = orjson.loads(path.read_bytes())
+        if doc.get("version") != VERSION:
+            return {}
+        return {stem: _decode(entry) for stem, entry in doc["entries"].items()}
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+        log.warning("store index %s ignored: %s", path, exc)
+        return {}
+
+
+def save_index(path: Path, cache: dict[str, Parsed]) -> bool:
+    """Write the index atomically; False when it could not be written (e.g. disk full), which
+    only costs speed later."""
+    doc = {"version": VERSION, "entries": {stem: _encode(p) for stem, p in cache.items()}}
+    try:
+        fsutil.atomic_write(path, orjson.dumps(doc), mode=0o600)
+    except OSError as exc:
+        log.warning("store index %s not written: %s", path, exc)
+        return False
+    return True
