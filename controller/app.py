@@ -7,7 +7,6 @@ The ACME issuer is built lazily, so `diff` never registers an account or orders 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -19,7 +18,7 @@ from controller.adapters.runtime_store import RuntimeStore
 from controller.adapters.statusfile import StatusFiles
 from controller.adapters.store import LegoStore
 from controller.config import Config
-from controller.desired import load_desired, merge_desired
+from controller.desired_source import DesiredSource
 from controller.errors import ControllerError
 from controller.execute import Executor
 from controller.logs import log_event
@@ -68,6 +67,7 @@ class App:
     store: LegoStore = field(init=False)
     status_files: StatusFiles = field(init=False)
     runtime: RuntimeStore = field(init=False)
+    desired_source: DesiredSource = field(init=False)
     njet: NjetClient | None = field(init=False, default=None)
     solver: ChallengeSolver = field(init=False)
     reconciler: Reconciler = field(init=False)
@@ -79,6 +79,7 @@ class App:
         self.store = LegoStore(self.paths)
         self.status_files = StatusFiles(self.paths)
         self.runtime = RuntimeStore(self.paths)
+        self.desired_source = DesiredSource(cfg.conf_path, cfg.acme.keyType, self.runtime)
         if not cfg.store_only:
             self.njet = NjetClient(cfg.njet.apiAddress,
                                    timeout=cfg.controller.probeTimeout.total_seconds())
@@ -122,10 +123,8 @@ class App:
             log_event("could not check for left-over challenge locations",
                       level=logging.WARNING, error=str(exc))
 
-    def load_desired(self) -> Desired:
-        base = load_desired(self.config.conf_path, key_type=self.config.acme.keyType)
-        extra: Sequence = self.runtime.load()  # type: ignore[type-arg]
-        return merge_desired(base, extra) if extra else base
+    def load_desired(self, *, fresh: bool = True) -> Desired:
+        return self.desired_source.load(fresh=fresh)
 
     async def issuer(self) -> Issuer:
         if self._issuer is None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from controller.errors import ConfigError
 from controller.model import CertificateSpec, Desired, KeyType, NameWarning, Source
-from controller.njetconf import ServerBlock, http_servers, parse_file
+from controller.njetconf import Directive, ServerBlock, http_servers, parse_file
 from controller.paths import validate_domain
 
 _LABEL_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
@@ -157,9 +157,29 @@ def load_desired(conf_path: Path, *, key_type: KeyType | None = None) -> Desired
     what nginx/NJet use (their conf_prefix). Raises ConfSyntaxError (a ConfigError) on a broken
     conf, naming file:line.
     """
+    return load_desired_and_files(conf_path, key_type=key_type)[0]
+
+
+def load_desired_and_files(
+    conf_path: Path, *, key_type: KeyType | None = None
+) -> tuple[Desired, frozenset[str]]:
+    """load_desired, plus every file the parse read (njet.conf and its includes)."""
     conf_dir = Path(os.path.abspath(conf_path)).parent
-    servers = http_servers(parse_file(conf_path), conf_dir=conf_dir)
-    return desired_from_servers(servers, key_type=key_type)
+    directives = parse_file(conf_path)
+    servers = http_servers(directives, conf_dir=conf_dir)
+    return desired_from_servers(servers, key_type=key_type), conf_files(directives)
+
+
+def conf_files(directives: Iterable[Directive]) -> frozenset[str]:
+    """The files a parsed tree came from (the main file and every included one)."""
+    out: set[str] = set()
+    stack = list(directives)
+    while stack:
+        d = stack.pop()
+        out.add(d.file)
+        if d.block:
+            stack.extend(d.block)
+    return frozenset(out)
 
 
 def merge_desired(base: Desired, extra: Iterable[CertificateSpec]) -> Desired:

@@ -59,7 +59,8 @@ class PassResult:
 @dataclass
 class Reconciler:
     settings: PolicySettings
-    load_desired: Callable[[], Desired]
+    # load_desired(fresh=...) -> Desired; fresh=False may return a cached, unchanged value
+    load_desired: Callable[..., Desired]
     gatherer: Gatherer
     executor: Executor
     status_store: StatusPersistence
@@ -83,10 +84,10 @@ class Reconciler:
         self.statuses[status.domain] = status
         self.status_store.save(status)
 
-    def desired(self, *, keep_last_good: bool = False) -> Desired:
+    def desired(self, *, keep_last_good: bool = False, fresh: bool = True) -> Desired:
         """Load desired state; with keep_last_good a broken njet.conf keeps the previous one."""
         try:
-            d = self.load_desired()
+            d = self.load_desired(fresh=fresh)
         except ConfigError as exc:
             if keep_last_good and self._last_desired is not None:
                 log_event("njet.conf unusable, keeping the last good desired state",
@@ -99,7 +100,7 @@ class Reconciler:
     # -- steps ---------------------------------------------------------------------------
 
     async def compute(self, *, probe: bool = False, keep_last_good: bool = False) -> PassResult:
-        desired = self.desired(keep_last_good=keep_last_good)
+        desired = self.desired(keep_last_good=keep_last_good, fresh=probe)
         observed = await self.gatherer.observe(desired, probe=probe)
         p = plan(desired, observed, self.statuses, self.clock(), self.settings)
         return PassResult(desired, observed, p)
@@ -216,7 +217,11 @@ class Loop:
                         log_event("resync hook failed", level=logging.ERROR, error=repr(exc))
             self._probe = False
             try:
-                self.last = await self.reconciler.converge(probe=probe, keep_last_good=True)
+                # act on what changed first (a new server gets its cert without waiting for
+                # every block to be probed), then look at what NJet really serves
+                self.last = await self.reconciler.converge(probe=False, keep_last_good=True)
+                if probe:
+                    self.last = await self.reconciler.converge(probe=True, keep_last_good=True)
                 self.last_error = None
             except Exception as exc:  # the loop never dies: NJet does not restart a copilot
                 self.last_error = f"{type(exc).__name__}: {exc}"

@@ -92,7 +92,7 @@ class AcmeIssuer:
         eab_kid: str = "",
         eab_hmac_key: str = "",
         profile: str = "",
-        poll_interval: float = 0.02,
+        poll_interval: float = 0.005,
         order_timeout: float = 90.0,
         request_timeout: int = 30,
         owns_solver: bool = False,

@@ -1,0 +1,73 @@
+"""Desired state as the loop sees it: njet.conf (+ includes) merged with runtime-announced
+servers, re-parsed only when one of its files changed.
+
+Parsing a 10,000-block njet.conf takes about a second, so an unchanged conf is not parsed again:
+the cache key is the (size, mtime, inode) of every file the parse read, of their folders (a new
+file matching an include glob changes its folder), and of the runtime store. Passes that probe
+(start-up, the periodic resync, NJet's events) ask for `fresh=True` and always re-parse.
+
+Called by reconcile.py through app.py.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from controller.desired import load_desired_and_files, merge_desired
+from controller.model import CertificateSpec, Desired, KeyType
+
+
+class RuntimeSpecs(Protocol):
+    @property
+    def path(self) -> Path: ...
+    def load(self) -> tuple[CertificateSpec, ...]: ...
+
+
+Signature = tuple[tuple[str, int, int, int], ...]
+
+
+def _signature(paths: Iterable[str]) -> Signature:
+    out: list[tuple[str, int, int, int]] = []
+    for p in sorted(set(paths)):
+        try:
+            st = os.stat(p)
+        except OSError:
+            out.append((p, -1, -1, -1))
+            continue
+        out.append((p, st.st_size, st.st_mtime_ns, st.st_ino))
+    return tuple(out)
+
+
+@dataclass
+class DesiredSource:
+    conf_path: Path
+    key_type: KeyType | None
+    runtime: RuntimeSpecs
+    _files: frozenset[str] = field(default=frozenset())
+    _signature: Signature | None = None
+    _value: Desired | None = None
+    parses: int = 0
+
+    def _watched(self) -> list[str]:
+        files = set(self._files) | {str(self.conf_path), str(self.runtime.path)}
+        return [*files, *{os.path.dirname(f) for f in files}]
+
+    def load(self, *, fresh: bool = False) -> Desired:
+        if (
+            not fresh
+            and self._value is not None
+            and _signature(self._watched()) == self._signature
+        ):
+            return self._value
+        base, files = load_desired_and_files(self.conf_path, key_type=self.key_type)
+        self.parses += 1
+        extra = self.runtime.load()
+        value = merge_desired(base, extra) if extra else base
+        self._files = files
+        self._value = value
+        self._signature = _signature(self._watched())
+        return value
