@@ -29,6 +29,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 from controller.errors import ConfigError
 
@@ -58,10 +59,17 @@ _ESCAPES = {'"': '"', "'": "'", "\\": "\\", "t": "\t", "r": "\r", "n": "\n"}
 _WORD_END = frozenset(" \t\r\n;{")
 _AFTER_QUOTE = frozenset(" \t\r\n;{)")
 _PLAIN_RUN = re.compile(r"[^ \t\r\n;{\\$]+")
+# whitespace, a comment, punctuation, or a plain word that ends at whitespace, ";", "{" or the
+# end (possessive: a word running into "\\" or "$" is left to the careful path in _bare)
+_FAST_TOKEN = re.compile(
+    r"(?P<space>[ \t\r\n]+)"
+    r"|(?P<comment>#[^\n]*)"
+    r"|(?P<punct>[;{}])"
+    r"|(?P<word>[^ \t\r\n;{}\\$\"'#][^ \t\r\n;{\\$]*+)(?![\\$])"
+)
 
 
-@dataclass(frozen=True)
-class _Token:
+class _Token(NamedTuple):
     kind: str  # "word", ";", "{", "}"
     text: str
     line: int
@@ -76,24 +84,25 @@ def _unescape(nxt: str) -> str:
 def _tokenize(text: str, file: str) -> list[_Token]:
     tokens: list[_Token] = []
     i, n, line, last_line = 0, len(text), 1, 0
+    fast = _FAST_TOKEN.match
     while i < n:
+        m = fast(text, i)
+        if m is not None:  # the common tokens, one regex step each
+            kind = m.lastgroup
+            if kind == "space":
+                line += text.count("\n", i, m.end())
+            elif kind != "comment":
+                value = m.group()
+                tokens.append(
+                    _Token("word" if kind == "word" else value, value, line, False,
+                           line != last_line)
+                )
+                last_line = line
+            i = m.end()
+            continue
         ch = text[i]
         start = line
-        if ch == "\n":
-            line += 1
-            i += 1
-            continue
-        if ch in " \t\r":
-            i += 1
-            continue
-        if ch == "#":
-            end = text.find("\n", i)
-            i = n if end < 0 else end
-            continue
-        if ch in ";{}":
-            tokens.append(_Token(ch, ch, line, starts_line=line != last_line))
-            i += 1
-        elif ch in "\"'":
+        if ch in "\"'":
             value, i, line = _quoted(text, i, line, file)
             tokens.append(_Token("word", value, start, True, start != last_line))
             if i < n and text[i] not in _AFTER_QUOTE:
@@ -103,7 +112,7 @@ def _tokenize(text: str, file: str) -> list[_Token]:
                     file=file,
                     line=line,
                 )
-        else:
+        else:  # a word with escapes or $variables
             value, i, line = _bare(text, i, line)
             tokens.append(_Token("word", value, start, False, start != last_line))
         last_line = line

@@ -17,7 +17,7 @@ import io
 import logging
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import formatdate
@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from controller.app import App
+from controller.certinfo import fingerprint_pem
 from controller.config import load_config
 from controller.logs import setup_logging
 from tests.e2e.harness import render_toml, store_only_toml
@@ -111,10 +112,13 @@ class Rig:
     async def close(self) -> None:
         for app in self.apps:
             await app.close()
+        self.apps.clear()
 
 
 @pytest.fixture
-def rig_factory(pebble_factory: Callable[..., Any], tmp_path: Path) -> Iterator[Callable[..., Rig]]:
+async def rig_factory(
+    pebble_factory: Callable[..., Any], tmp_path: Path
+) -> AsyncIterator[Callable[..., Rig]]:
     made: list[Rig] = []
 
     def make(**pebble_options: Any) -> Rig:
@@ -133,6 +137,7 @@ def rig_factory(pebble_factory: Callable[..., Any], tmp_path: Path) -> Iterator[
 
     yield make
     for rig in made:
+        await rig.close()
         rig.proxy.stop()
 
 
@@ -148,8 +153,6 @@ async def converge_until_done(rig: Rig, *, attempts: int = 6) -> tuple[bool, int
 
 
 def stored_fp(rig: Rig) -> str | None:
-    from controller.certinfo import fingerprint_pem
-
     crt = rig.prefix / ".lego" / "certificates" / f"{DOMAIN}.crt"
     return fingerprint_pem(crt.read_bytes()) if crt.exists() else None
 
@@ -164,20 +167,17 @@ async def test_half_of_all_nonces_rejected_still_converges(
     trials = summary.scaled(6)
     converged = passes_total = 0
     fps: set[str] = set()
-    try:
-        for i in range(trials):
-            if i:
-                rig.ask_renewal(rig.app())
-            done, passes = await converge_until_done(rig)
-            passes_total += passes
-            sound = not store_problems(rig.prefix)
-            fp = stored_fp(rig)
-            if done and sound and fp is not None and fp not in fps:
-                converged += 1
-            if fp:
-                fps.add(fp)
-    finally:
-        await rig.close()
+    for i in range(trials):
+        if i:
+            rig.ask_renewal(rig.app())
+        done, passes = await converge_until_done(rig)
+        passes_total += passes
+        sound = not store_problems(rig.prefix)
+        fp = stored_fp(rig)
+        if done and sound and fp is not None and fp not in fps:
+            converged += 1
+        if fp:
+            fps.add(fp)
     rejected = sum(1 for m, _p, s in rig.proxy.log() if m == "POST" and s == 400)
     summary.record(FAMILY, trials=trials, converged=converged)
     print(f"\nnonce 50%: {trials} issuances, {passes_total} passes, {rejected} badNonce answers")
@@ -199,45 +199,44 @@ async def test_a_ca_restarted_mid_order_is_survived_by_registering_again(
     trials = max(len(STOP_AT), summary.scaled(len(STOP_AT)))
     converged = 0
     failures: list[str] = []
-    try:
-        assert (await converge_until_done(rig, attempts=1))[0]
-        account = next((rig.prefix / ".lego" / "accounts").rglob("account.json")).read_text()
-        for i in range(trials):
-            where = STOP_AT[i % len(STOP_AT)]
-            before = stored_fp(rig)
-            app = rig.app()
-            rig.ask_renewal(app)
-            rig.proxy.on_request(where, rig.pebble.stop_pebble)
-            first = await app.reconciler.converge()
-            st = app.reconciler.statuses[DOMAIN]
-            problems = []
-            if first.plan.in_sync:
-                problems.append("converged although the CA went away")
-            if st.backoff_until is None or st.attempts < 1:
-                problems.append(f"no backoff recorded: {st}")
-            if stored_fp(rig) != before:
-                problems.append("the stored pair changed although no order finished")
-            problems += store_problems(rig.prefix)
-            rig.proxy.clear()
-            rig.pebble.restart()  # same ports, no accounts, no orders
-            rig.after_backoff()
-            done, _ = await converge_until_done(rig, attempts=3)
-            if not done:
-                problems.append("did not converge after the CA came back")
-            if stored_fp(rig) in (None, before):
-                problems.append("no new certificate after the CA came back")
-            problems += store_problems(rig.prefix)
-            now_account = next(
-                (rig.prefix / ".lego" / "accounts").rglob("account.json")).read_text()
-            if now_account == account:
-                problems.append("the account was not registered again")
-            account = now_account
-            if problems:
-                failures.append(f"[stopped at {where}] " + "; ".join(problems))
-            else:
-                converged += 1
-    finally:
-        await rig.close()
+    assert (await converge_until_done(rig, attempts=1))[0]
+    account = next((rig.prefix / ".lego" / "accounts").rglob("account.json")).read_text()
+    for i in range(trials):
+        where = STOP_AT[i % len(STOP_AT)]
+        before = stored_fp(rig)
+        app = rig.app()
+        rig.ask_renewal(app)
+        rig.proxy.on_request(where, rig.pebble.stop_pebble)
+        first = await app.reconciler.converge()
+        st = app.reconciler.statuses[DOMAIN]
+        problems = []
+        if first.plan.in_sync:
+            problems.append("converged although the CA went away")
+        if st.backoff_until is None or st.attempts < 1:
+            problems.append(f"no backoff recorded: {st}")
+        elif rig.proxy.url not in (st.last_failure or ""):
+            problems.append(f"the error does not name the CA: {st.last_failure!r}")
+        if stored_fp(rig) != before:
+            problems.append("the stored pair changed although no order finished")
+        problems += store_problems(rig.prefix)
+        rig.proxy.clear()
+        rig.pebble.restart()  # same ports, no accounts, no orders
+        rig.after_backoff()
+        done, _ = await converge_until_done(rig, attempts=3)
+        if not done:
+            problems.append("did not converge after the CA came back")
+        if stored_fp(rig) in (None, before):
+            problems.append("no new certificate after the CA came back")
+        problems += store_problems(rig.prefix)
+        now_account = next(
+            (rig.prefix / ".lego" / "accounts").rglob("account.json")).read_text()
+        if now_account == account:
+            problems.append("the account was not registered again")
+        account = now_account
+        if problems:
+            failures.append(f"[stopped at {where}] " + "; ".join(problems))
+        else:
+            converged += 1
     summary.record(FAMILY, trials=trials, converged=converged)
     assert "registering again" in logs.getvalue()
     assert not failures, "\n".join(failures)
@@ -268,51 +267,48 @@ async def test_a_long_retry_after_is_honoured_in_status_without_a_hot_loop(
     trials = max(len(RATE_LIMITED), summary.scaled(len(RATE_LIMITED)))
     converged = 0
     failures: list[str] = []
-    try:
-        assert (await converge_until_done(rig, attempts=1))[0]
-        for i in range(trials):
-            path, wait, as_date = RATE_LIMITED[i % len(RATE_LIMITED)]
-            app = rig.app()
-            rig.ask_renewal(app)
-            before_fp = stored_fp(rig)
-            rig.proxy.fail(None, status=429, path=path,
-                           retry_after=http_date(wait) if as_date else wait)
-            hits_before = rig.proxy.count(path)
-            started = rig.now()
-            first = await app.reconciler.converge()
-            st = app.reconciler.statuses[DOMAIN]
-            problems = []
-            if first.plan.in_sync:
-                problems.append("converged through a rate limit")
-            least = started + timedelta(seconds=wait - (2 if as_date else 0))
-            if st.backoff_until is None or st.backoff_until < least:
-                problems.append(f"backoff_until {st.backoff_until} ignores Retry-After {wait}s "
-                                f"(pass started {started})")
-            if rig.proxy.count(path) - hits_before != 1:
-                problems.append(f"a {wait}s Retry-After was retried in place")
-            # immediate re-runs while in backoff: not one request reaches the CA
-            seen = rig.proxy.count()
-            for _ in range(3):
-                again = await rig.app().reconciler.converge()
-                if again.plan.actions:
-                    problems.append("a re-run during the backoff planned an action")
-            if rig.proxy.count() != seen:
-                problems.append(f"re-runs during the backoff sent {rig.proxy.count() - seen} "
-                                "requests to the CA")
-            if stored_fp(rig) != before_fp:
-                problems.append("the stored pair changed during the rate limit")
-            rig.proxy.clear()
-            rig.after_backoff()
-            done, _ = await converge_until_done(rig, attempts=1)
-            if not done or stored_fp(rig) == before_fp:
-                problems.append("did not renew once the Retry-After had passed")
-            problems += store_problems(rig.prefix)
-            if problems:
-                failures.append(f"[429 on {path}, Retry-After {wait}] " + "; ".join(problems))
-            else:
-                converged += 1
-    finally:
-        await rig.close()
+    assert (await converge_until_done(rig, attempts=1))[0]
+    for i in range(trials):
+        path, wait, as_date = RATE_LIMITED[i % len(RATE_LIMITED)]
+        app = rig.app()
+        rig.ask_renewal(app)
+        before_fp = stored_fp(rig)
+        rig.proxy.fail(None, status=429, path=path,
+                       retry_after=http_date(wait) if as_date else wait)
+        hits_before = rig.proxy.count(path)
+        started = rig.now()
+        first = await app.reconciler.converge()
+        st = app.reconciler.statuses[DOMAIN]
+        problems = []
+        if first.plan.in_sync:
+            problems.append("converged through a rate limit")
+        least = started + timedelta(seconds=wait - (2 if as_date else 0))
+        if st.backoff_until is None or st.backoff_until < least:
+            problems.append(f"backoff_until {st.backoff_until} ignores Retry-After {wait}s "
+                            f"(pass started {started})")
+        if rig.proxy.count(path) - hits_before != 1:
+            problems.append(f"a {wait}s Retry-After was retried in place")
+        # immediate re-runs while in backoff: not one request reaches the CA
+        seen = rig.proxy.count()
+        for _ in range(3):
+            again = await rig.app().reconciler.converge()
+            if again.plan.actions:
+                problems.append("a re-run during the backoff planned an action")
+        if rig.proxy.count() != seen:
+            problems.append(f"re-runs during the backoff sent {rig.proxy.count() - seen} "
+                            "requests to the CA")
+        if stored_fp(rig) != before_fp:
+            problems.append("the stored pair changed during the rate limit")
+        rig.proxy.clear()
+        rig.after_backoff()
+        done, _ = await converge_until_done(rig, attempts=1)
+        if not done or stored_fp(rig) == before_fp:
+            problems.append("did not renew once the Retry-After had passed")
+        problems += store_problems(rig.prefix)
+        if problems:
+            failures.append(f"[429 on {path}, Retry-After {wait}] " + "; ".join(problems))
+        else:
+            converged += 1
     summary.record(FAMILY, trials=trials, converged=converged)
     assert not failures, "\n".join(failures)
 
@@ -344,10 +340,7 @@ async def test_a_short_retry_after_is_waited_out_within_the_same_call(
     rig = rig_factory()
     rig.proxy.fail(1, status=status, retry_after=1, path="^/order-plz$")
     started = time.monotonic()
-    try:
-        done, passes = await converge_until_done(rig, attempts=1)
-    finally:
-        await rig.close()
+    done, passes = await converge_until_done(rig, attempts=1)
     took = time.monotonic() - started
     ok = done and passes == 1 and rig.proxy.count("^/order-plz$") == 2 and took >= 1.0
     summary.record(FAMILY, trials=1, converged=int(ok))
@@ -364,15 +357,12 @@ async def test_a_short_retry_after_is_waited_out_within_the_same_call(
     "controller bug: acme_network._wait sleeps any Retry-After in place for transient answers "
     "(5xx, badNonce): a 503 with Retry-After: 3600 blocks the pass for two hours"))
 async def test_a_5xx_with_a_long_retry_after_ends_the_call_and_backs_off(
-    rig_factory: Callable[..., Rig],
+    rig_factory: Callable[..., Rig], logs: io.StringIO
 ) -> None:
     rig = rig_factory()
     rig.proxy.fail(None, status=503, retry_after=4, path="^/order-plz$")
     started = time.monotonic()
-    try:
-        done, _ = await converge_until_done(rig, attempts=1)
-    finally:
-        await rig.close()
+    done, _ = await converge_until_done(rig, attempts=1)
     assert not done
     assert rig.proxy.count("^/order-plz$") == 1, "a 4 s Retry-After was waited out in place"
     assert time.monotonic() - started < 3.5
@@ -382,15 +372,12 @@ async def test_a_5xx_with_a_long_retry_after_ends_the_call_and_backs_off(
     "controller bug: acme_errors maps an HTTP 429 without a problem document (a HEAD newNonce "
     "answer cannot carry one) to PermanentError and drops its Retry-After"))
 async def test_a_bodyless_429_on_new_nonce_keeps_its_retry_after(
-    rig_factory: Callable[..., Rig],
+    rig_factory: Callable[..., Rig], logs: io.StringIO
 ) -> None:
     rig = rig_factory()
     rig.proxy.fail(None, status=429, retry_after=1200, path="^/nonce-plz$")
     started = rig.now()
-    try:
-        done, _ = await converge_until_done(rig, attempts=1)
-    finally:
-        await rig.close()
+    done, _ = await converge_until_done(rig, attempts=1)
     st = rig.status()
     assert not done and st is not None and st.backoff_until is not None
     assert st.backoff_until >= started + timedelta(seconds=1200), st
