@@ -1,7 +1,8 @@
 """Composition root: builds the adapters and steps from a Config. No logic of its own.
 
 Called by cli.py. Everything NJet-facing is skipped in store-only mode (`[njet] apiAddress = ""`).
-The ACME issuer is built lazily, so `diff` never registers an account or orders anything.
+The ACME issuer and the challenge solver are built lazily, so `diff` never registers an account
+or orders anything, and a pass with nothing to order never imports the ACME or HTTP stacks.
 """
 
 from __future__ import annotations
@@ -9,11 +10,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
-from controller.adapters.acme_client import AcmeIssuer
-from controller.adapters.challenges import ChallengeSolver, LocalHttp01Solver, LocalTlsAlpn01Solver
-from controller.adapters.njet_api import NjetClient, NjetRepeated
-from controller.adapters.probe import probe
 from controller.adapters.runtime_store import RuntimeStore
 from controller.adapters.statusfile import StatusFiles
 from controller.adapters.store import LegoStore
@@ -29,8 +27,14 @@ from controller.policy import PolicySettings
 from controller.ports import Issuer
 from controller.reconcile import Reconciler
 
+if TYPE_CHECKING:
+    from controller.adapters.challenges import ChallengeSolver
+    from controller.adapters.njet_api import NjetClient
+
 
 async def tls_probe(listen: str, sni: str, kind: str, timeout: float) -> ProbeOutcome:  # noqa: ASYNC109
+    from controller.adapters.probe import probe
+
     return await probe(listen, sni, key_kind=kind, timeout=timeout)  # type: ignore[arg-type]
 
 
@@ -44,6 +48,8 @@ def policy_settings(config: Config) -> PolicySettings:
 
 
 def build_solver(config: Config, njet: NjetClient | None) -> ChallengeSolver:
+    from controller.adapters.challenges import LocalHttp01Solver, LocalTlsAlpn01Solver
+
     if config.acme.challengeType is ChallengeType.TLS:
         return LocalTlsAlpn01Solver(config.acme.tlsChallengeServerAddress)
     local = LocalHttp01Solver(config.acme.httpChallengeServerAddress)
@@ -69,9 +75,9 @@ class App:
     runtime: RuntimeStore = field(init=False)
     desired_source: DesiredSource = field(init=False)
     njet: NjetClient | None = field(init=False, default=None)
-    solver: ChallengeSolver = field(init=False)
     reconciler: Reconciler = field(init=False)
     _issuer: Issuer | None = field(init=False, default=None)
+    _solver: ChallengeSolver | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         cfg = self.config
@@ -80,10 +86,13 @@ class App:
         self.status_files = StatusFiles(self.paths)
         self.runtime = RuntimeStore(self.paths)
         self.desired_source = DesiredSource(cfg.conf_path, cfg.acme.keyType, self.runtime)
+        repeated: type[BaseException] | None = None
         if not cfg.store_only:
+            from controller.adapters.njet_api import NjetClient, NjetRepeated
+
             self.njet = NjetClient(cfg.njet.apiAddress,
                                    timeout=cfg.controller.probeTimeout.total_seconds())
-        self.solver = build_solver(cfg, self.njet)
+            repeated = NjetRepeated
         settings = policy_settings(cfg)
         timeout = cfg.controller.probeTimeout.total_seconds()
         prober = None if cfg.store_only else tls_probe
@@ -96,7 +105,7 @@ class App:
             prober=prober,
             probe_timeout=timeout,
             concurrency=cfg.controller.concurrency,
-            repeated_error=NjetRepeated,
+            repeated_error=repeated,
             revoke_on_delete=cfg.controller.revokeOnDelete,
         )
         self.reconciler = Reconciler(
@@ -113,6 +122,8 @@ class App:
         (NJet keeps dynamic locations across restarts)."""
         for line in self.store.recover():
             log_event("store recovery", detail=line)
+        if not self.config.acme.proxyHttpChallengeServerIp or self.njet is None:
+            return
         remover = getattr(self.solver, "remove_leftovers", None)
         if remover is None:
             return
@@ -126,14 +137,23 @@ class App:
     def load_desired(self, *, fresh: bool = True) -> Desired:
         return self.desired_source.load(fresh=fresh)
 
+    @property
+    def solver(self) -> ChallengeSolver:
+        if self._solver is None:
+            self._solver = build_solver(self.config, self.njet)
+        return self._solver
+
     async def issuer(self) -> Issuer:
         if self._issuer is None:
+            from controller.adapters.acme_client import AcmeIssuer
+
             self._issuer = AcmeIssuer.from_config(self.config, self.paths, self.solver)
         return self._issuer
 
     async def close(self) -> None:
         if self._issuer is not None:
             await self._issuer.close()
-        await self.solver.close()
+        if self._solver is not None:
+            await self._solver.close()
         if self.njet is not None:
             await self.njet.close()

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from controller.model import Desired
+from controller.model import Desired, Observed
 from controller.plan import Action, ActionKind, Plan
 from controller.reasons import Reason
 from controller.status import CertStatus, backoff_delay
@@ -41,6 +41,7 @@ def fold(
     plan: Plan,
     outcomes: Iterable[Outcome],
     now: datetime,
+    observed: Observed | None = None,
 ) -> tuple[dict[str, CertStatus], set[str]]:
     """Return (new statuses, domains whose status file should be removed)."""
     out = dict(statuses)
@@ -52,6 +53,18 @@ def fold(
             out[domain] = CertStatus(domain=domain)
         elif cur.orphaned_at is not None:
             out[domain] = cur.model_copy(update={"orphaned_at": None})
+
+    # a probe that shows the stored cert served is as good as a verified apply (e.g. after a
+    # crash between the apply and the status write)
+    if observed is not None:
+        for domain, served in observed.served.items():
+            stored = observed.stored.get(domain)
+            cur = out.get(domain)
+            if (stored is not None and cur is not None and served.fingerprint is not None
+                    and served.fingerprint == stored.info.fingerprint
+                    and cur.applied_fingerprint != served.fingerprint):
+                out[domain] = cur.model_copy(update={"applied_fingerprint": served.fingerprint,
+                                                     "applied_at": now})
 
     for item in plan.scheduled:
         cur = out.get(item.domain)

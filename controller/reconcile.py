@@ -124,7 +124,8 @@ class Reconciler:
     def _fold(self, result: PassResult) -> None:
         before = self.statuses
         after, removed = fold(before, desired=result.desired, plan=result.plan,
-                              outcomes=result.outcomes, now=self.clock())
+                              outcomes=result.outcomes, now=self.clock(),
+                              observed=result.observed)
         fault_point("reconcile.before_status_write")
         self._statuses = after  # kept in memory even when it cannot be saved (disk full)
         try:

@@ -121,10 +121,17 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
         return True
     if isinstance(exc, CaResponseError):
-        if exc.code == "rateLimited":
-            return exc.retry_after is not None and exc.retry_after <= MAX_INLINE_RETRY_AFTER
+        if exc.retry_after is not None and exc.retry_after > MAX_INLINE_RETRY_AFTER:
+            return False  # not worth blocking the pass: the backoff in status carries it
+        if _rate_limited(exc):
+            return exc.retry_after is not None
         return exc.code in _TRANSIENT_CODES or exc.http_status >= 500
     return isinstance(exc, acme_errors.NonceError)
+
+
+def _rate_limited(exc: CaResponseError) -> bool:
+    """A rate limit, with or without a problem document (a 429 on HEAD newNonce has none)."""
+    return exc.code == "rateLimited" or exc.http_status == 429
 
 
 _ERRNO_RE = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
@@ -159,7 +166,7 @@ def to_controller_error(exc: BaseException, *, context: str, ca_url: str) -> Con
         )
     if isinstance(exc, CaResponseError):
         where = f"{context}: the CA at {ca_url} answered {exc.describe()}"
-        if exc.code == "rateLimited" or exc.code in _TRANSIENT_CODES or exc.http_status >= 500:
+        if _rate_limited(exc) or exc.code in _TRANSIENT_CODES or exc.http_status >= 500:
             return TemporaryError(where, retry_after=exc.retry_after)
         if exc.code in _CONFIG_CODES:
             return ConfigError(where)

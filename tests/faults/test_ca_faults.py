@@ -350,12 +350,9 @@ async def test_a_short_retry_after_is_waited_out_within_the_same_call(
     assert not store_problems(rig.prefix)
 
 
-# --- known controller bugs (strict xfail: they start failing loudly once fixed) -----------------
+# --- Retry-After beyond the in-call budget, and rate limits without a problem document -----
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "controller bug: acme_network._wait sleeps any Retry-After in place for transient answers "
-    "(5xx, badNonce): a 503 with Retry-After: 3600 blocks the pass for two hours"))
 async def test_a_5xx_with_a_long_retry_after_ends_the_call_and_backs_off(
     rig_factory: Callable[..., Rig], logs: io.StringIO
 ) -> None:
@@ -368,9 +365,6 @@ async def test_a_5xx_with_a_long_retry_after_ends_the_call_and_backs_off(
     assert time.monotonic() - started < 3.5
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "controller bug: acme_errors maps an HTTP 429 without a problem document (a HEAD newNonce "
-    "answer cannot carry one) to PermanentError and drops its Retry-After"))
 async def test_a_bodyless_429_on_new_nonce_keeps_its_retry_after(
     rig_factory: Callable[..., Rig], logs: io.StringIO
 ) -> None:
