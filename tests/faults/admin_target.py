@@ -35,9 +35,10 @@ http {
     server { listen 8444 ssl; server_name b.test; ssl_certificate_management acme; }
 }
 """
-# Folders a valid request may change (delete: certificates/, renew: the status file); everything
-# else, the swap journal included, must be byte-identical after every request.
-STORE_DIRS = (".lego/certificates", ".lego/status")
+# What a valid request may change (delete: certificates/, renew: the status file; any read may
+# refresh the store's parse index); everything else, the swap journal included, must be
+# byte-identical after every request.
+STORE_DIRS = (".lego/certificates", ".lego/status", ".lego/index.json")
 
 ANSWER_TIMEOUT = 5.0  # seconds; a request left unanswered fails the test
 Tree = dict[str, bytes | None]  # relative path -> file bytes, None for a folder
