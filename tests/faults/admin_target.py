@@ -68,6 +68,9 @@ class AdminTarget:
         made = {d: make_cert([d, f"www.{d}"]) for d in STORED}
         for domain, cert in made.items():
             service.app.store.put(domain, cert.issued())
+        # the first read writes the store's parse index: do it now, so that a later refused
+        # request that reads the store (a 404 for an unknown name) finds nothing to write
+        service.app.store.load_all()
         server = TestServer(build_app(service.backend, TOKEN), host="127.0.0.1")
         await server.start_server()
         return cls(root, prefix, service, made, server)
@@ -82,6 +85,7 @@ class AdminTarget:
         for domain, cert in self.made.items():
             if store.get(domain) is None:
                 store.put(domain, cert.issued())
+        store.load_all()  # settle the store's parse index now, not during a later request
 
     def tree(self) -> tuple[Tree, Tree]:
         """(store folders, everything else) under the tmp root."""
