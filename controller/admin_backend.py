@@ -105,8 +105,10 @@ class ControllerBackend:
         if domain not in self._desired_names():
             return False
         cur = self.reconciler.statuses.get(domain) or CertStatus(domain=domain)
+        stored = self.reconciler.gatherer.store.get(domain)
         self.reconciler.update_status(cur.model_copy(update={
-            "force_renew": True, "backoff_until": None, "attempts": 0}))
+            "force_renew": True, "backoff_until": None, "attempts": 0,
+            "force_renew_of": stored.info.fingerprint if stored else None}))
         self.loop.wake()
         return True
 

@@ -90,7 +90,8 @@ def fold(
                 "last_success_at": now,
             }
             if o.action.kind in (ActionKind.ISSUE, ActionKind.RENEW):
-                update.update(force_renew=False, renewal_at=None, applied_fingerprint=None)
+                update.update(force_renew=False, force_renew_of=None, renewal_at=None,
+                              applied_fingerprint=None)
             if o.served_fingerprint is not None:
                 update.update(applied_fingerprint=o.served_fingerprint, applied_at=now)
             out[domain] = cur.model_copy(update=update)
@@ -103,11 +104,13 @@ def fold(
             "backoff_until": now + backoff_delay(attempts, retry_after=o.retry_after),
             "spec_hash": o.action.spec_hash or cur.spec_hash,
         }
-        if o.needs_new_key:
-            update["force_renew"] = True
         if o.stored_fingerprint is not None and o.action.kind is not ActionKind.APPLY:
             # a new pair was stored but could not be applied: it is not what NJet serves
-            update.update(force_renew=False, renewal_at=None, applied_fingerprint=None)
+            update.update(force_renew=False, force_renew_of=None, renewal_at=None,
+                          applied_fingerprint=None)
+        if o.needs_new_key:  # after the reset above: the trap wins
+            update["force_renew"] = True
+            update["force_renew_of"] = o.stored_fingerprint or o.action.expected_fingerprint
         out[domain] = cur.model_copy(update=update)
 
     return out, removed

@@ -219,7 +219,11 @@ def _decide(s: Subject, digest: str) -> Action | None:
     found = first_finding(ISSUE_CHAIN, s)
     if found is not None:
         return act(ActionKind.ISSUE, *found)
-    if s.status is not None and s.status.force_renew:
+    if (
+        s.status is not None
+        and s.status.force_renew
+        and s.status.force_renew_of in (None, s.stored.info.fingerprint if s.stored else None)
+    ):
         return act(ActionKind.RENEW, Reason.FORCED, "renewal requested")
     found = first_finding(RENEW_CHAIN, s)
     if found is not None:

@@ -32,8 +32,12 @@ class CertStatus(BaseModel):
     last_success_at: AwareDatetime | None = None
     # when the name left desired state (for deleteGracePeriod); None while desired
     orphaned_at: AwareDatetime | None = None
-    # an operator asked for a renewal (admin API); cleared by the next successful issuance
+    # an operator asked for a renewal (admin API), or NJet's code-11 trap needs a fresh key;
+    # cleared by the next successful issuance
     force_renew: bool = False
+    # the stored certificate the renewal was asked for: once another one is stored (e.g. the
+    # renewal completed but a crash came before this file was written) it is not repeated
+    force_renew_of: str | None = None
 
 
 BACKOFF_BASE = timedelta(minutes=1)

@@ -139,13 +139,43 @@ def test_a_done_delete_removes_the_status() -> None:
 def test_a_probe_showing_the_stored_cert_served_records_it_as_applied() -> None:
     from controller.model import CertInfo, Observed, ServedCert, StoredCert
 
-    info = CertInfo("a.test", ("a.test",), NOW, NOW + timedelta(days=90), KeyType.EC256, "01",
-                    "ab" * 32, "CN=CA")
-    obs = Observed(stored={"a.test": StoredCert("a.test", info, True)},
-                   served={"a.test": ServedCert("a.test", "127.0.0.1:8443", "ab" * 32)})
+    info = CertInfo(
+        "a.test",
+        ("a.test",),
+        NOW,
+        NOW + timedelta(days=90),
+        KeyType.EC256,
+        "01",
+        "ab" * 32,
+        "CN=CA",
+    )
+    obs = Observed(
+        stored={"a.test": StoredCert("a.test", info, True)},
+        served={"a.test": ServedCert("a.test", "127.0.0.1:8443", "ab" * 32)},
+    )
     st, _ = fold({}, desired=DESIRED, plan=Plan(), outcomes=[], now=NOW, observed=obs)
     assert st["a.test"].applied_fingerprint == "ab" * 32
-    other = Observed(stored=obs.stored,
-                     served={"a.test": ServedCert("a.test", "127.0.0.1:8443", "cd" * 32)})
+    other = Observed(
+        stored=obs.stored, served={"a.test": ServedCert("a.test", "127.0.0.1:8443", "cd" * 32)}
+    )
     st2, _ = fold({}, desired=DESIRED, plan=Plan(), outcomes=[], now=NOW, observed=other)
     assert st2["a.test"].applied_fingerprint is None
+
+
+def test_a_renewed_cert_caught_in_the_code_11_trap_still_asks_for_a_fresh_key() -> None:
+    st, _ = fold(
+        {},
+        desired=DESIRED,
+        plan=Plan(),
+        outcomes=[
+            Outcome(
+                issue(ActionKind.RENEW),
+                ok=False,
+                error="repeated",
+                stored_fingerprint="ab",
+                needs_new_key=True,
+            )
+        ],
+        now=NOW,
+    )
+    assert st["a.test"].force_renew is True and st["a.test"].force_renew_of == "ab"

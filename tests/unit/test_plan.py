@@ -275,3 +275,12 @@ def test_plan_is_deterministic() -> None:
         "a.test",
         "b.test",
     ]
+
+
+def test_a_forced_renewal_is_not_repeated_once_another_cert_is_stored() -> None:
+    st = {"a.test": CertStatus(domain="a.test", force_renew=True, force_renew_of="0" * 64)}
+    p = plan(desired(spec("a.test")), observed(stored("a.test")), st, NOW, STORE_ONLY)
+    assert p.in_sync  # the renewal completed; only the status write was lost
+    st = {"a.test": CertStatus(domain="a.test", force_renew=True, force_renew_of="f" * 64)}
+    a = only(plan(desired(spec("a.test")), observed(stored("a.test")), st, NOW, STORE_ONLY).actions)
+    assert a.reason is Reason.FORCED  # type: ignore[attr-defined]
