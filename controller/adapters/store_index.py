@@ -24,7 +24,7 @@ from controller.model import CertInfo, KeyType, StoredCert
 
 log = logging.getLogger(__name__)
 
-VERSION = 1
+VERSION = 2
 
 Ident = tuple[int, int, int]
 PairIdent = tuple[Ident, Ident | None, Ident | None]  # .crt, .key, .json
@@ -44,33 +44,30 @@ def _ident(raw: Any) -> Ident | None:
     return None if raw is None else (int(raw[0]), int(raw[1]), int(raw[2]))
 
 
-def _encode(p: Parsed) -> dict[str, Any]:
-    doc: dict[str, Any] = {"ident": list(p.ident), "domain": p.domain, "problem": p.problem}
+def _encode(p: Parsed) -> list[Any]:
+    """A compact list (an index of 10,000 pairs is read at every start)."""
+    stored = None
     if p.stored is not None:
         i = p.stored.info
-        doc["stored"] = {
-            "cn": i.common_name, "names": list(i.names), "nb": i.not_before.isoformat(),
-            "na": i.not_after.isoformat(), "kt": i.key_type.value if i.key_type else None,
-            "serial": i.serial, "fp": i.fingerprint, "issuer": i.issuer,
-            "km": p.stored.key_matches, "url": p.stored.cert_url,
-        }
-    return doc
+        stored = [i.common_name, list(i.names), i.not_before.isoformat(),
+                  i.not_after.isoformat(), i.key_type.value if i.key_type else None, i.serial,
+                  i.fingerprint, i.issuer, p.stored.key_matches, p.stored.cert_url]
+    return [list(p.ident), p.domain, p.problem, stored]
 
 
-def _decode(doc: dict[str, Any]) -> Parsed:
-    crt, key, res = doc["ident"]
+def _decode(doc: list[Any]) -> Parsed:
+    (crt, key, res), domain, problem, s = doc
     ident: PairIdent = (_ident(crt) or (0, 0, 0), _ident(key), _ident(res))
     stored = None
-    if (s := doc.get("stored")) is not None:
+    if s is not None:
+        cn, names, nb, na, kt, serial, fp, issuer, km, url = s
         info = CertInfo(
-            common_name=s["cn"], names=tuple(s["names"]),
-            not_before=datetime.fromisoformat(s["nb"]), not_after=datetime.fromisoformat(s["na"]),
-            key_type=KeyType(s["kt"]) if s["kt"] else None, serial=s["serial"],
-            fingerprint=s["fp"], issuer=s["issuer"],
+            common_name=cn, names=tuple(names), not_before=datetime.fromisoformat(nb),
+            not_after=datetime.fromisoformat(na), key_type=KeyType(kt) if kt else None,
+            serial=serial, fingerprint=fp, issuer=issuer,
         )
-        stored = StoredCert(domain=doc["domain"], info=info, key_matches=bool(s["km"]),
-                            cert_url=s["url"])
-    return Parsed(ident=ident, domain=doc["domain"], stored=stored, problem=doc["problem"])
+        stored = StoredCert(domain=domain, info=info, key_matches=bool(km), cert_url=url)
+    return Parsed(ident=ident, domain=domain, stored=stored, problem=problem)
 
 
 def load_index(path: Path) -> dict[str, Parsed]:
@@ -82,7 +79,7 @@ def load_index(path: Path) -> dict[str, Parsed]:
         return {stem: _decode(entry) for stem, entry in doc["entries"].items()}
     except FileNotFoundError:
         return {}
-    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
         log.warning("store index %s ignored: %s", path, exc)
         return {}
 

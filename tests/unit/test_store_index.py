@@ -57,7 +57,7 @@ def test_a_changed_pair_is_parsed_again(tmp_path: Path, monkeypatch: pytest.Monk
 
 
 @pytest.mark.parametrize("content", [b"", b"{not json", b'{"version": 99, "entries": {}}',
-                                     b'{"version": 1, "entries": {"a.test": {"ident": 3}}}'])
+                                     b'{"version": 2, "entries": {"a.test": [3]}}'])
 def test_an_unusable_index_is_ignored(tmp_path: Path, content: bytes) -> None:
     paths = filled(tmp_path, ["a.test"])
     paths.index.write_bytes(content)
