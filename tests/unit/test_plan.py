@@ -284,3 +284,15 @@ def test_a_forced_renewal_is_not_repeated_once_another_cert_is_stored() -> None:
     st = {"a.test": CertStatus(domain="a.test", force_renew=True, force_renew_of="f" * 64)}
     a = only(plan(desired(spec("a.test")), observed(stored("a.test")), st, NOW, STORE_ONLY).actions)
     assert a.reason is Reason.FORCED  # type: ignore[attr-defined]
+
+
+def test_a_key_type_other_than_the_bootstrap_one_is_warned_about() -> None:
+    obs = observed(stored("a.test", key_type=KeyType.EC256),
+                   bootstrap_key_types={"a.test": KeyType.RSA2048},
+                   njet_targets={"a.test": (NjetTarget(("127.0.0.1:8443",), ("a.test",)),)})
+    st = {"a.test": CertStatus(domain="a.test", applied_fingerprint="f" * 64)}
+    p = plan(desired(spec("a.test", key_type=KeyType.EC256)), obs, st, NOW, WITH_NJET)
+    assert p.actions == ()
+    assert any("RSA-only clients keep the old cert" in n for n in p.notes)
+    same = plan(desired(spec("a.test", key_type=KeyType.RSA4096)), obs, st, NOW, WITH_NJET)
+    assert not any("RSA-only" in n for n in same.notes)
