@@ -106,7 +106,7 @@ class ControllerBackend:
             return False
         cur = self.reconciler.statuses.get(domain) or CertStatus(domain=domain)
         stored = self.reconciler.gatherer.store.get(domain)
-        self.reconciler.update_status(cur.model_copy(update={
+        self.reconciler.update_status(cur.evolve(**{
             "force_renew": True, "backoff_until": None, "attempts": 0,
             "force_renew_of": stored.info.fingerprint if stored else None}))
         self.loop.wake()

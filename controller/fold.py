@@ -52,7 +52,7 @@ def fold(
         if cur is None:
             out[domain] = CertStatus(domain=domain)
         elif cur.orphaned_at is not None:
-            out[domain] = cur.model_copy(update={"orphaned_at": None})
+            out[domain] = cur.evolve(orphaned_at=None)
 
     # a probe that shows the stored cert served is as good as a verified apply (e.g. after a
     # crash between the apply and the status write)
@@ -63,13 +63,13 @@ def fold(
             if (stored is not None and cur is not None and served.fingerprint is not None
                     and served.fingerprint == stored.info.fingerprint
                     and cur.applied_fingerprint != served.fingerprint):
-                out[domain] = cur.model_copy(update={"applied_fingerprint": served.fingerprint,
-                                                     "applied_at": now})
+                out[domain] = cur.evolve(applied_fingerprint=served.fingerprint,
+                                                  applied_at=now)
 
     for item in plan.scheduled:
         cur = out.get(item.domain)
         if item.reason is Reason.ORPHAN_GRACE and cur is not None and cur.orphaned_at is None:
-            out[item.domain] = cur.model_copy(update={"orphaned_at": now})
+            out[item.domain] = cur.evolve(orphaned_at=now)
 
     for o in outcomes:
         if o.skipped:
@@ -94,7 +94,7 @@ def fold(
                               applied_fingerprint=None)
             if o.served_fingerprint is not None:
                 update.update(applied_fingerprint=o.served_fingerprint, applied_at=now)
-            out[domain] = cur.model_copy(update=update)
+            out[domain] = cur.evolve(**update)
             continue
         attempts = cur.attempts + 1 if cur.spec_hash in (None, o.action.spec_hash) else 1
         update = {
@@ -111,6 +111,6 @@ def fold(
         if o.needs_new_key:  # after the reset above: the trap wins
             update["force_renew"] = True
             update["force_renew_of"] = o.stored_fingerprint or o.action.expected_fingerprint
-        out[domain] = cur.model_copy(update=update)
+        out[domain] = cur.evolve(**update)
 
     return out, removed

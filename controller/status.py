@@ -7,13 +7,17 @@ after each pass and saves the result.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict
+from pydantic import AwareDatetime, TypeAdapter
 
 
-class CertStatus(BaseModel):
-    model_config = ConfigDict(frozen=True)
+@dataclass(frozen=True, slots=True)
+class CertStatus:
+    """One certificate's status. A slotted dataclass in memory (10,000 of them stay small);
+    validated by pydantic only where it crosses the disk boundary (status_from_json)."""
 
     domain: str
     # consecutive failed attempts of the current spec; 0 after a success
@@ -38,6 +42,26 @@ class CertStatus(BaseModel):
     # the stored certificate the renewal was asked for: once another one is stored (e.g. the
     # renewal completed but a crash came before this file was written) it is not repeated
     force_renew_of: str | None = None
+
+    def evolve(self, **changes: Any) -> CertStatus:
+        """A copy with `changes` applied."""
+        return replace(self, **changes)
+
+
+_ADAPTER: TypeAdapter[CertStatus] = TypeAdapter(CertStatus)
+
+
+def status_from_json(data: bytes) -> CertStatus:
+    """Parse and validate a status file (raises pydantic.ValidationError on bad content)."""
+    return _ADAPTER.validate_json(data)
+
+
+def status_to_json(status: CertStatus) -> bytes:
+    return _ADAPTER.dump_json(status, indent=2)
+
+
+def status_json_schema() -> dict[str, Any]:
+    return _ADAPTER.json_schema()
 
 
 BACKOFF_BASE = timedelta(minutes=1)

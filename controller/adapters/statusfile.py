@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from controller.adapters import fsutil
 from controller.errors import ConfigError, StoreError
 from controller.paths import StorePaths, safe_file_name
-from controller.status import CertStatus
+from controller.status import CertStatus, status_from_json, status_to_json
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +103,7 @@ class StatusFiles:
             raise StoreError(f"cannot save the status of {status.domain!r}: {exc}") from None
         try:
             fsutil.make_dirs(self.paths.status, mode=DIR_MODE)
-            fsutil.atomic_write(path, status.model_dump_json(indent=2).encode(), mode=FILE_MODE)
+            fsutil.atomic_write(path, status_to_json(status), mode=FILE_MODE)
         except OSError as exc:
             raise fsutil.store_error("write", Path(exc.filename or path), exc) from None
 
@@ -121,7 +121,7 @@ class StatusFiles:
 
 def _parse(path: Path, file_name: str) -> CertStatus | None:
     try:
-        status = CertStatus.model_validate_json(path.read_bytes())
+        status = status_from_json(path.read_bytes())
     except FileNotFoundError:
         return None
     except OSError as exc:

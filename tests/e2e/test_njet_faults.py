@@ -107,7 +107,7 @@ async def test_a_renewed_cert_that_is_not_served_gets_a_fresh_key_not_a_hot_loop
         first_fp = stored_fp(prefix)
         sim.set_fault(not_served=-1)  # every add "succeeds" and is not served
         cur = app.reconciler.statuses["a.test"]
-        app.reconciler.update_status(cur.model_copy(update={"force_renew": True}))
+        app.reconciler.update_status(cur.evolve(**{"force_renew": True}))
         result = await app.reconciler.converge()
         assert not result.plan.in_sync
         passes = app.reconciler.passes_run

@@ -107,7 +107,7 @@ class Rig:
     def ask_renewal(self, app: App) -> None:
         cur = app.reconciler.statuses.get(DOMAIN)
         if cur is not None:
-            app.reconciler.update_status(cur.model_copy(update={"force_renew": True}))
+            app.reconciler.update_status(cur.evolve(**{"force_renew": True}))
 
     async def close(self) -> None:
         for app in self.apps:

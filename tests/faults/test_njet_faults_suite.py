@@ -292,7 +292,7 @@ async def trial(rig: Rig, case: Case) -> tuple[list[str], bool, bool]:
     app = rig.app()
     if case.renew:
         current = app.reconciler.statuses[DOMAIN]
-        app.reconciler.update_status(current.model_copy(update={"force_renew": True}))
+        app.reconciler.update_status(current.evolve(**{"force_renew": True}))
     await case.inject(rig, app)
     try:
         result = await app.reconciler.converge()

@@ -41,7 +41,7 @@ def a_status(domain: str = "a.test", **changes: object) -> CertStatus:
         spec_hash="abc123",
         renewal_at=NOW + timedelta(days=60),
     )
-    return base.model_copy(update=changes)
+    return base.evolve(**changes)
 
 
 def test_a_saved_status_loads_back_equal(files: StatusFiles, paths: StorePaths) -> None:
