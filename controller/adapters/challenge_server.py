@@ -85,6 +85,14 @@ class SharedListener:
             if self._users == 0:
                 await self._stop()
 
+    async def release_quietly(self) -> None:
+        """release() for a solver's cleanup, which must never raise: failures are logged."""
+        try:
+            await self.release()
+        except Exception as exc:
+            log_event(f"closing the {self._purpose} failed", level=logging.ERROR,
+                      error=repr(exc))
+
     async def close(self) -> None:
         async with self._lock:
             self._users = 0

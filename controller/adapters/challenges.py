@@ -92,13 +92,7 @@ class LocalHttp01Solver:
     async def cleanup(self, domain: str, token: str, key_authorization: str) -> None:
         if self._tokens.get(token) == key_authorization:
             del self._tokens[token]
-        try:
-            await self._listener.release()
-        except Exception as exc:  # cleanup never raises
-            log_event(
-                "closing the http-01 challenge server failed", level=logging.ERROR,
-                error=repr(exc),
-            )
+        await self._listener.release_quietly()
 
     async def close(self) -> None:
         self._tokens.clear()

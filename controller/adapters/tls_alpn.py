@@ -158,13 +158,7 @@ class LocalTlsAlpn01Solver:
 
     async def cleanup(self, domain: str, token: str, key_authorization: str) -> None:
         self._drop(_normalize(domain), key_authorization)
-        try:
-            await self._listener.release()
-        except Exception as exc:  # cleanup never raises
-            log_event(
-                "closing the tls-alpn-01 challenge server failed", level=logging.ERROR,
-                error=repr(exc),
-            )
+        await self._listener.release_quietly()
 
     async def close(self) -> None:
         self._contexts.clear()

@@ -14,6 +14,8 @@ test_njet_faults_suite.
 - `managed_blocks(names)` / `block(name, port)`: njet.conf text with one managed TLS server per
   name (`<name>.test www.<name>.test`, EC bootstrap `certs/boot-<name>.*`); `boot_pairs(names)`.
 - `pebble_intermediate(pebble)` / `issued_by(cert_der, intermediate)`: "a cert Pebble issued".
+- `clocked_app(prefix, now, apps)`: a fresh App (what a new `reconcile` process builds) on an
+  injected clock, remembered in `apps` so the caller can close it.
 """
 
 from __future__ import annotations
@@ -26,8 +28,9 @@ import socket
 import ssl
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +38,9 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 
+from controller.app import App
 from controller.certinfo import fingerprint_der, fingerprint_pem, key_matches_cert
+from controller.config import load_config
 from tests.fixtures.njetsim import NjetSim, ec_cert, layout
 
 CONFIG = "conf/cert-manager.toml"
@@ -250,3 +255,11 @@ def leaked_private_key(text: str) -> bool:
     """Key material in output, or a log line the controller's own filter had to suppress."""
     return ("PRIVATE KEY" in text or "certificateKey" in text
             or "suppressed: it contained private key" in text)
+
+
+def clocked_app(prefix: Path, now: Callable[[], datetime], apps: list[App]) -> App:
+    """A fresh App on the prefix's config with `now` as its clock, appended to `apps`."""
+    app = App(load_config(prefix / CONFIG, prefix=prefix))
+    app.reconciler.clock = now
+    apps.append(app)
+    return app

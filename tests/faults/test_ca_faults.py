@@ -28,11 +28,10 @@ import pytest
 
 from controller.app import App
 from controller.certinfo import fingerprint_pem
-from controller.config import load_config
 from controller.logs import setup_logging
 from tests.e2e.harness import render_toml, store_only_toml
 from tests.faults import summary
-from tests.faults.helpers import CONFIG, leaked_private_key, run_cli, store_problems
+from tests.faults.helpers import CONFIG, clocked_app, leaked_private_key, run_cli, store_problems
 
 pytestmark = pytest.mark.pebble
 
@@ -90,10 +89,7 @@ class Rig:
 
     def app(self) -> App:
         """A fresh App (what a new `reconcile` process builds), on this rig's clock."""
-        app = App(load_config(self.prefix / CONFIG, prefix=self.prefix))
-        app.reconciler.clock = self.now
-        self.apps.append(app)
-        return app
+        return clocked_app(self.prefix, self.now, self.apps)
 
     def status(self) -> Any:
         return self.app().status_files.load(DOMAIN)

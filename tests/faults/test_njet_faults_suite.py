@@ -42,7 +42,6 @@ from cryptography import x509
 
 from controller.app import App
 from controller.certinfo import fingerprint_pem
-from controller.config import load_config
 from controller.logs import setup_logging
 from controller.reconcile import PassResult
 from tests.e2e.harness import render_toml
@@ -51,6 +50,7 @@ from tests.faults.helpers import (
     CONFIG,
     block,
     boot_pairs,
+    clocked_app,
     issued_by,
     leaked_private_key,
     managed_blocks,
@@ -87,10 +87,7 @@ class Rig:
         return datetime.now(UTC) + self.offset
 
     def app(self) -> App:
-        app = App(load_config(self.prefix / CONFIG, prefix=self.prefix))
-        app.reconciler.clock = self.now
-        self.apps.append(app)
-        return app
+        return clocked_app(self.prefix, self.now, self.apps)
 
     def after_backoff(self) -> None:
         st = self.app().status_files.load(DOMAIN)
