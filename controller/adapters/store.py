@@ -45,6 +45,7 @@ from controller.adapters.store_index import Ident, Parsed, load_index, save_inde
 from controller.adapters.store_journal import FILE_SLOTS, Journal, JournalRecord
 from controller.certinfo import key_matches_cert, read_cert_info, split_pem_chain
 from controller.errors import ConfigError, StoreError
+from controller.gcpause import gc_paused
 from controller.model import IssuedCert, StoredCert
 from controller.paths import StorePaths, safe_file_name, validate_domain
 
@@ -166,7 +167,8 @@ class LegoStore:
             ):
                 return dict(snap.usable), dict(snap.problems)
             started_ns, verified_at = time.time_ns(), time.monotonic()
-            usable, problems = self._scan(directory)
+            with gc_paused():
+                usable, problems = self._scan(directory)
             # A folder changed within the last second may change again within the same clock
             # tick without a visible change of its ctime, so only a quiet folder is trusted.
             settled = st.st_ctime_ns < started_ns - SETTLE_NS
