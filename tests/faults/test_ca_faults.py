@@ -118,6 +118,8 @@ async def rig_factory(
     made: list[Rig] = []
 
     def make(**pebble_options: Any) -> Rig:
+        # the tests count requests exactly: no nonce rejections unless a test asks for them
+        pebble_options.setdefault("nonce_reject_percent", 0)
         pebble = pebble_factory(**pebble_options)
         state = pebble.state_dir
         proxy = FaultProxy(pebble.listen_port, cert=state / "server.pem",
