@@ -60,9 +60,9 @@ def start_pebble(state_dir: Path) -> Any:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    from tests.fixtures.pebble import free_tcp_port
+
+    return free_tcp_port(host)
 
 
 def port_is_free(port: int, host: str = "127.0.0.1") -> bool:

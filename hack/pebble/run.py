@@ -26,6 +26,7 @@ import argparse
 import importlib.util
 import json
 import os
+import random
 import shutil
 import signal
 import socket
@@ -61,9 +62,30 @@ def _sibling(name: str) -> ModuleType:
     return module
 
 
-def free_tcp_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on right now (bind to 0, read it, close)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+# Test ports come from below Linux's ephemeral range (32768-60999): a port found free there
+# cannot be taken by some outgoing connection between this check and the server's own bind,
+# which "bind to port 0, close, reuse" suffers from when several test workers run at once.
+_PORT_LOW, _PORT_HIGH = 20000, 32700
+_ports = random.Random()
+
+
+def _bindable(host: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_tcp_port(host: str = "127.0.0.1", *, also: tuple[str, ...] = ()) -> int:
+    """A port nobody listens on right now on `host` (and on every address in `also`)."""
+    for _ in range(500):
+        port = _ports.randrange(_PORT_LOW, _PORT_HIGH)
+        if all(_bindable(h, port) for h in (host, *also)):
+            return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # a crowded range: any port
         s.bind((host, 0))
         return int(s.getsockname()[1])
 

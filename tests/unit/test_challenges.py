@@ -24,6 +24,7 @@ from controller.adapters.challenges import (
 )
 from controller.adapters.tls_alpn import TLSALPN01
 from controller.errors import ConfigError, TemporaryError
+from tests.fixtures.pebble import free_tcp_port
 
 ACME_IDENTIFIER = ObjectIdentifier("1.3.6.1.5.5.7.1.31")
 TOKEN = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA"
@@ -31,9 +32,7 @@ KEY_AUTH = TOKEN + ".9jg46WB3rR_AHD-EBXdN7cBkH1WOu0tA3M9fm21mqTI"
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_tcp_port()
 
 
 async def http_get(port: int, path: str, *, host: str, method: str = "GET") -> tuple[int, bytes]:
