@@ -11,14 +11,11 @@ tests/faults/admin_target.py.
 from __future__ import annotations
 
 import tomllib
-from pathlib import Path
 from typing import Any
 
 from hypothesis import strategies as st
 
 from controller.njetconf import ConfSyntaxError
-
-CONTRACT = Path("/work/shared/njet-contract")
 
 # The contract's njet.conf (shared/njet-contract/njet.conf), copied so the test needs no file.
 CONTRACT_CONF = """\

@@ -13,7 +13,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from tests.faults.badinput import CONTRACT
+from tests.contract import CONTRACT
 
 
 def _recorded_payloads() -> list[bytes]:
