@@ -10,4 +10,4 @@ echo "== mypy"; mypy
 # Most tests wait on subprocesses, handshakes and brokers rather than the CPU: four workers
 # keep two cores busy. NJCM_TEST_WORKERS=0 runs everything in one process.
 workers=${NJCM_TEST_WORKERS:-4}
-echo "== pytest"; pytest -q -p no:cacheprovider -n "$workers" "$@"
+echo "== pytest"; pytest -q -rs -p no:cacheprovider -n "$workers" "$@"
