@@ -30,6 +30,7 @@ from controller.events import (
 )
 from controller.logs import log_event
 from controller.metrics import ControllerMetrics
+from controller.model import Source
 from controller.reconcile import Loop
 
 SRV_TOPICS = "/ins/srv/#"
@@ -58,7 +59,7 @@ class Service:
             static = self.app.reconciler.desired(keep_last_good=True).specs
         except ControllerError:
             static = {}
-        static_names = {frozenset(s.names) for s in static.values() if s.source == "njet.conf"}
+        static_names = {frozenset(s.names) for s in static.values() if s.source is Source.CONF}
         runtime_domains = tuple(
             d for d in event.domains
             if event.action is EventAction.DELETE
