@@ -22,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from controller.errors import ConfigError
+from controller.gcpause import gc_paused
 from controller.model import CertificateSpec, Desired, KeyType, NameWarning, Source
 from controller.njetconf import Directive, ServerBlock, http_servers, parse_file
 from controller.paths import validate_domain
@@ -165,9 +166,10 @@ def load_desired_and_files(
 ) -> tuple[Desired, frozenset[str]]:
     """load_desired, plus every file the parse read (njet.conf and its includes)."""
     conf_dir = Path(os.path.abspath(conf_path)).parent
-    directives = parse_file(conf_path)
-    servers = http_servers(directives, conf_dir=conf_dir)
-    return desired_from_servers(servers, key_type=key_type), conf_files(directives)
+    with gc_paused():
+        directives = parse_file(conf_path)
+        servers = http_servers(directives, conf_dir=conf_dir)
+        return desired_from_servers(servers, key_type=key_type), conf_files(directives)
 
 
 def conf_files(directives: Iterable[Directive]) -> frozenset[str]:

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Protocol
 
 from controller.desired import load_desired_and_files, merge_desired
-from controller.gcpause import gc_paused
 from controller.model import CertificateSpec, Desired, KeyType
 
 
@@ -64,8 +63,7 @@ class DesiredSource:
             and _signature(self._watched()) == self._signature
         ):
             return self._value
-        with gc_paused():
-            base, files = load_desired_and_files(self.conf_path, key_type=self.key_type)
+        base, files = load_desired_and_files(self.conf_path, key_type=self.key_type)
         self.parses += 1
         extra = self.runtime.load()
         value = merge_desired(base, extra) if extra else base
