@@ -134,7 +134,7 @@ class App:
             log_event("could not check for left-over challenge locations",
                       level=logging.WARNING, error=str(exc))
 
-    def load_desired(self, *, fresh: bool = True) -> Desired:
+    def load_desired(self, *, fresh: bool = False) -> Desired:
         return self.desired_source.load(fresh=fresh)
 
     @property

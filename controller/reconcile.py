@@ -84,8 +84,11 @@ class Reconciler:
         self.statuses[status.domain] = status
         self.status_store.save(status)
 
-    def desired(self, *, keep_last_good: bool = False, fresh: bool = True) -> Desired:
-        """Load desired state; with keep_last_good a broken njet.conf keeps the previous one."""
+    def desired(self, *, keep_last_good: bool = False, fresh: bool = False) -> Desired:
+        """Load desired state; with keep_last_good a broken njet.conf keeps the previous one.
+
+        Re-parsed only when one of its files changed, unless `fresh` (probing passes).
+        """
         try:
             d = self.load_desired(fresh=fresh)
         except ConfigError as exc:

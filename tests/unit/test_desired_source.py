@@ -71,3 +71,19 @@ def test_fresh_always_parses(tmp_path: Path) -> None:
     src.load()
     src.load(fresh=True)
     assert src.parses == 2
+
+
+def test_lookups_between_passes_reuse_the_parsed_conf(tmp_path: Path) -> None:
+    """Events and admin requests ask for desired state often; they must not re-parse."""
+    from datetime import timedelta
+
+    from controller.policy import PolicySettings
+    from controller.reconcile import Reconciler
+
+    src, _, _ = setup(tmp_path)
+    rec = Reconciler(settings=PolicySettings(delete_grace=timedelta(0)),
+                     load_desired=src.load, gatherer=None, executor=None,  # type: ignore[arg-type]
+                     status_store=None)  # type: ignore[arg-type]
+    for _ in range(5):
+        rec.desired(keep_last_good=True)
+    assert src.parses == 1
