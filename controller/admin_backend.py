@@ -68,9 +68,13 @@ class ControllerBackend:
         except Exception:
             return set()
 
-    async def list_certs(self) -> list[CertView]:
-        store = self.reconciler.gatherer.store
-        stored, problems = store.load_all()
+    def _views(self, only: str | None = None) -> list[CertView]:
+        """Views of every stored (or unusable) certificate, or of `only` that one."""
+        stored, problems = self.reconciler.gatherer.store.load_all()
+        domains = sorted(set(stored) | set(problems))
+        if only is not None:
+            domains = [d for d in domains if d == only]
+            stored = {d: stored[d] for d in domains if d in stored}
         wanted = self._desired_names()
         statuses = self.reconciler.statuses
         renewals = next_renewal(Observed(stored=stored), statuses, self.reconciler.settings)
@@ -78,14 +82,15 @@ class ControllerBackend:
         return [
             cert_view(d, stored.get(d), statuses.get(d), desired=d in wanted,
                       problem=problems.get(d), renewal_at=renewals.get(d), now=now)
-            for d in sorted(set(stored) | set(problems))
+            for d in domains
         ]
 
+    async def list_certs(self) -> list[CertView]:
+        return self._views()
+
     async def get_cert(self, domain: str) -> CertView | None:
-        for view in await self.list_certs():
-            if view.domain == domain:
-                return view
-        return None
+        views = self._views(only=domain)
+        return views[0] if views else None
 
     async def delete_cert(self, domain: str) -> DeleteResult:
         deleted = self.reconciler.gatherer.store.delete(domain)
