@@ -63,17 +63,6 @@ class NjetProxyHttp01Solver:
     def addr_port(self) -> str:
         return listen_string(self.listen_ip, self.port)
 
-    async def _server_name_for(self, domain: str) -> str:
-        servers = await self.njet.http_log()
-        server = challenge_server(domain, self.addr_port, servers)
-        if server is None:
-            raise PermanentError(
-                f"http-01 via NJet: no server for {domain} listens on {self.addr_port}; add "
-                f"`server {{ listen {self.addr_port}; server_name {domain}; }}` to njet.conf "
-                "and reload NJet (the challenge location itself is added automatically)"
-            )
-        return domain
-
     async def present(self, domain: str, token: str, key_authorization: str) -> None:
         await self.local.present(domain, token, key_authorization)
         try:
@@ -100,19 +89,21 @@ class NjetProxyHttp01Solver:
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             if self._users.get(key, 0) == 0:
-                name = await self._server_name_for(domain)
                 try:
-                    await self.njet.add_location(addr_port=self.addr_port, server_name=name,
+                    await self.njet.add_location(addr_port=self.addr_port, server_name=domain,
                                                  proxy_pass=upstream_url(self.upstream_address))
                 except NjetLocationExists:
                     if not await self._location_present(domain):
                         raise
                     log_event("challenge location already present; reusing it",
                               level=logging.DEBUG, domain=domain, listen=self.addr_port)
-                except NjetNoServerForLocation as exc:
+                except NjetNoServerForLocation:
+                    # NJet looks the block up by exact listen + name, with no default server
                     raise PermanentError(
-                        f"http-01 via NJet: {exc}; add a server block for {domain} listening "
-                        f"on {self.addr_port}"
+                        f"http-01 via NJet: no server for {domain} listens on {self.addr_port};"
+                        f" add `server {{ listen {self.addr_port}; server_name {domain}; }}` to"
+                        " njet.conf and reload NJet (the challenge location itself is added"
+                        " automatically)"
                     ) from None
                 log_event("challenge location added", domain=domain, listen=self.addr_port)
             self._users[key] = self._users.get(key, 0) + 1
