@@ -109,11 +109,10 @@ class Gatherer:
     ) -> dict[str, ServedCert]:
         assert self.prober is not None
         prober = self.prober
-        obs_for_types = Observed(stored={}, bootstrap_key_types=bootstrap)
 
         async def one(domain: str, blocks: tuple[NjetTarget, ...]) -> ServedCert:
             spec = desired.specs[domain]
-            kind = wanted_key_type(spec, obs_for_types, self.settings).njet_cert_type
+            kind = wanted_key_type(spec, bootstrap, self.settings).njet_cert_type
             results = await asyncio.gather(
                 *(prober(t.listens[0], spec.names[0], kind, self.probe_timeout) for t in blocks)
             )

@@ -87,10 +87,13 @@ def spec_hash(spec: CertificateSpec, key_type: KeyType) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def wanted_key_type(spec: CertificateSpec, observed: Observed, settings: PolicySettings) -> KeyType:
+def wanted_key_type(
+    spec: CertificateSpec, bootstrap: Mapping[str, KeyType], settings: PolicySettings
+) -> KeyType:
+    """keyType when configured, else the block's bootstrap cert type, else the default."""
     if spec.key_type is not None:
         return spec.key_type
-    return observed.bootstrap_key_types.get(spec.domain, settings.default_key_type)
+    return bootstrap.get(spec.domain, settings.default_key_type)
 
 
 def plan(
@@ -111,7 +114,7 @@ def plan(
     for domain in sorted(desired.specs):
         spec = desired.specs[domain]
         status = statuses.get(domain)
-        key_type = wanted_key_type(spec, observed, settings)
+        key_type = wanted_key_type(spec, observed.bootstrap_key_types, settings)
         digest = spec_hash(spec, key_type)
         stored = observed.stored.get(domain)
         target_known = domain in observed.njet_targets
