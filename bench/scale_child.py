@@ -46,7 +46,7 @@ def top_allocations(snapshot: tracemalloc.Snapshot, top: int = 12) -> list[str]:
 
 async def measure(prefix: Path, noop_runs: int, profiler: cProfile.Profile | None,
                   *, trace: bool = False) -> dict[str, Any]:
-    from controller.adapters.store import LegoStore
+    from controller.adapters.store.lego import LegoStore
     from controller.app import App
     from controller.config import load_config
     from controller.desired import load_desired

@@ -1,4 +1,4 @@
-"""The controller's side of the admin API (adapters/admin.py's AdminBackend) and metrics feed.
+"""The controller's side of the admin API (adapters/admin/server.py) and metrics feed.
 
 Built by service.py. Reads through the reconciler (store, status, desired), changes state only
 through the store and status, and wakes the loop; it never reconciles inline.
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from controller.adapters.admin import CertView, DeleteResult
+from controller.adapters.admin.server import CertView, DeleteResult
 from controller.fold import Outcome
 from controller.metrics import ControllerMetrics
 from controller.model import Observed, StoredCert

@@ -12,9 +12,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from controller.adapters.runtime_store import RuntimeStore
-from controller.adapters.statusfile import StatusFiles
-from controller.adapters.store import LegoStore
+from controller.adapters.store.lego import LegoStore
+from controller.adapters.store.runtime import RuntimeStore
+from controller.adapters.store.statusfile import StatusFiles
 from controller.config import Config
 from controller.desired_source import DesiredSource
 from controller.errors import ControllerError
@@ -28,12 +28,12 @@ from controller.ports import Issuer
 from controller.reconcile import Reconciler
 
 if TYPE_CHECKING:
-    from controller.adapters.challenges import ChallengeSolver
-    from controller.adapters.njet_api import NjetClient
+    from controller.adapters.challenges.solvers import ChallengeSolver
+    from controller.adapters.njet.api import NjetClient
 
 
 async def tls_probe(listen: str, sni: str, kind: str, timeout: float) -> ProbeOutcome:  # noqa: ASYNC109
-    from controller.adapters.probe import probe
+    from controller.adapters.njet.probe import probe
 
     return await probe(listen, sni, key_kind=kind, timeout=timeout)  # type: ignore[arg-type]
 
@@ -48,13 +48,13 @@ def policy_settings(config: Config) -> PolicySettings:
 
 
 def build_solver(config: Config, njet: NjetClient | None) -> ChallengeSolver:
-    from controller.adapters.challenges import LocalHttp01Solver, LocalTlsAlpn01Solver
+    from controller.adapters.challenges.solvers import LocalHttp01Solver, LocalTlsAlpn01Solver
 
     if config.acme.challengeType is ChallengeType.TLS:
         return LocalTlsAlpn01Solver(config.acme.tlsChallengeServerAddress)
     local = LocalHttp01Solver(config.acme.httpChallengeServerAddress)
     if config.acme.proxyHttpChallengeServerIp and njet is not None:
-        from controller.adapters.njet_challenge import NjetProxyHttp01Solver
+        from controller.adapters.challenges.njet_http01 import NjetProxyHttp01Solver
 
         return NjetProxyHttp01Solver(
             local,
@@ -88,7 +88,7 @@ class App:
         self.desired_source = DesiredSource(cfg.conf_path, cfg.acme.keyType, self.runtime)
         repeated: type[BaseException] | None = None
         if not cfg.store_only:
-            from controller.adapters.njet_api import NjetClient, NjetRepeated
+            from controller.adapters.njet.api import NjetClient, NjetRepeated
 
             self.njet = NjetClient(cfg.njet.apiAddress,
                                    timeout=cfg.controller.probeTimeout.total_seconds())
@@ -145,7 +145,7 @@ class App:
 
     async def issuer(self) -> Issuer:
         if self._issuer is None:
-            from controller.adapters.acme_client import AcmeIssuer
+            from controller.adapters.acme.client import AcmeIssuer
 
             self._issuer = AcmeIssuer.from_config(self.config, self.paths, self.solver)
         return self._issuer

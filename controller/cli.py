@@ -127,7 +127,7 @@ async def cmd_diff(app: object, output: str) -> int:
 
 
 async def cmd_reconcile(app: object) -> int:
-    from controller.adapters.lock import StoreLock
+    from controller.adapters.store.lock import StoreLock
     from controller.app import App
 
     assert isinstance(app, App)

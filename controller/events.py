@@ -7,7 +7,7 @@ Two payload kinds (see njet-contract README §5–§7):
 - retained `/ins/srv/s_<crc>`: the `POST /api/v1/dyn_srv` body of a dynamic server
   (→ `parse_srv_record`); the `server_body` text says whether the server is managed.
 
-Called by adapters/mqtt.py (events), adapters/runtime_store.py and the controller's resync
+Called by adapters/mqtt/listener.py (events), adapters/store/runtime.py and the controller's resync
 (srv records → specs). pydantic validates at this boundary; frozen dataclasses come out.
 Error messages never echo the payload (a server_body may carry an inline `data:` key).
 """

@@ -1,6 +1,6 @@
 """Named crash points for fault-injection tests: kill the process at an exact instant.
 
-Code that must survive a kill at any moment (adapters/store.py) calls `fault_point("name")`
+Code that must survive a kill at any moment (adapters/store/lego.py) calls `fault_point("name")`
 between two file operations. When the environment variable NJCM_FAULT_POINT equals that name,
 the process sends itself SIGKILL right there; `name@N` kills at the N-th time the point is
 reached in this process (1-based). Otherwise the call is a dictionary lookup and a return.

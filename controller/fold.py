@@ -1,6 +1,6 @@
 """fold(): pure update of per-certificate status from one pass's plan and outcomes.
 
-Called by reconcile.py after execute(); the result is saved by adapters/statusfile.py.
+Called by reconcile.py after execute(); the result is saved by adapters/store/statusfile.py.
 """
 
 from __future__ import annotations

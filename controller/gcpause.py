@@ -4,7 +4,7 @@ Parsing a 100,000-block njet.conf or scanning 100,000 stored pairs allocates mil
 objects; the cyclic collector then walks the growing heap again and again (a third of the
 time), although none of these structures contain cycles. Reference counting still frees them.
 Nesting and threads are handled with a counter: the collector comes back when the last pause
-ends. Used by desired.py (njet.conf) and adapters/store.py (the store scan).
+ends. Used by desired.py (njet.conf) and adapters/store/lego.py (the store scan).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ NJet's GET /api/v1/ssl lists the server blocks it runs (see njet-contract §3.1)
 block by `listens[0]` + `serverNames[0]` only, compared as exact strings (§3.2: "0.0.0.0:8444",
 never "127.0.0.1:8444", for `listen 8444`), and stores the retained record under a CRC of the
 full arrays sent (§7). This module holds the key-free view of those servers (parsed by
-adapters/njet_wire.py) and decides, without any I/O:
+adapters/njet/wire.py) and decides, without any I/O:
 
 - `match_server`: the running server of a `CertificateSpec`, plus the `listens`/`serverNames` to
   PUT. They are GET's own arrays (= the arrays of NJet's MQTT events and of NJet's Go

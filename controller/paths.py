@@ -5,7 +5,7 @@ The layout under `<prefix>/.lego/` is lego's (and so NJet's own Go cert-manager'
   accounts/<ca-host>/<email>/account.json, keys/<email>.key
   status/<name>.json       our per-certificate retry / renewal status
   quarantine/<name>.<ts>/  pairs taken out of service (never deleted silently)
-  journal/                 the swap journal (store.py)
+  journal/                 the swap journal (store/lego.py)
   runtime/                 event-sourced desired state (servers announced at runtime)
   index.json               what each stored pair meant when last parsed (speeds up start)
   lock                     the single-writer lock
@@ -75,7 +75,7 @@ class StorePaths:
 
     @property
     def index(self) -> Path:
-        """The store's parse index (adapters/store_index.py); holds no key material."""
+        """The store's parse index (adapters/store/index.py); holds no key material."""
         return self.lego / "index.json"
 
     @property

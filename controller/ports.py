@@ -13,7 +13,7 @@ from controller.model import CertificateSpec, IssuedCert, KeyType, StoredCert
 
 
 class CertStore(Protocol):
-    """The lego-layout store (adapters/store.py).
+    """The lego-layout store (adapters/store/lego.py).
 
     Contract:
     - `recover()` is called once at startup before anything else; it rolls an interrupted
@@ -40,7 +40,7 @@ class CertStore(Protocol):
 
 
 class Issuer(Protocol):
-    """An ACME client bound to one CA and account (adapters/acme_client.py).
+    """An ACME client bound to one CA and account (adapters/acme/client.py).
 
     `issue` orders a certificate for spec.names (CN = names[0]) with a fresh key of `key_type`,
     solves the challenges and returns the result. Raises TemporaryError (connection, 5xx,

@@ -14,9 +14,9 @@ import contextlib
 import logging
 import signal
 
-from controller.adapters.admin import AdminServer, start_admin
-from controller.adapters.lock import StoreLock
-from controller.adapters.mqtt import MqttListener, read_retained
+from controller.adapters.admin.server import AdminServer, start_admin
+from controller.adapters.mqtt.listener import MqttListener, read_retained
+from controller.adapters.store.lock import StoreLock
 from controller.admin_backend import ControllerBackend
 from controller.app import App
 from controller.config import Config

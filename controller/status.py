@@ -1,6 +1,7 @@
 """Per-certificate status: retry/backoff state and the renewal time chosen once, plus fold().
 
-`CertStatus` is persisted as JSON in `<prefix>/.lego/status/<name>.json` (adapters/statusfile.py).
+`CertStatus` is persisted as JSON in `<prefix>/.lego/status/<name>.json`
+(adapters/store/statusfile.py).
 `fold()` is pure: it folds execution outcomes into the status mapping; reconcile.py calls it
 after each pass and saves the result.
 """

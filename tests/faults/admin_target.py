@@ -21,7 +21,7 @@ from pathlib import Path
 from aiohttp.test_utils import TestServer
 from hypothesis import strategies as st
 
-from controller.adapters.admin import build_app
+from controller.adapters.admin.server import build_app
 from controller.config import parse_config
 from controller.service import Service
 from tests.certbuilder import MadeCert, make_cert

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from controller.adapters import fsutil
+from controller.adapters.store import fsutil
 
 
 class Injector:

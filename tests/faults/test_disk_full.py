@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.adapters import fsutil
-from controller.adapters.statusfile import StatusFiles
-from controller.adapters.store import LegoStore
+from controller.adapters.store import fsutil
+from controller.adapters.store.lego import LegoStore
+from controller.adapters.store.statusfile import StatusFiles
 from controller.app import App
 from controller.certinfo import read_cert_info
 from controller.config import parse_config

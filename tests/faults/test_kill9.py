@@ -38,7 +38,7 @@ import pytest
 from cryptography import x509
 
 from controller import faultpoints
-from controller.adapters.njet_api import NjetClient
+from controller.adapters.njet.api import NjetClient
 from controller.app import App
 from controller.certinfo import fingerprint_der, fingerprint_pem
 from controller.config import load_config

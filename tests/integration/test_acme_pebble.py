@@ -28,8 +28,8 @@ from cryptography.x509 import verification
 from cryptography.x509.oid import NameOID
 from josepy.b64 import b64decode
 
-from controller.adapters.acme_client import AcmeIssuer
-from controller.adapters.challenges import (
+from controller.adapters.acme.client import AcmeIssuer
+from controller.adapters.challenges.solvers import (
     ChallengeSolver,
     LocalHttp01Solver,
     LocalTlsAlpn01Solver,

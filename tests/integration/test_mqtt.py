@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.adapters.mqtt import MqttListener, read_retained
+from controller.adapters.mqtt.listener import MqttListener, read_retained
 from controller.errors import ConfigError, TemporaryError
 from controller.events import EventAction, NjetEvent, parse_srv_record
 from tests.contract import CONTRACT

@@ -8,13 +8,13 @@ from email.utils import format_datetime
 import pytest
 import requests
 
-from controller.adapters.acme_errors import (
+from controller.adapters.acme.errors import (
     CaResponseError,
     is_transient,
     parse_retry_after,
     to_controller_error,
 )
-from controller.adapters.acme_order import split_chain
+from controller.adapters.acme.order import split_chain
 from controller.errors import ConfigError, PermanentError, TemporaryError
 
 CA = "https://ca.example/dir"

@@ -16,13 +16,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ObjectIdentifier
 from josepy.jwk import JWKEC
 
-from controller.adapters import challenge_server
-from controller.adapters.challenges import (
+from controller.adapters.challenges import server as challenge_server
+from controller.adapters.challenges.solvers import (
     LocalHttp01Solver,
     LocalTlsAlpn01Solver,
     parse_listen_address,
 )
-from controller.adapters.tls_alpn import TLSALPN01
+from controller.adapters.challenges.tls_alpn import TLSALPN01
 from controller.errors import ConfigError, TemporaryError
 from tests.fixtures.pebble import free_tcp_port
 

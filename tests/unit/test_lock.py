@@ -13,14 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from controller.adapters.lock import StoreLock
+from controller.adapters.store.lock import StoreLock
 from controller.paths import StorePaths
 
 # Holds the lock until stdin closes or SIGTERM; announces "locked <pid>" (or "timeout").
 _HOLDER = r"""
 import signal, sys
 from pathlib import Path
-from controller.adapters.lock import StoreLock
+from controller.adapters.store.lock import StoreLock
 from controller.paths import StorePaths
 
 lock = StoreLock(StorePaths(Path(sys.argv[1])))

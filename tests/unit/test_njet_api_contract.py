@@ -19,7 +19,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from controller.adapters.njet_api import (
+from controller.adapters.njet.api import (
     LocationServer,
     NjetApiError,
     NjetApplyError,
@@ -37,7 +37,7 @@ from controller.adapters.njet_api import (
     NjetUnavailable,
     parse_ssl_servers,
 )
-from controller.adapters.njet_wire import error_for_reply
+from controller.adapters.njet.wire import error_for_reply
 from controller.errors import ConfigError, TemporaryError
 from tests.contract import CONTRACT
 

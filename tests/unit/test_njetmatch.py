@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from controller.adapters.njet_api import parse_http_log, parse_ssl_servers
+from controller.adapters.njet.api import parse_http_log, parse_ssl_servers
 from controller.model import CertificateSpec
 from controller.njetmatch import (
     LocationServer,

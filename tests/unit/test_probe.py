@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.adapters.probe import probe, probe_target
+from controller.adapters.njet.probe import probe, probe_target
 from controller.certinfo import fingerprint_pem
 from controller.model import KeyType
 from tests.certbuilder import MadeCert, cached_key, make_cert

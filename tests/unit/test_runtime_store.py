@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from controller.adapters.runtime_store import RuntimeStore
+from controller.adapters.store.runtime import RuntimeStore
 from controller.events import EventAction, EventDomain, NjetEvent
 from controller.model import CertificateSpec, Source
 from controller.paths import StorePaths

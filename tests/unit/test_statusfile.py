@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.adapters import fsutil
-from controller.adapters import statusfile as statusfile_module
-from controller.adapters.statusfile import StatusFiles
+from controller.adapters.store import fsutil
+from controller.adapters.store import statusfile as statusfile_module
+from controller.adapters.store.statusfile import StatusFiles
 from controller.errors import StoreError
 from controller.paths import StorePaths
 from controller.status import CertStatus

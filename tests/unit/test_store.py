@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.adapters import fsutil
-from controller.adapters import store as store_module
-from controller.adapters.store import LegoStore
+from controller.adapters.store import fsutil
+from controller.adapters.store import lego as store_module
+from controller.adapters.store.lego import LegoStore
 from controller.certinfo import fingerprint_pem, read_cert_info
 from controller.errors import StoreError
 from controller.model import IssuedCert, KeyType, StoredCert

@@ -26,9 +26,9 @@ from pathlib import Path
 import pytest
 
 from controller import faultpoints
-from controller.adapters import fsutil
-from controller.adapters.store import LegoStore
-from controller.adapters.store_journal import POINTS
+from controller.adapters.store import fsutil
+from controller.adapters.store.journal import POINTS
+from controller.adapters.store.lego import LegoStore
 from controller.certinfo import fingerprint_pem, key_matches_cert
 from controller.paths import StorePaths
 from tests.certbuilder import MadeCert, make_cert
@@ -38,8 +38,8 @@ DOMAIN = "a.test"
 _CHILD_SETUP = r"""
 import errno, json, os, sys
 from pathlib import Path
-from controller.adapters import fsutil
-from controller.adapters.store import LegoStore
+from controller.adapters.store import fsutil
+from controller.adapters.store.lego import LegoStore
 from controller.model import IssuedCert
 from controller.paths import StorePaths
 

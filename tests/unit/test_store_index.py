@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.adapters import store as store_module
-from controller.adapters.store import LegoStore
+from controller.adapters.store import lego as store_module
+from controller.adapters.store.lego import LegoStore
 from controller.paths import StorePaths
 from tests.certbuilder import make_cert
 

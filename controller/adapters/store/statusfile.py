@@ -16,7 +16,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from controller.adapters import fsutil
+from controller.adapters.store import fsutil
 from controller.errors import ConfigError, StoreError
 from controller.paths import StorePaths, safe_file_name
 from controller.status import CertStatus, status_from_json, status_to_json

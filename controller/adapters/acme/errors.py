@@ -1,7 +1,7 @@
 """What went wrong talking to an ACME CA, and what that means for the controller.
 
-Used by acme_network.py (which raises `CaResponseError` for every non-2xx answer and asks
-`is_transient` what to retry in place) and by acme_client.py (which turns whatever is left into
+Used by acme/network.py (which raises `CaResponseError` for every non-2xx answer and asks
+`is_transient` what to retry in place) and by acme/client.py (which turns whatever is left into
 the controller's error tree with `to_controller_error`):
   transient (connection errors, timeouts, 5xx, badNonce, short rateLimited) -> retried in place,
       then TemporaryError(retry_after=Retry-After when the CA gave one);

@@ -4,9 +4,9 @@ NJet's embedded broker listens only on `<prefix>/data/mosquitto.sock`; gmqtt ope
 `make_client()` returns a gmqtt Client subclass whose connection factory uses
 `loop.create_unix_connection` when the address is `unix:<path>`. gmqtt's own automatic
 reconnect is disabled in that subclass (every loss is reported through `on_lost`): the
-listener in adapters/mqtt.py reconnects with its own backoff and a fresh client each time.
+listener in adapters/mqtt/listener.py reconnects with its own backoff and a fresh client each time.
 
-Called by adapters/mqtt.py only. gmqtt internals used (checked against gmqtt 0.8.0):
+Called by adapters/mqtt/listener.py only. gmqtt internals used (checked against gmqtt 0.8.0):
 `MQTTConnection(transport, protocol, clean_session, keepalive, package_handler=, logger=)`,
 `MQTTProtocol(connection_state=, id_generator=)`, and the bookkeeping of
 `Client._create_connection`.

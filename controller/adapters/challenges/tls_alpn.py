@@ -1,7 +1,7 @@
 """tls-alpn-01 (RFC 8737): the ACME challenge type and the controller's own TLS responder.
 
 acme 5.x dropped tls-alpn-01, so this module registers `TLSALPN01` in acme's challenge registry
-on import (adapters/acme_client.py imports it) so authorizations deserialize it as a
+on import (adapters/acme/client.py imports it) so authorizations deserialize it as a
 `KeyAuthorizationChallenge`. `LocalTlsAlpn01Solver(address)` implements challenges.ChallengeSolver
 (and is re-exported there):
 while a challenge is presented it runs a TLS server on `address` that negotiates ALPN
@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 from josepy.jwk import JWK
 
-from controller.adapters.challenge_server import TLS_ALPN_01, SharedListener
+from controller.adapters.challenges.server import TLS_ALPN_01, SharedListener
 from controller.logs import log_event
 
 ALPN_PROTOCOL = "acme-tls/1"

@@ -2,11 +2,11 @@
 
 Parsing 10,000 certificates and keys takes seconds; a fresh process (NJet restarts the copilot
 on every reload) reads this index instead and only re-parses pairs whose files changed — the
-same (st_size, st_mtime_ns, st_ino) identity the in-memory cache of store.py trusts. The index
+same (st_size, st_mtime_ns, st_ino) identity the in-memory cache of store/lego.py trusts. The index
 holds no key material. A missing, unreadable or foreign-version index is simply ignored; it is
 rewritten after a scan that parsed something.
 
-Called by adapters/store.py only. Stored at `<prefix>/.lego/index.json` (StorePaths.index).
+Called by adapters/store/lego.py only. Stored at `<prefix>/.lego/index.json` (StorePaths.index).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from controller.adapters import fsutil
+from controller.adapters.store import fsutil
 from controller.model import CertInfo, KeyType, StoredCert
 
 log = logging.getLogger(__name__)

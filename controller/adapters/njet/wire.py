@@ -7,7 +7,7 @@ the parsed `NjetServer`s never hold one, and validation messages are built witho
 NJet answers most failures with HTTP 200 and a non-zero `code` (njet-contract §2); the same
 code means different things per endpoint (4: server not found, cert load error, location
 exists/missing, dyn_loc schema/method error; 11: "repeated" on add, "delete fail" on del), so
-the mapping looks at the call and at NJet's message. Used by adapters/njet_api.py; callers
+the mapping looks at the call and at NJet's message. Used by adapters/njet/api.py; callers
 catch the error classes from here.
 
 No message built here contains a request or response body; NJet's own `msg`/`data` strings

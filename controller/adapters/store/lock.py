@@ -16,7 +16,7 @@ import os
 import time
 from types import TracebackType
 
-from controller.adapters import fsutil
+from controller.adapters.store import fsutil
 from controller.paths import StorePaths
 
 POLL_INTERVAL = 0.02

@@ -1,10 +1,10 @@
 """ACME challenge solving: the `ChallengeSolver` port and the controller's own http-01 server.
 
-Called by adapters/acme_client.py (AcmeIssuer): for every pending authorization it calls
+Called by adapters/acme/client.py (AcmeIssuer): for every pending authorization it calls
 `solver.present(domain, token, key_authorization)`, answers the challenge, and finally
 `solver.cleanup(...)` with the same arguments. A later wrapper (NJet proxying the challenge)
 implements the same Protocol and delegates to `LocalHttp01Solver`. Listening plumbing is in
-challenge_server.py; the tls-alpn-01 solver is in tls_alpn.py (re-exported here).
+challenges/server.py; the tls-alpn-01 solver is in challenges/tls_alpn.py (re-exported here).
 
 `LocalHttp01Solver(address)` serves GET /.well-known/acme-challenge/<token> on `address`
 (":80" = every interface, "127.0.0.1:8099", "[::1]:8099") with the key authorization. It never
@@ -22,13 +22,13 @@ import logging
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from controller.adapters.challenge_server import (
+from controller.adapters.challenges.server import (
     HTTP_01,
     TLS_ALPN_01,
     SharedListener,
     parse_listen_address,
 )
-from controller.adapters.tls_alpn import LocalTlsAlpn01Solver
+from controller.adapters.challenges.tls_alpn import LocalTlsAlpn01Solver
 from controller.logs import log_event
 
 __all__ = [

@@ -14,7 +14,7 @@ is written atomically; only then are files renamed into certificates/. The recor
 decides recovery: without it the entry is discarded (nothing was touched), with it the swap is
 finished in the recorded direction (forward, or back to the backup after a failed rename).
 So a name only ever holds its complete old files or its complete new files. The mechanics live
-in adapters/store_journal.py; this module builds the records and reads the store.
+in adapters/store/journal.py; this module builds the records and reads the store.
 
 load_all() caches parsed facts by (st_size, st_mtime_ns, st_ino) of .crt/.key/.json, so a
 scan of an unchanged store costs one stat per file; and while the certificates/ folder itself is
@@ -40,9 +40,9 @@ from pathlib import Path
 
 import orjson
 
-from controller.adapters import fsutil
-from controller.adapters.store_index import Ident, Parsed, load_index, save_index
-from controller.adapters.store_journal import FILE_SLOTS, Journal, JournalRecord
+from controller.adapters.store import fsutil
+from controller.adapters.store.index import Ident, Parsed, load_index, save_index
+from controller.adapters.store.journal import FILE_SLOTS, Journal, JournalRecord
 from controller.certinfo import key_matches_cert, read_cert_info, split_pem_chain
 from controller.errors import ConfigError, StoreError
 from controller.gcpause import gc_paused

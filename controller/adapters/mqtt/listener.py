@@ -27,7 +27,7 @@ from typing import Any
 
 from gmqtt.mqtt.handler import MQTTConnectError
 
-from controller.adapters.mqtt_unix import (
+from controller.adapters.mqtt.unix import (
     BrokerAddress,
     connect_client,
     make_client,

@@ -8,13 +8,13 @@ issue(spec, key_type): fresh private key -> CSR (CN = names[0], SAN = names) -> 
 present the solver's challenge type for each pending authorization -> answer -> poll fast ->
 finalize -> download. It returns an IssuedCert and writes nothing but the account.
 
-The account lives in lego's layout (acme_account.py): registered once, reused (also when lego
+The account lives in lego's layout (acme/account.py): registered once, reused (also when lego
 wrote it), registered again when the CA answers accountDoesNotExist (Pebble forgets accounts on
 restart). EAB (eabKid + base64url eabHmacKey) is sent when configured. A configured `profile`
 must be advertised in the directory's meta.profiles (ACME profiles draft); otherwise issuing is
 a ConfigError naming the profile, rather than silently getting the CA's default profile.
 
-Errors (acme_errors.py): transient ones are retried in place (acme_network.py), then surface as
+Errors (acme/errors.py): transient ones are retried in place (acme/network.py), then surface as
 TemporaryError(retry_after); refusals as PermanentError with the CA's detail and the failing
 name; a bad caBundle, CA URL, email or EAB as ConfigError.
 """
@@ -39,8 +39,7 @@ from cryptography.hazmat.primitives import serialization
 from josepy.jwa import RS256, JWASignature
 from josepy.jwk import JWK
 
-from controller.adapters import tls_alpn  # registers tls-alpn-01 with acme
-from controller.adapters.acme_account import (
+from controller.adapters.acme.account import (
     AccountFiles,
     account_files,
     check_eab,
@@ -52,14 +51,15 @@ from controller.adapters.acme_account import (
     save_registration,
     validate_email,
 )
-from controller.adapters.acme_errors import (
+from controller.adapters.acme.errors import (
     CaResponseError,
     describe_network_error,
     to_controller_error,
 )
-from controller.adapters.acme_network import AcmeNetwork
-from controller.adapters.acme_order import AccountGone, OrderDriver, PollPolicy, split_chain
-from controller.adapters.challenges import ChallengeSolver, LocalHttp01Solver
+from controller.adapters.acme.network import AcmeNetwork
+from controller.adapters.acme.order import AccountGone, OrderDriver, PollPolicy, split_chain
+from controller.adapters.challenges import tls_alpn  # registers tls-alpn-01 with acme
+from controller.adapters.challenges.solvers import ChallengeSolver, LocalHttp01Solver
 from controller.certinfo import generate_private_key, make_csr_pem
 from controller.config import Config
 from controller.errors import ConfigError, ControllerError, PermanentError, TemporaryError

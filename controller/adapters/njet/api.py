@@ -11,7 +11,7 @@ inline private keys - the parsed model drops them (`NjetCertEntry` has no key fi
 message, exception or log line built here carries request or response bodies (NJet's own
 `msg`/`data` strings are included, with anything that looks like a private key cut out).
 Reply parsing and the typed errors (NjetApiError subclasses, NjetUnavailable) live in
-adapters/njet_wire.py and are re-exported here.
+adapters/njet/wire.py and are re-exported here.
 Transient failures (refused, timeout, a proxy's 5xx) are retried a few times inside one call;
 a request that changes state is retried only when it cannot have reached NJet.
 """
@@ -35,7 +35,7 @@ from tenacity import (
 )
 from yarl import URL
 
-from controller.adapters.njet_wire import (
+from controller.adapters.njet.wire import (
     NjetApiError,
     NjetApplyError,
     NjetBadResponse,

@@ -1,6 +1,6 @@
 """One ACME order, driven synchronously with fast polling; runs in a worker thread.
 
-Used only by acme_client.py (AcmeIssuer), which calls, each via asyncio.to_thread:
+Used only by acme/client.py (AcmeIssuer), which calls, each via asyncio.to_thread:
 `new_order` -> (then presents the challenges itself on the event loop) -> `complete` (answer the
 challenges, poll the authorizations, finalize, poll the order, download the chain).
 
@@ -22,8 +22,8 @@ from acme import messages
 from cryptography import x509
 from josepy.jwk import JWK
 
-from controller.adapters.acme_errors import CaResponseError, problem_code
-from controller.adapters.acme_network import AcmeNetwork
+from controller.adapters.acme.errors import CaResponseError, problem_code
+from controller.adapters.acme.network import AcmeNetwork
 from controller.errors import PermanentError, TemporaryError
 
 _PEM_CERT_RE = re.compile(

@@ -14,9 +14,9 @@ import contextlib
 import logging
 from dataclasses import dataclass, field
 
-from controller.adapters.challenges import LocalHttp01Solver, parse_listen_address
-from controller.adapters.njet_api import NjetClient
-from controller.adapters.njet_wire import (
+from controller.adapters.challenges.solvers import LocalHttp01Solver, parse_listen_address
+from controller.adapters.njet.api import NjetClient
+from controller.adapters.njet.wire import (
     NjetLocationExists,
     NjetLocationMissing,
     NjetNoServerForLocation,

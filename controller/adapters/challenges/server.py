@@ -1,4 +1,4 @@
-"""Listening plumbing shared by the challenge responders (challenges.py, tls_alpn.py).
+"""Listening plumbing shared by the challenge responders (solvers.py, tls_alpn.py).
 
 `parse_listen_address` reads the config's address spelling (":80", "127.0.0.1:5002",
 "[::1]:5002"); `SharedListener` runs an asyncio server only while someone holds it (reference

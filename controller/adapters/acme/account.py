@@ -1,6 +1,6 @@
 """The ACME account on disk, in lego's layout, so NJet's Go cert-manager and we share it.
 
-Used by acme_client.py (AcmeIssuer) from a worker thread. Layout (StorePaths.account_dir):
+Used by acme/client.py (AcmeIssuer) from a worker thread. Layout (StorePaths.account_dir):
     accounts/<ca host_port>/<email>/account.json      {"email", "registration": {"body", "uri"}}
     accounts/<ca host_port>/<email>/keys/<email>.key  PEM, "EC PRIVATE KEY" (lego reads SEC1/PKCS1)
 Both files are mode 0600 in 0700 directories, written atomically (fsutil.atomic_write). A lego-
@@ -24,7 +24,7 @@ from josepy import b64
 from josepy.jwa import ES256, ES384, ES512, RS256, JWASignature
 from josepy.jwk import JWK, JWKEC, JWKRSA
 
-from controller.adapters.fsutil import atomic_write, make_dirs, store_error
+from controller.adapters.store.fsutil import atomic_write, make_dirs, store_error
 from controller.errors import ConfigError
 from controller.paths import StorePaths
 

@@ -1,6 +1,6 @@
 """The HTTP layer under acme's ClientV2: CA-bundle trust, problem documents, fast in-place retries.
 
-Used only by acme_client.py, always from a worker thread (acme is synchronous). Differences to
+Used only by acme/client.py, always from a worker thread (acme is synchronous). Differences to
 acme.client.ClientNetwork:
 - `verify` may be a CA bundle path (handed to requests' `verify=`);
 - every non-2xx answer raises acme_errors.CaResponseError carrying the HTTP status, the ACME error
@@ -24,7 +24,7 @@ from josepy.jwa import JWASignature
 from josepy.jwk import JWK
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
-from controller.adapters.acme_errors import CaResponseError, is_transient
+from controller.adapters.acme.errors import CaResponseError, is_transient
 from controller.logs import log_event
 
 _BAD_NONCE_ATTEMPTS = 8

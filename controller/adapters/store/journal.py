@@ -11,7 +11,7 @@ recorded direction: "forward" (install the new files / move the old ones out), o
 is idempotent, so a crash during recovery is recovered by the next recovery.
 
 Fault points (controller/faultpoints.py) sit between every two file operations; their names
-are `store.<op>[.rollback].after_<step>`. Used only by adapters/store.py.
+are `store.<op>[.rollback].after_<step>`. Used only by adapters/store/lego.py.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from controller.adapters import fsutil
+from controller.adapters.store import fsutil
 from controller.errors import StoreError
 from controller.faultpoints import fault_point, register
 from controller.paths import StorePaths

@@ -6,7 +6,7 @@ named `.<name>.tmp-<random>`; `is_temp_name` recognises them so recovery can rem
 OSErrors are turned into StoreError by `store_error`, whose message names the action, the path and
 the errno (ENOSPC, EROFS, EACCES, ...).
 
-Called by adapters/store.py, adapters/statusfile.py and adapters/lock.py. `_open` and
+Called by lego.py, statusfile.py and lock.py (all in adapters/store/). `_open` and
 `_write_fd` are the only places that open files for writing and write bytes: tests replace them
 to inject ENOSPC / EROFS / EACCES.
 """

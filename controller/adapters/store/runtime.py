@@ -28,7 +28,7 @@ from pathlib import Path
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from controller.adapters.fsutil import atomic_write, make_dirs
+from controller.adapters.store.fsutil import atomic_write, make_dirs
 from controller.errors import StoreError
 from controller.events import EventAction, NjetEvent, specs_from_domains
 from controller.model import CertificateSpec, Source

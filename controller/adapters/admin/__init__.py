@@ -1,0 +1,1 @@
+"""The admin HTTP API server (routes, auth, validation of path parameters)."""
