@@ -1,26 +1,33 @@
 """Shared pieces of the benchmarks: Pebble, free ports, statistics, goals, tools, TOML, timing.
 
 Used by every bench module and by bench/__main__.py. Nothing here measures anything by itself.
+What the tests use too (loading hack/pebble/run.py, program lookup, waiting, TOML rendering,
+the `[acme]` section) comes from tests/support/ and is re-exported here; bench/ is run as
+`python -m bench` from the repository root, so `tests` is importable.
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
 import shutil
 import socket
 import statistics
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-PEBBLE_RUN = ROOT / "hack" / "pebble" / "run.py"
+from tests.support import procs
+from tests.support.hackmods import PebbleHarness, free_tcp_port, pebble_installed
+from tests.support.procs import ROOT, beside_python, clean_env, tail
+from tests.support.tomlgen import acme_section as _acme_section
+from tests.support.tomlgen import render_toml
+
+__all__ = [  # the shared pieces (tests/support/) bench modules import from here
+    "ROOT", "beside_python", "clean_env", "render_toml", "tail",
+]
+
 RESULTS_DIR = ROOT / "bench" / "results"
 
 
@@ -31,27 +38,11 @@ class BenchError(RuntimeError):
 # -- Pebble ------------------------------------------------------------------------------------
 
 
-def pebble_module() -> ModuleType:
-    """hack/pebble/run.py imported by path (hack/ is not a package)."""
-    name = "_njet_pebble_run"
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, PEBBLE_RUN)
-    if spec is None or spec.loader is None:
-        raise BenchError(f"cannot import {PEBBLE_RUN}")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def start_pebble(state_dir: Path) -> Any:
     """One Pebble for the whole run: no nonce rejections, no authorization reuse, no VA sleep."""
-    if not (shutil.which("pebble") or Path("/usr/bin/pebble").exists()):
+    if not pebble_installed():
         raise BenchError("pebble is not installed (Debian package `pebble`; see hack/setup.sh)")
-    harness = pebble_module().PebbleHarness(
-        state_dir, nonce_reject_percent=0, authz_reuse_percent=0
-    )
+    harness = PebbleHarness(state_dir, nonce_reject_percent=0, authz_reuse_percent=0)
     harness.start()
     return harness
 
@@ -60,8 +51,6 @@ def start_pebble(state_dir: Path) -> Any:
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    from tests.fixtures.pebble import free_tcp_port
-
     return free_tcp_port(host)
 
 
@@ -77,18 +66,8 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
 
 def wait_port_free(port: int, timeout: float = 10.0) -> None:
     """Peers bind the Pebble http-01 port themselves: it must not be held by anyone else."""
-    if not wait_for(lambda: port_is_free(port), timeout=timeout, step=0.02):
+    if not procs.wait_until(lambda: port_is_free(port), timeout=timeout, step=0.02):
         raise BenchError(f"127.0.0.1:{port} (Pebble's http-01 port) is still in use")
-
-
-def wait_for(pred: Callable[[], bool], *, timeout: float, step: float = 0.01) -> bool:
-    deadline = time.monotonic() + timeout
-    while True:
-        if pred():
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(step)
 
 
 # -- statistics and goals ----------------------------------------------------------------------
@@ -138,19 +117,11 @@ def ratio(a: float, b: float) -> float:
 # -- tools -------------------------------------------------------------------------------------
 
 
-def beside_python(name: str) -> Path | None:
-    """A console script installed with the running interpreter, else the repo's .venv one."""
-    for candidate in (Path(sys.executable).parent / name, ROOT / ".venv" / "bin" / name):
-        if candidate.exists() and os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
 def controller_program() -> str:
-    found = beside_python("njet-cert-manager") or shutil.which("njet-cert-manager")
-    if found is None:
-        raise BenchError("njet-cert-manager is not installed (pip install -e .)")
-    return str(found)
+    try:
+        return procs.controller_program()
+    except procs.MissingProgram as exc:
+        raise BenchError(str(exc)) from None
 
 
 def lego_program() -> str:
@@ -182,49 +153,11 @@ def check_peer(cmd: list[str]) -> str:
     return out.splitlines()[-1] if out else ""
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("NJCM_")}
-    env.update(extra)
-    return env
-
-
-def tail(path: Path, chars: int = 2000) -> str:
-    try:
-        return path.read_text(errors="replace")[-chars:]
-    except OSError:
-        return ""
-
-
 # -- controller configuration ------------------------------------------------------------------
 
 
-def toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return str(v)
-    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def render_toml(sections: dict[str, dict[str, Any]]) -> str:
-    out: list[str] = []
-    for name, kv in sections.items():
-        out.append(f"[{name}]")
-        out.extend(f"{k} = {toml_value(v)}" for k, v in kv.items())
-        out.append("")
-    return "\n".join(out)
-
-
 def acme_section(pebble: Any) -> dict[str, Any]:
-    return {
-        "email": "bench@example.test",
-        "challengeType": "http",
-        "acmeCaDir": pebble.directory_url,
-        "caBundle": str(pebble.ca_bundle),
-        "httpChallengeServerAddress": f"127.0.0.1:{pebble.http_port}",
-        "tlsChallengeServerAddress": f"127.0.0.1:{pebble.tls_port}",
-        "keyType": "ec256",
-    }
+    return _acme_section(pebble, email="bench@example.test", keyType="ec256")
 
 
 def store_only_toml(pebble: Any, *, concurrency: int = 16) -> dict[str, dict[str, Any]]:

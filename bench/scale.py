@@ -87,7 +87,7 @@ def hot_spots(stats_file: Path, *, top: int = 8) -> list[str]:
 
 def measure_njet_io(workdir: Path, n: int) -> dict[str, Any]:
     from controller.adapters.njet.api import NjetClient
-    from tests.fixtures.njetsim import NjetSim, ec_cert, layout
+    from tests.support.njetsim import NjetSim, ec_cert, layout
 
     crt, key = ec_cert(["scale.test"], "bench-scale")
     prefix, ports = layout(workdir / "sim", sim_scale_conf(n),

@@ -1,8 +1,9 @@
 """The NJet simulator with the controller running as `run` beside it, for benches 2 and 5.
 
 `SimEnv(workdir, pebble)` lays out a prefix with one managed TLS block (a.test, EC bootstrap
-cert), starts hack/njet-sim (via tests/fixtures/njetsim.NjetSim) and the controller as NJet
-would (`njet-cert-manager -p PREFIX -c conf/cert-manager.toml run`, a subprocess), and waits
+cert: tests/support/njetsim.DEFAULT_CONF, the conf the tests' `njetsim` fixture uses), starts
+hack/njet-sim (tests/support/njetsim.NjetSim) and the controller as NJet would
+(`njet-cert-manager -p PREFIX -c conf/cert-manager.toml run`, a subprocess), and waits
 until a.test is issued, applied and served. It offers what the benches observe from outside:
 the admin /healthz, a TLS handshake's leaf fingerprint, and dyn_srv adds. Used by
 bench/served.py and bench/events.py.
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import signal
 import socket
 import ssl
 import subprocess
@@ -32,24 +32,9 @@ from bench.common import (
     free_port,
     render_toml,
     tail,
-    wait_for,
 )
-
-SIM_CONF = """pid logs/njet.pid;
-error_log logs/error.log info;
-{{helpers}}
-events { worker_connections 1024; }
-http {
-    server {
-        listen 127.0.0.1:{{port:https}} ssl;
-        server_name a.test www.a.test;
-        ssl_certificate     certs/boot-a.crt;
-        ssl_certificate_key certs/boot-a.key;
-        ssl_certificate_management acme;
-        location / { return 200 "a.test TLS server\\n"; }
-    }
-}
-"""
+from tests.support.njetsim import DEFAULT_CONF, NjetSim, boot_files, layout
+from tests.support.procs import stop_process, wait_until
 
 _CLIENT_CTX = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 _CLIENT_CTX.check_hostname = False
@@ -76,12 +61,9 @@ class SimEnv:
     """See the module docstring. Use as a context manager."""
 
     def __init__(self, workdir: Path, pebble: Any) -> None:
-        from tests.fixtures.njetsim import NjetSim, ec_cert, layout
-
-        crt, key = ec_cert(["a.test", "www.a.test"], "boot-a")
-        self.boot_fp = pem_fingerprint(crt)
-        prefix, ports = layout(workdir / "sim", SIM_CONF,
-                               files={"conf/certs/boot-a.crt": crt, "conf/certs/boot-a.key": key})
+        files = boot_files()
+        self.boot_fp = pem_fingerprint(files["conf/certs/boot-a.crt"])
+        prefix, ports = layout(workdir / "sim", DEFAULT_CONF, files=files)
         self.prefix = prefix
         self.boot_crt = prefix / "conf" / "certs" / "boot-a.crt"
         self.boot_key = prefix / "conf" / "certs" / "boot-a.key"
@@ -129,13 +111,7 @@ class SimEnv:
         self.wait_quiet()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         try:
             self.sim.quit()
         except Exception:
@@ -147,7 +123,7 @@ class SimEnv:
         def exited() -> bool:
             return self.proc is not None and self.proc.poll() is not None
 
-        if not wait_for(lambda: exited() or pred(), timeout=timeout, step=0.02):
+        if not wait_until(lambda: exited() or pred(), timeout=timeout, step=0.02):
             raise BenchError(f"timed out after {timeout}s waiting for {what}; controller log:\n"
                              + tail(self.log))
         if exited():

@@ -1,12 +1,31 @@
 """njet-cert-manager: keeps NJet's TLS certificates issued, renewed, applied and cleaned up
 via ACME.
 
-Layers (imports only go downwards; tests/unit/test_layers.py enforces it):
-  pure core   model, reasons, errors, paths, njetconf, desired, certinfo, policy, plan,
-              fold, render, status, njetmatch, events, config
-  adapters    controller/adapters/* (store, ACME, challenges, NJet API, probe, MQTT, admin HTTP)
-  steps       observe (the one gatherer), execute (runs actions), reconcile (the loop)
-  entry       cli
+Layers, bottom-up. A module imports only from its own layer and the layers its layer may use;
+tests/unit/test_layers.py holds the one map from module to layer and fails on a module missing
+from it, on an import against these rules, and when this list or README.md's disagrees with it.
+
+  core         errors, model, reasons, status, paths, listens, certinfo, njetmatch, events,
+               ports, policy, policies/, plan, fold, render. Pure: no I/O, process, clock or
+               randomness library, no call that touches a file or reads a clock. Uses nothing
+               else.
+  support      logs, metrics, gcpause, faultpoints, clock: process-wide helpers (stderr, the
+               metrics registry, gc, SIGKILL at named points, the system clock); never a file,
+               the network or asyncio. Uses core.
+  loading      config, njetconf, conffiles, desired, desired_source: where files are read (the
+               TOML, njet.conf and its includes, desired state); no network or async library,
+               no write. Uses core and support.
+  adapters     controller/adapters/: store/ (lego store, journal, index, fsutil, lock, status
+               files, runtime store), acme/, challenges/ (http-01, tls-alpn-01, http-01 through
+               NJet), njet/ (API client, wire models, TLS probe), mqtt/, admin/ (HTTP server).
+               All the network and file writes. Uses core, support and loading; a subpackage
+               uses another only through a listed seam (acme -> store/fsutil and challenges,
+               challenges -> njet).
+  steps        observe (the one gatherer), execute (runs actions), reconcile (the loop). Use
+               core and support only: the store, the CA, NJet and njet.conf are reached through
+               the Protocols of ports.py; asyncio, but no network library, and no write.
+  composition  app (builds the adapters and the loop), service (the long-running process),
+               admin_backend (what the admin API answers), cli (the entry point). Uses all.
 """
 
 __version__ = "0.1.0"

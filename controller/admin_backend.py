@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from controller.adapters.admin.server import CertView, DeleteResult
@@ -111,9 +111,8 @@ class ControllerBackend:
             return False
         cur = self.reconciler.statuses.get(domain) or CertStatus(domain=domain)
         stored = self.reconciler.gatherer.store.get(domain)
-        self.reconciler.update_status(cur.evolve(**{
-            "force_renew": True, "backoff_until": None, "attempts": 0,
-            "force_renew_of": stored.info.fingerprint if stored else None}))
+        self.reconciler.update_status(
+            cur.with_forced_renewal(of=stored.info.fingerprint if stored else None))
         self.loop.wake()
         return True
 
@@ -126,7 +125,7 @@ class ControllerBackend:
             "last_error": self.loop.last_error,
             "in_sync": last.plan.in_sync if last else None,
             "mqtt_connected": self.mqtt_state.get("connected"),
-            "time": datetime.now(UTC).isoformat(),
+            "time": self._now().isoformat(),
         }
 
     def metrics_text(self) -> str:

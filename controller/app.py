@@ -15,33 +15,40 @@ from typing import TYPE_CHECKING
 from controller.adapters.store.lego import LegoStore
 from controller.adapters.store.runtime import RuntimeStore
 from controller.adapters.store.statusfile import StatusFiles
+from controller.clock import utc_now
 from controller.config import Config
 from controller.desired_source import DesiredSource
 from controller.errors import ControllerError
 from controller.execute import Executor
 from controller.logs import log_event
-from controller.model import ChallengeType, Desired, KeyType
-from controller.observe import Gatherer, ProbeOutcome
+from controller.model import DEFAULT_KEY_TYPE, ChallengeType, Desired, KeyKind
+from controller.observe import Gatherer
 from controller.paths import StorePaths
 from controller.policy import PolicySettings
-from controller.ports import Issuer
+from controller.ports import ChallengeSolver, Issuer, LeftoverCleaner, ProbeOutcome, Prober
 from controller.reconcile import Reconciler
 
 if TYPE_CHECKING:
-    from controller.adapters.challenges.solvers import ChallengeSolver
     from controller.adapters.njet.api import NjetClient
 
 
-async def tls_probe(listen: str, sni: str, kind: str, timeout: float) -> ProbeOutcome:  # noqa: ASYNC109
+async def tls_probe(
+    *,
+    listen: str,
+    sni: str,
+    key_kind: KeyKind,
+    timeout: float,  # noqa: ASYNC109 - part of the ports.Prober interface
+) -> ProbeOutcome:
+    """The ports.Prober: a real TLS handshake (adapters/njet/probe.py, imported on first use)."""
     from controller.adapters.njet.probe import probe
 
-    return await probe(listen, sni, key_kind=kind, timeout=timeout)  # type: ignore[arg-type]
+    return await probe(listen, sni, key_kind=key_kind, timeout=timeout)
 
 
 def policy_settings(config: Config) -> PolicySettings:
     return PolicySettings(
         renew_before=timedelta(days=config.acme.renewBeforeDays),
-        default_key_type=config.acme.keyType or KeyType.RSA2048,
+        default_key_type=config.acme.keyType or DEFAULT_KEY_TYPE,
         delete_grace=config.controller.deleteGracePeriod,
         store_only=config.store_only,
     )
@@ -69,6 +76,7 @@ def build_solver(config: Config, njet: NjetClient | None) -> ChallengeSolver:
 @dataclass
 class App:
     config: Config
+    read_only: bool = False  # `diff`: nothing under .lego is created, repaired or rewritten
     paths: StorePaths = field(init=False)
     store: LegoStore = field(init=False)
     status_files: StatusFiles = field(init=False)
@@ -82,10 +90,11 @@ class App:
     def __post_init__(self) -> None:
         cfg = self.config
         self.paths = StorePaths(cfg.prefix)
-        self.store = LegoStore(self.paths)
-        self.status_files = StatusFiles(self.paths)
-        self.runtime = RuntimeStore(self.paths)
-        self.desired_source = DesiredSource(cfg.conf_path, cfg.acme.keyType, self.runtime)
+        self.store = LegoStore(self.paths, read_only=self.read_only)
+        self.status_files = StatusFiles(self.paths, read_only=self.read_only)
+        self.runtime = RuntimeStore(self.paths, read_only=self.read_only)
+        self.desired_source = DesiredSource(cfg.conf_path, cfg.acme.keyType, self.runtime,
+                                            max_conf_bytes=cfg.njet.maxConfBytes)
         repeated: type[BaseException] | None = None
         if not cfg.store_only:
             from controller.adapters.njet.api import NjetClient, NjetRepeated
@@ -95,7 +104,8 @@ class App:
             repeated = NjetRepeated
         settings = policy_settings(cfg)
         timeout = cfg.controller.probeTimeout.total_seconds()
-        prober = None if cfg.store_only else tls_probe
+        prober: Prober | None = None if cfg.store_only else tls_probe
+        clock = utc_now  # the one clock, handed to the reconciler and every step that needs "now"
         gatherer = Gatherer(self.store, settings, njet=self.njet, prober=prober,
                             probe_timeout=timeout)
         executor = Executor(
@@ -107,6 +117,7 @@ class App:
             concurrency=cfg.controller.concurrency,
             repeated_error=repeated,
             revoke_on_delete=cfg.controller.revokeOnDelete,
+            clock=clock,
         )
         self.reconciler = Reconciler(
             settings=settings,
@@ -114,6 +125,7 @@ class App:
             gatherer=gatherer,
             executor=executor,
             status_store=self.status_files,
+            clock=clock,
         )
 
     async def prepare(self) -> None:
@@ -124,11 +136,11 @@ class App:
             log_event("store recovery", detail=line)
         if not self.config.acme.proxyHttpChallengeServerIp or self.njet is None:
             return
-        remover = getattr(self.solver, "remove_leftovers", None)
-        if remover is None:
+        solver = self.solver
+        if not isinstance(solver, LeftoverCleaner):
             return
         try:
-            for what in await remover():
+            for what in await solver.remove_leftovers():
                 log_event("removed a left-over challenge location", location=what)
         except ControllerError as exc:
             log_event("could not check for left-over challenge locations",

@@ -2,8 +2,11 @@
 
 With no subcommand it runs the loop: that is exactly how NJet launches a copilot
 (argv `[prog, "-p", prefix, "-c", toml]`, empty environment, any working directory).
-Exit codes: 0 ok / in sync; 1 error or (reconcile) something could not progress; 2 (diff)
-changes pending.
+`-p`, `-c` and `-v` are accepted before the subcommand and after it (`diff -p X -c Y`); given
+in both places, the later one wins. Exit codes (the README's table): 0 ok / in sync; 1 error
+(config, store, CA) or (reconcile) something could not progress; 2 (diff) changes pending;
+64 (EX_USAGE) a usage error: an unknown option or subcommand, a bad choice; 130 interrupted.
+Run by the `njet-cert-manager` console script (pyproject.toml) and `python -m controller.cli`.
 """
 
 from __future__ import annotations
@@ -13,8 +16,8 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from pathlib import Path
+from typing import NoReturn
 
 import orjson
 
@@ -26,30 +29,54 @@ from controller.render import plan_to_dict, plan_to_text
 
 DEFAULT_PREFIX = "/usr/local/njet"
 DEFAULT_CONFIG = "conf/cert-manager.toml"
+EXIT_USAGE = 64  # EX_USAGE (sysexits.h): not 2, which `diff` uses for "changes pending"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with usage errors exiting EXIT_USAGE (usage and message on stderr)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _add_common(p: argparse.ArgumentParser, *, top: bool) -> None:
+    """-p/-c/-v. Only the top parser sets defaults: on a subcommand they are SUPPRESS, so an
+    option not repeated after the subcommand leaves the value given (or defaulted) before it."""
+    def default(value: object) -> object:
+        return value if top else argparse.SUPPRESS
+
+    p.add_argument("-p", "--prefix", default=default(DEFAULT_PREFIX),
+                   help="NJet prefix; .lego/ lives here, relative paths resolve against it "
+                        f"(default {DEFAULT_PREFIX})")
+    p.add_argument("-c", "--config", default=default(DEFAULT_CONFIG),
+                   help="TOML config (relative: against the prefix, then the working dir; "
+                        f"default {DEFAULT_CONFIG})")
+    p.add_argument("-v", "--verbose", action="count", default=default(None),
+                   help="more logging (overrides [log] v)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="njet-cert-manager",
         description="Keeps NJet's TLS certificates issued, renewed and applied through ACME.",
     )
-    p.add_argument("-p", "--prefix", default=DEFAULT_PREFIX,
-                   help="NJet prefix; .lego/ lives here, relative paths resolve against it")
-    p.add_argument("-c", "--config", default=DEFAULT_CONFIG,
-                   help="TOML config (relative: against the prefix, then the working dir)")
-    p.add_argument("-v", "--verbose", action="count", default=None,
-                   help="more logging (overrides [log] v)")
+    _add_common(p, top=True)
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    common = _Parser(add_help=False)
+    _add_common(common, top=False)
     sub = p.add_subparsers(dest="command")
-    sub.add_parser("run", help="the long-running controller (default)")
-    sub.add_parser("reconcile", help="passes until converged (0) or stuck (1), then exit")
-    d = sub.add_parser("diff", help="dry run: what would be done and why (0 in sync, 2 pending)")
+    sub.add_parser("run", parents=[common], help="the long-running controller (default)")
+    sub.add_parser("reconcile", parents=[common],
+                   help="passes until converged (0) or stuck (1), then exit")
+    d = sub.add_parser("diff", parents=[common],
+                       help="dry run: what would be done and why (0 in sync, 2 pending)")
     d.add_argument("-o", "--output", choices=["text", "json"], default="text")
-    c = sub.add_parser("certs", help="inspect stored certificates")
+    c = sub.add_parser("certs", parents=[common], help="inspect stored certificates")
     csub = c.add_subparsers(dest="certs_command", required=True)
-    cl = csub.add_parser("list", help="table of stored certificates")
+    cl = csub.add_parser("list", parents=[common], help="table of stored certificates")
     cl.add_argument("-o", "--output", choices=["table", "wide", "json"], default="table")
-    sub.add_parser("schema", help="print the JSON schema of the TOML config")
+    sub.add_parser("schema", parents=[common], help="print the JSON schema of the TOML config")
     return p
 
 
@@ -99,7 +126,7 @@ async def dispatch(args: argparse.Namespace, cfg: Config) -> int:
         from controller.service import run_service
 
         return await run_service(cfg)
-    app = App(cfg)
+    app = App(cfg, read_only=args.command == "diff")
     try:
         if args.command == "diff":
             return await cmd_diff(app, args.output)
@@ -118,7 +145,7 @@ async def cmd_diff(app: object, output: str) -> int:
     assert isinstance(app, App)
     result = await app.reconciler.compute(probe=True)
     if output == "json":
-        now = datetime.now(UTC)
+        now = app.reconciler.clock()
         sys.stdout.write(orjson.dumps(plan_to_dict(result.plan, now=now),
                                       option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
@@ -159,7 +186,7 @@ def cmd_certs_list(app: object, output: str) -> int:
 
     assert isinstance(app, App)
     stored, problems = app.store.load_all()
-    now = datetime.now(UTC)
+    now = app.reconciler.clock()
     rows: list[dict[str, object]] = []
     for domain in sorted(stored):
         info = stored[domain].info

@@ -1,8 +1,10 @@
 """The TOML configuration: NJet cert-manager's keys unchanged, plus our documented additions.
 
 Called by cli.py (load_config) at start-up. Unknown keys are warnings naming the key; wrong types
-are ConfigErrors naming the file, the key and the expected type. Relative paths are resolved
-against the NJet prefix (NJet launches copilots from an arbitrary working directory).
+are ConfigErrors naming the file, the key and the expected type, never the value (it may be a
+token or an EAB key). Durations have documented minimums (MIN_INTERVAL, MIN_PROBE_TIMEOUT; a
+zero interval would spin the loop), refused at load like a wrong type. Relative paths are
+resolved against the NJet prefix (NJet launches copilots from an arbitrary working directory).
 """
 
 from __future__ import annotations
@@ -13,10 +15,18 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+)
 
 from controller.errors import ConfigError
 from controller.model import ChallengeType, KeyType
+from controller.njetconf import DEFAULT_MAX_CONF_BYTES
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, None: 1}
@@ -34,7 +44,7 @@ def parse_duration(value: object) -> timedelta:
         m = _DURATION_RE.match(value)
         if m:
             return _bounded(float(m.group(1)) * _UNITS[m.group(2)])
-    raise ValueError(f'expected a duration like "90s", "1h", "7d" or seconds, got {value!r}')
+    raise ValueError('expected a duration like "90s", "1h", "7d" or seconds')
 
 
 _MAX_SECONDS = 100 * 365 * 86400
@@ -49,6 +59,18 @@ def _bounded(seconds: float) -> timedelta:
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+MIN_INTERVAL = timedelta(seconds=10)  # [controller] interval
+MIN_PROBE_TIMEOUT = timedelta(milliseconds=100)  # [controller] probeTimeout
+
+
+def _at_least(minimum: timedelta, shown: str) -> AfterValidator:
+    def check(value: timedelta) -> timedelta:
+        if value < minimum:
+            raise ValueError(f"must be at least {shown}")
+        return value
+
+    return AfterValidator(check)
 
 
 class _Section(BaseModel):
@@ -81,6 +103,8 @@ class AcmeSection(_Section):
 class NjetSection(_Section):
     confPath: str = "conf/njet.conf"
     apiAddress: str = "http://127.0.0.1:8081"
+    # njet.conf and every include, in all (a file included twice counts twice)
+    maxConfBytes: int = Field(default=DEFAULT_MAX_CONF_BYTES, ge=1024, le=2**36)
 
 
 class MqttSection(_Section):
@@ -94,11 +118,11 @@ class LogSection(_Section):
 
 
 class ControllerSection(_Section):
-    interval: Duration = timedelta(hours=1)
-    deleteGracePeriod: Duration = timedelta(hours=24)
+    interval: Annotated[Duration, _at_least(MIN_INTERVAL, "10s")] = timedelta(hours=1)
+    deleteGracePeriod: Duration = timedelta(hours=24)  # 0 is fine: delete at once
     revokeOnDelete: bool = False
     concurrency: int = Field(default=8, ge=1, le=256)
-    probeTimeout: Duration = timedelta(seconds=5)
+    probeTimeout: Annotated[Duration, _at_least(MIN_PROBE_TIMEOUT, "100ms")] = timedelta(seconds=5)
 
 
 class AdminSection(_Section):
@@ -160,8 +184,9 @@ def unknown_keys(cfg: Config) -> list[str]:
 
 
 def _describe(err: dict[str, Any]) -> str:
+    """One validation error: the key and what was expected, never the value given."""
     loc = ".".join(str(p) for p in err["loc"])
-    return f"{loc}: {err['msg']} (got {err.get('input')!r})"
+    return f"{loc}: {err['msg']}"
 
 
 def parse_config(data: dict[str, Any], *, prefix: Path, source: str = "<config>") -> Config:

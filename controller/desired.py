@@ -1,7 +1,7 @@
 """The desired state: which certificates should exist, built from njet.conf and runtime events.
 
 Called by reconcile (load_desired at every pass, merge_desired for servers NJet announced at
-runtime) and by the CLI's `diff`. Pure apart from reading the conf files through njetconf.
+runtime) and by the CLI's `diff`. Pure apart from reading the conf files through conffiles.
 
 Rules: one CertificateSpec per managed server block with an `ssl` listen; its domain (store
 key, CN) is the block's first usable server_name, its SAN every usable name (lowercased, trailing
@@ -10,6 +10,8 @@ dot stripped, de-duplicated in order). Blocks whose first usable name is the sam
 that http-01/tls-alpn-01 cannot validate become NameWarnings, never silently dropped; a leading
 dot name `.x.test` (nginx: x.test and *.x.test) keeps x.test and warns about the wildcard half.
 Single-label names other than `localhost` are left to the CA to judge (private CAs issue them).
+Conf-level warnings (an include glob matching nothing) travel the same way: a NameWarning whose
+name is the directive (`include conf.d/*.conf`) and whose origin is its file:line.
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from controller.conffiles import ConfWarning, load_conf
 from controller.errors import ConfigError
 from controller.gcpause import gc_paused
 from controller.model import CertificateSpec, Desired, KeyType, NameWarning, Source
-from controller.njetconf import Directive, ServerBlock, http_servers, parse_file
+from controller.njetconf import DEFAULT_MAX_CONF_BYTES, ServerBlock, http_servers
 from controller.paths import validate_domain
 
 _LABEL_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
@@ -151,37 +154,38 @@ def desired_from_servers(
     return Desired(specs=specs, warnings=tuple(warnings))
 
 
-def load_desired(conf_path: Path, *, key_type: KeyType | None = None) -> Desired:
+def load_desired(conf_path: Path, *, key_type: KeyType | None = None,
+                 max_conf_bytes: int = DEFAULT_MAX_CONF_BYTES) -> Desired:
     """Parse njet.conf (includes expanded) into the desired state.
 
     Relative ssl_certificate paths resolve against the main conf file's directory, which is
     what nginx/NJet use (their conf_prefix). Raises ConfSyntaxError (a ConfigError) on a broken
-    conf, naming file:line.
+    conf, naming file:line, and when the conf breaks one of conffiles' bounds (`max_conf_bytes`
+    is [njet] maxConfBytes).
     """
-    return load_desired_and_files(conf_path, key_type=key_type)[0]
+    return load_desired_and_files(conf_path, key_type=key_type,
+                                  max_conf_bytes=max_conf_bytes)[0]
 
 
 def load_desired_and_files(
-    conf_path: Path, *, key_type: KeyType | None = None
+    conf_path: Path, *, key_type: KeyType | None = None,
+    max_conf_bytes: int = DEFAULT_MAX_CONF_BYTES,
 ) -> tuple[Desired, frozenset[str]]:
-    """load_desired, plus every file the parse read (njet.conf and its includes)."""
+    """load_desired, plus every file the parse read (njet.conf and its includes) and every
+    folder an include glob looked into (what a cache of the result must watch)."""
     conf_dir = Path(os.path.abspath(conf_path)).parent
     with gc_paused():
-        directives = parse_file(conf_path)
-        servers = http_servers(directives, conf_dir=conf_dir)
-        return desired_from_servers(servers, key_type=key_type), conf_files(directives)
+        loaded = load_conf(conf_path, max_bytes=max_conf_bytes)
+        servers = http_servers(loaded.directives, conf_dir=conf_dir)
+        base = desired_from_servers(servers, key_type=key_type)
+        if loaded.warnings:
+            base = replace(base, warnings=(*map(_conf_warning, loaded.warnings),
+                                           *base.warnings))
+        return base, loaded.files
 
 
-def conf_files(directives: Iterable[Directive]) -> frozenset[str]:
-    """The files a parsed tree came from (the main file and every included one)."""
-    out: set[str] = set()
-    stack = list(directives)
-    while stack:
-        d = stack.pop()
-        out.add(d.file)
-        if d.block:
-            stack.extend(d.block)
-    return frozenset(out)
+def _conf_warning(w: ConfWarning) -> NameWarning:
+    return NameWarning(w.subject, w.reason, w.origin)
 
 
 def merge_desired(base: Desired, extra: Iterable[CertificateSpec]) -> Desired:

@@ -15,17 +15,11 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from controller.desired import load_desired_and_files, merge_desired
-from controller.model import CertificateSpec, Desired, KeyType
-
-
-class RuntimeSpecs(Protocol):
-    @property
-    def path(self) -> Path: ...
-    def load(self) -> tuple[CertificateSpec, ...]: ...
-
+from controller.model import Desired, KeyType
+from controller.njetconf import DEFAULT_MAX_CONF_BYTES
+from controller.ports import RuntimeSpecs
 
 Signature = tuple[tuple[str, int, int, int], ...]
 
@@ -47,6 +41,7 @@ class DesiredSource:
     conf_path: Path
     key_type: KeyType | None
     runtime: RuntimeSpecs
+    max_conf_bytes: int = DEFAULT_MAX_CONF_BYTES  # [njet] maxConfBytes
     _files: frozenset[str] = field(default=frozenset())
     _signature: Signature | None = None
     _value: Desired | None = None
@@ -63,7 +58,8 @@ class DesiredSource:
             and _signature(self._watched()) == self._signature
         ):
             return self._value
-        base, files = load_desired_and_files(self.conf_path, key_type=self.key_type)
+        base, files = load_desired_and_files(self.conf_path, key_type=self.key_type,
+                                             max_conf_bytes=self.max_conf_bytes)
         self.parses += 1
         extra = self.runtime.load()
         value = merge_desired(base, extra) if extra else base

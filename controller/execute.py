@@ -13,46 +13,37 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Protocol
+from dataclasses import dataclass, field
 
 from controller.certinfo import key_matches_cert
 from controller.errors import ConfigError, ControllerError, PermanentError, TemporaryError
 from controller.faultpoints import fault_point, register
 from controller.fold import Outcome
 from controller.logs import log_event
-from controller.model import KeyType, NjetTarget
-from controller.observe import Prober
+from controller.model import KeyKind, KeyType, NjetTarget
 from controller.plan import Action, ActionKind
-from controller.ports import CertStore, Issuer
-
-
-class NjetWriter(Protocol):
-    async def add_cert(
-        self,
-        *,
-        listens: Sequence[str],
-        server_names: Sequence[str],
-        cert_type: str,
-        cert_pem: bytes,
-        key_pem: bytes,
-    ) -> None: ...
-
+from controller.ports import CertStore, Clock, IssuerFactory, NjetWriter, Prober
 
 register("execute.after_order", "execute.after_store", "execute.after_apply",
          "execute.after_verify")
 
-IssuerFactory = Callable[[], Awaitable[Issuer]]
 AcmeObserver = Callable[[str, float], None]  # (outcome "ok"|"temporary"|"permanent", seconds)
 
 APPLY_ATTEMPTS = 3
+APPLY_RETRY_DELAY = 0.2
 VERIFY_ATTEMPTS = 4
 VERIFY_DELAY = 0.15
 
 
 @dataclass
 class Executor:
+    """Runs one pass's actions, at most `concurrency` at once.
+
+    `njet` None is store-only mode (issue into the store, never apply). `repeated_error` is the
+    NjetWriter's "repeated" (code 11) error class. `clock` is the reconciler's clock (the one
+    "now"); `sleep` waits between apply attempts and verify handshakes (tests pass a no-op).
+    """
+
     store: CertStore
     issuer_factory: IssuerFactory
     njet: NjetWriter | None = None
@@ -62,6 +53,8 @@ class Executor:
     repeated_error: type[BaseException] | None = None
     on_acme: AcmeObserver | None = None
     revoke_on_delete: bool = False
+    clock: Clock = field(kw_only=True)
+    sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep, kw_only=True)
 
     async def execute(self, actions: Sequence[Action]) -> list[Outcome]:
         sem = asyncio.Semaphore(self.concurrency)
@@ -84,7 +77,7 @@ class Executor:
         except TemporaryError as exc:
             outcome = Outcome(action, ok=False, error=str(exc), retry_after=exc.retry_after)
         except (PermanentError, ConfigError) as exc:
-            outcome = Outcome(action, ok=False, error=str(exc), permanent=True)
+            outcome = Outcome(action, ok=False, error=str(exc))
         except ControllerError as exc:
             outcome = Outcome(action, ok=False, error=str(exc))
         except Exception as exc:  # an action must never take the loop down
@@ -203,7 +196,7 @@ class Executor:
                                          key_pem=key_pem)
             except TemporaryError as exc:
                 last = str(exc)
-                await asyncio.sleep(0.2 * attempt)
+                await self.sleep(APPLY_RETRY_DELAY * attempt)
                 continue
             except ControllerError as exc:
                 if self.repeated_error is not None and isinstance(exc, self.repeated_error):
@@ -222,18 +215,19 @@ class Executor:
                 raise ApplyTrapError(last + "; only a fresh key and certificate get out of this")
         raise TemporaryError(f"apply to {target.listens[0]} {sni} failed: {last}")
 
-    async def _verify(self, listen: str, sni: str, kind: str, expected: str) -> str | None:
+    async def _verify(self, listen: str, sni: str, kind: KeyKind, expected: str) -> str | None:
         """Handshake until `expected` is served (NJet's workers apply a moment after the
         agent answers) or the attempts run out; returns the last fingerprint seen."""
         if self.prober is None:
             raise ConfigError("no TLS prober configured: cannot verify an apply")
         served: str | None = None
         for i in range(VERIFY_ATTEMPTS):
-            res = await self.prober(listen, sni, kind, self.probe_timeout)
+            res = await self.prober(listen=listen, sni=sni, key_kind=kind,
+                                    timeout=self.probe_timeout)
             served = res.fingerprint
             if served == expected:
                 return served
-            await asyncio.sleep(VERIFY_DELAY * (i + 1))
+            await self.sleep(VERIFY_DELAY * (i + 1))
         return served
 
     # -- delete ----------------------------------------------------------------------------
@@ -245,7 +239,7 @@ class Executor:
         if stored.info.fingerprint != action.expected_fingerprint:
             return Outcome(action, ok=False, skipped=True,
                            error="store changed since the plan was made")
-        if self.revoke_on_delete and stored.info.not_after > _utcnow():
+        if self.revoke_on_delete and stored.info.not_after > self.clock():
             cert_pem = self.store.cert_pem(action.domain)
             if cert_pem is not None:
                 # revoke first: if the CA is unreachable the files stay until it succeeds
@@ -259,10 +253,6 @@ class Executor:
 
 class ApplyTrapError(TemporaryError):
     """NJet answers code 11 for the first cert ever pushed to a block, which it does not serve."""
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def _is_trap(exc: BaseException) -> bool:

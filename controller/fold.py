@@ -1,6 +1,7 @@
 """fold(): pure update of per-certificate status from one pass's plan and outcomes.
 
 Called by reconcile.py after execute(); the result is saved by adapters/store/statusfile.py.
+Every change goes through CertStatus's named transitions (status.py).
 """
 
 from __future__ import annotations
@@ -12,17 +13,18 @@ from datetime import datetime
 from controller.model import Desired, Observed
 from controller.plan import Action, ActionKind, Plan
 from controller.reasons import Reason
-from controller.status import CertStatus, backoff_delay
+from controller.status import CertStatus
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What executing one action did. `ok` False carries the error and how to retry."""
+    """What executing one action did. `ok` False carries the error and when to retry: every
+    failure backs off the same way (status.backoff_delay), a Retry-After from the CA may
+    lengthen it."""
 
     action: Action
     ok: bool
     error: str | None = None
-    permanent: bool = False
     retry_after: float | None = None
     # fingerprint of the pair now stored for the domain (after issue/renew)
     stored_fingerprint: str | None = None
@@ -52,7 +54,7 @@ def fold(
         if cur is None:
             out[domain] = CertStatus(domain=domain)
         elif cur.orphaned_at is not None:
-            out[domain] = cur.evolve(orphaned_at=None)
+            out[domain] = cur.with_desired_again()
 
     # a probe that shows the stored cert served is as good as a verified apply (e.g. after a
     # crash between the apply and the status write)
@@ -63,13 +65,12 @@ def fold(
             if (stored is not None and cur is not None and served.fingerprint is not None
                     and served.fingerprint == stored.info.fingerprint
                     and cur.applied_fingerprint != served.fingerprint):
-                out[domain] = cur.evolve(applied_fingerprint=served.fingerprint,
-                                                  applied_at=now)
+                out[domain] = cur.with_applied(served.fingerprint, at=now)
 
     for item in plan.scheduled:
         cur = out.get(item.domain)
         if item.reason is Reason.ORPHAN_GRACE and cur is not None and cur.orphaned_at is None:
-            out[item.domain] = cur.evolve(orphaned_at=now)
+            out[item.domain] = cur.with_orphaned(now)
 
     for o in outcomes:
         if o.skipped:
@@ -80,37 +81,26 @@ def fold(
             out.pop(domain, None)
             removed.add(domain)
             continue
-        if o.ok:
-            update: dict[str, object] = {
-                "attempts": 0,
-                "last_failure": None,
-                "last_failure_at": None,
-                "backoff_until": None,
-                "spec_hash": o.action.spec_hash or cur.spec_hash,
-                "last_success_at": now,
-            }
-            if o.action.kind in (ActionKind.ISSUE, ActionKind.RENEW):
-                update.update(force_renew=False, force_renew_of=None, renewal_at=None,
-                              applied_fingerprint=None)
-            if o.served_fingerprint is not None:
-                update.update(applied_fingerprint=o.served_fingerprint, applied_at=now)
-            out[domain] = cur.evolve(**update)
-            continue
-        attempts = cur.attempts + 1 if cur.spec_hash in (None, o.action.spec_hash) else 1
-        update = {
-            "attempts": attempts,
-            "last_failure": o.error or "unknown error",
-            "last_failure_at": now,
-            "backoff_until": now + backoff_delay(attempts, retry_after=o.retry_after),
-            "spec_hash": o.action.spec_hash or cur.spec_hash,
-        }
-        if o.stored_fingerprint is not None and o.action.kind is not ActionKind.APPLY:
-            # a new pair was stored but could not be applied: it is not what NJet serves
-            update.update(force_renew=False, force_renew_of=None, renewal_at=None,
-                          applied_fingerprint=None)
-        if o.needs_new_key:  # after the reset above: the trap wins
-            update["force_renew"] = True
-            update["force_renew_of"] = o.stored_fingerprint or o.action.expected_fingerprint
-        out[domain] = cur.evolve(**update)
+        out[domain] = _succeeded(cur, o, now) if o.ok else _failed(cur, o, now)
 
     return out, removed
+
+
+def _succeeded(cur: CertStatus, o: Outcome, now: datetime) -> CertStatus:
+    new = cur.with_success(spec_hash=o.action.spec_hash, at=now)
+    if o.action.kind in (ActionKind.ISSUE, ActionKind.RENEW):
+        new = new.with_issued()
+    if o.served_fingerprint is not None:
+        new = new.with_applied(o.served_fingerprint, at=now)
+    return new
+
+
+def _failed(cur: CertStatus, o: Outcome, now: datetime) -> CertStatus:
+    new = cur.with_failure(o.error or "unknown error", spec_hash=o.action.spec_hash, at=now,
+                           retry_after=o.retry_after)
+    if o.stored_fingerprint is not None and o.action.kind is not ActionKind.APPLY:
+        # a new pair was stored but could not be applied: it is not what NJet serves
+        new = new.with_issued()
+    if o.needs_new_key:  # after the reset above: the trap wins
+        new = new.with_new_key_needed(of=o.stored_fingerprint or o.action.expected_fingerprint)
+    return new

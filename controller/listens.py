@@ -1,6 +1,6 @@
 """nginx `listen` directives → the listen strings NJet's API uses ("0.0.0.0:8444", "[::1]:8445").
 
-Pure. Used by njetconf.py (server blocks) and the NJet simulator.
+Pure. Used by njetconf.py (server blocks); the NJet simulator has its own reader.
 """
 
 from __future__ import annotations

@@ -9,6 +9,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
+from typing import Literal
+
+KeyKind = Literal["rsa", "ecc"]
+"""NJet's `cert_type` of a key, and the key type a TLS probe offers."""
 
 
 class KeyType(StrEnum):
@@ -22,12 +26,22 @@ class KeyType(StrEnum):
         return self in (KeyType.EC256, KeyType.EC384)
 
     @property
-    def njet_cert_type(self) -> str:
+    def njet_cert_type(self) -> KeyKind:
         """NJet's `cert_type` for a key of this type ("rsa" or "ecc")."""
         return "ecc" if self.is_ecdsa else "rsa"
 
 
 DEFAULT_KEY_TYPE = KeyType.RSA2048
+"""The key type of a block with neither `keyType` nor a readable bootstrap certificate."""
+
+
+class ActionKind(StrEnum):
+    """What a planned action does (plan.Action); chosen by the policy chains (policy.py)."""
+
+    ISSUE = "issue"
+    RENEW = "renew"
+    APPLY = "apply"
+    DELETE = "delete"
 
 
 class ChallengeType(StrEnum):

@@ -1,14 +1,15 @@
 """Our own nginx-syntax parser for njet.conf, and the http server blocks read from it.
 
-Called by desired.py (load_desired) at every pass; pure apart from reading the conf files.
+Pure: parses text. Reading njet.conf and expanding its `include`s is conffiles.py's, which
+calls parse_text for each file; desired.py calls http_servers on the result.
 
 Syntax follows nginx's ngx_conf_read_token: words end at whitespace, ";" or "{"; `#` starts a
 comment only at the start of a word; '…' and "…" quote (escapes \\" \\' \\\\ \\t \\r \\n are
 unescaped, any other backslash pair is kept as written, so regexes like `\\b` survive);
 `$var` / `${var}` stay text; a closing quote must be followed by whitespace, ";", "{" or ")".
-`include` paths (globs allowed, sorted order) resolve against the directory of the main conf
-file, like nginx's conf_prefix, also inside included files; a glob matching nothing is fine, a
-missing plain path is an error. Every problem raises ConfSyntaxError naming `file:line`.
+`include` directives are kept as written (checked for shape only). Every problem raises
+ConfSyntaxError naming `file:line`; its text never quotes a line of the file (a line may carry a
+password): it names the token kind, and a directive only by a name shaped like one (see _shown).
 Like nginx, the directives we interpret are checked for shape (block vs ";", argument count);
 a continuation line of one of them that starts with a well-known directive name (e.g.
 `server_name a.test` then `listen 443 ssl;`) is reported as a missing ";".
@@ -22,7 +23,6 @@ them here would make the result depend on DNS). `unix:` listens are skipped by h
 
 from __future__ import annotations
 
-import glob
 import os
 import re
 from collections.abc import Iterator, Sequence
@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from controller.errors import ConfigError
-from controller.listens import (  # noqa: F401  (re-exported: the simulator uses them)
+from controller.listens import (  # noqa: F401  (normalize_listen re-exported for tests)
     DEFAULT_LISTEN,
     ListenSpec,
     normalize_listen,
@@ -169,7 +169,8 @@ def _bare(text: str, i: int, line: int) -> tuple[str, int, int]:
 
 # --- parser --------------------------------------------------------------------------------
 
-_MAX_DEPTH = 64
+MAX_DEPTH = 64  # blocks per file, and includes nested
+DEFAULT_MAX_CONF_BYTES = 256 * 1024 * 1024  # [njet] maxConfBytes: see conffiles.py
 _BLOCK_ONLY = frozenset({"http", "events", "stream", "mail", "location", "upstream", "map",
                          "types", "geo", "split_clients", "limit_except", "if"})
 _SERVER_PARENTS = frozenset({"http", "stream", "mail"})
@@ -194,6 +195,18 @@ _LIKELY_DIRECTIVES = frozenset({
 })
 
 
+_NAME_SHAPE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+def _shown(tok: _Token, what: str = "directive") -> str:
+    """How an error names a word: quoted when it is shaped like a directive name, else by its
+    kind only (a stray word may be a value, e.g. half of a password split by a bad edit)."""
+    if not tok.quoted and _NAME_SHAPE.fullmatch(tok.text):
+        return f'{what} "{tok.text}"'
+    first = "a quoted string" if tok.quoted else "a word that is not a name (not shown)"
+    return f"a {what} starting with {first}"
+
+
 class _Parser:
     def __init__(self, tokens: Iterator[_Token], file: str) -> None:
         self.tokens = tokens
@@ -211,7 +224,7 @@ class _Parser:
                 continue
             if tok.kind == "}":
                 if words:
-                    raise self.error(f'directive "{words[0].text}" is not terminated by ";" '
+                    raise self.error(f'{_shown(words[0])} is not terminated by ";" '
                                      f'(found "}}" on line {tok.line})', words[0].line)
                 if opener is None:
                     raise self.error('unexpected "}": no block is open here', tok.line)
@@ -221,16 +234,16 @@ class _Parser:
                                  tok.line)
             children: tuple[Directive, ...] | None = None
             if tok.kind == "{":
-                if depth >= _MAX_DEPTH:
-                    raise self.error(f"blocks nested deeper than {_MAX_DEPTH} levels", tok.line)
+                if depth >= MAX_DEPTH:
+                    raise self.error(f"blocks nested deeper than {MAX_DEPTH} levels", tok.line)
                 children = self.block(words[0], depth + 1)
             out.append(self.directive(words, children, opener))
             words = []
         if words:
-            raise self.error(f'directive "{words[0].text}" is not terminated by ";" '
+            raise self.error(f'{_shown(words[0])} is not terminated by ";" '
                              "(end of file reached)", words[0].line)
         if opener is not None:
-            raise self.error(f'block "{opener.text}" opened on this line is never closed: '
+            raise self.error(f'{_shown(opener, "block")} opened on this line is never closed: '
                              'missing "}" (end of file reached)', opener.line)
         return tuple(out)
 
@@ -261,59 +274,6 @@ class _Parser:
 def parse_text(text: str, *, file: str = "<string>") -> tuple[Directive, ...]:
     """Parse one conf text; `include` directives are kept as they are (not expanded)."""
     return _Parser(_tokenize(text.removeprefix("\ufeff"), file), file).block(None, 0)
-
-
-def parse_file(path: Path) -> tuple[Directive, ...]:
-    """Parse the main conf file with every `include` expanded in place, recursively."""
-    main = Path(os.path.abspath(path))
-    directives = parse_text(_read(main, None), file=str(main))
-    return _expand(directives, main.parent, (os.path.realpath(main),))
-
-
-def _read(path: Path, site: Directive | None) -> str:
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        why = exc.strerror or type(exc).__name__
-        if site is None:
-            raise ConfSyntaxError(f"cannot read the configuration file: {why}",
-                                  file=str(path), line=0) from exc
-        raise ConfSyntaxError(f'include "{site.args[0]}": cannot read {path}: {why}',
-                              file=site.file, line=site.line) from exc
-    return data.decode("utf-8", errors="replace")
-
-
-def _expand(directives: Sequence[Directive], conf_dir: Path,
-            stack: tuple[str, ...], level: int = 0) -> tuple[Directive, ...]:
-    out: list[Directive] = []
-    for d in directives:
-        if level > 2 * _MAX_DEPTH:
-            raise ConfSyntaxError("blocks and includes nested too deep", file=d.file, line=d.line)
-        if d.name == "include" and d.block is None:
-            for target in _include_targets(d, conf_dir):
-                real = os.path.realpath(target)
-                if real in stack:
-                    chain = " -> ".join((*stack[stack.index(real):], real))
-                    raise ConfSyntaxError(f'include "{d.args[0]}": include loop ({chain})',
-                                          file=d.file, line=d.line)
-                if len(stack) >= _MAX_DEPTH:
-                    raise ConfSyntaxError(f'include "{d.args[0]}": includes nested deeper '
-                                          f"than {_MAX_DEPTH} levels", file=d.file, line=d.line)
-                inner = parse_text(_read(target, d), file=str(target))
-                out.extend(_expand(inner, conf_dir, (*stack, real), level + 1))
-        elif d.block is not None:
-            out.append(replace(d, block=_expand(d.block, conf_dir, stack, level + 1)))
-        else:
-            out.append(d)
-    return tuple(out)
-
-
-def _include_targets(site: Directive, conf_dir: Path) -> list[Path]:
-    pattern = site.args[0]
-    if not any(c in pattern for c in "*?["):
-        return [conf_dir / pattern]  # an absolute pattern replaces conf_dir
-    full = os.path.join(glob.escape(str(conf_dir)), pattern)
-    return [Path(p) for p in sorted(glob.glob(full))]
 
 
 # --- http server blocks --------------------------------------------------------------------
@@ -351,8 +311,8 @@ class _Tls:
 
 def _switch(d: Directive, on: str) -> bool:
     value = d.args[0].lower()
-    if value not in (on, "off"):
-        raise ConfSyntaxError(f'invalid value "{d.args[0]}" in "{d.name}" directive '
+    if value not in (on, "off"):  # the value is not quoted: name the key, not the value
+        raise ConfSyntaxError(f'invalid value in "{d.name}" directive '
                               f'(expected "{on}" or "off")', file=d.file, line=d.line)
     return value == on
 

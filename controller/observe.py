@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 from controller.certinfo import key_type_of_cert
 from controller.errors import ControllerError
@@ -21,26 +20,17 @@ from controller.model import Desired, KeyType, NjetTarget, Observed, ServedCert
 from controller.njetmatch import MatchStatus, NjetServer, match_blocks, match_server
 from controller.plan import wanted_key_type
 from controller.policy import PolicySettings
-from controller.ports import CertStore
-
-
-class NjetReader(Protocol):
-    async def get_ssl(self) -> tuple[NjetServer, ...]: ...
-
-
-class ProbeOutcome(Protocol):
-    @property
-    def fingerprint(self) -> str | None: ...
-    @property
-    def error(self) -> str | None: ...
-
-
-Prober = Callable[[str, str, str, float], Awaitable[ProbeOutcome]]
-"""(listen, sni, key_kind "rsa"|"ecc", timeout) -> result with .fingerprint / .error."""
+from controller.ports import CertStore, NjetReader, Prober
 
 
 @dataclass
 class Gatherer:
+    """Builds one pass's Observed from the store, NJet's record and (when asked) probes.
+
+    `njet` None is store-only mode: no NJet view, no probes. Bootstrap certificate key types
+    are cached by file mtime, so an unchanged njet.conf block costs one stat per pass.
+    """
+
     store: CertStore
     settings: PolicySettings
     njet: NjetReader | None = None
@@ -114,7 +104,8 @@ class Gatherer:
             spec = desired.specs[domain]
             kind = wanted_key_type(spec, bootstrap, self.settings).njet_cert_type
             results = await asyncio.gather(
-                *(prober(t.listens[0], spec.names[0], kind, self.probe_timeout) for t in blocks)
+                *(prober(listen=t.listens[0], sni=spec.names[0], key_kind=kind,
+                         timeout=self.probe_timeout) for t in blocks)
             )
             fps = {r.fingerprint for r in results}
             errors = "; ".join(r.error for r in results if r.error)

@@ -5,7 +5,8 @@ The layout under `<prefix>/.lego/` is lego's (and so NJet's own Go cert-manager'
   accounts/<ca-host>/<email>/account.json, keys/<email>.key
   status/<name>.json       our per-certificate retry / renewal status
   quarantine/<name>.<ts>/  pairs taken out of service (never deleted silently)
-  journal/                 the swap journal (store/lego.py)
+  journal/                 the swap journal (adapters/store/journal.py)
+  journal-rejected/        journal entries recovery refused to act on, kept for inspection
   runtime/                 event-sourced desired state (servers announced at runtime)
   index.json               what each stored pair meant when last parsed (speeds up start)
   lock                     the single-writer lock
@@ -41,6 +42,20 @@ def safe_file_name(domain: str) -> str:
     return validate_domain(domain).replace("*", "_")
 
 
+def stem_domain(stem: str) -> str:
+    """The domain a store file name stands for: "_.a.test" -> "*.a.test" (the inverse)."""
+    return "*" + stem[1:] if stem.startswith("_.") else stem
+
+
+def is_store_name(stem: str) -> bool:
+    """True when `stem` is exactly what safe_file_name gives for some domain: a single, safe
+    path component (no "/", "..", NUL, upper case), so journal records can be checked."""
+    try:
+        return safe_file_name(stem_domain(stem)) == stem
+    except ConfigError:
+        return False
+
+
 @dataclass(frozen=True)
 class StorePaths:
     prefix: Path
@@ -68,6 +83,11 @@ class StorePaths:
     @property
     def journal(self) -> Path:
         return self.lego / "journal"
+
+    @property
+    def journal_rejected(self) -> Path:
+        """Where recovery moves journal entries it refuses to act on (adapters/store/journal.py)."""
+        return self.lego / "journal-rejected"
 
     @property
     def runtime(self) -> Path:

@@ -2,35 +2,38 @@
 
 No I/O, no clock, no randomness. Called by reconcile.py each pass, by `diff`, and by the admin
 API's GET /api/v1/plan. An empty `Plan.actions` with no `waiting` means converged.
+What is decided, and in which order, is the policy chains' business (policy.py); plan() only
+builds one Subject per name, walks its chain and collects the decisions.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
-from enum import StrEnum
 
-from controller.model import CertificateSpec, Desired, KeyType, NameWarning, NjetTarget, Observed
+from controller.model import ActionKind as ActionKind
+from controller.model import (
+    CertificateSpec,
+    Desired,
+    KeyType,
+    NameWarning,
+    NjetTarget,
+    Observed,
+)
 from controller.policy import (
-    APPLY_CHAIN,
-    ISSUE_CHAIN,
-    RENEW_CHAIN,
+    DESIRED,
+    ORPHANED,
+    Decision,
     PolicySettings,
     Subject,
-    first_finding,
+    decide,
+    pass_notes,
     renewal_time,
 )
 from controller.reasons import Reason
-from controller.status import CertStatus, in_backoff
-
-
-class ActionKind(StrEnum):
-    ISSUE = "issue"
-    RENEW = "renew"
-    APPLY = "apply"
-    DELETE = "delete"
+from controller.status import CertStatus
 
 
 @dataclass(frozen=True)
@@ -103,150 +106,79 @@ def plan(
     now: datetime,
     settings: PolicySettings,
 ) -> Plan:
-    actions: list[Action] = []
-    waiting: list[Waiting] = []
-    scheduled: list[Scheduled] = []
-    notes: list[str] = []
-
-    if observed.njet_error and not settings.store_only:
-        notes.append(f"NJet API unreachable: {observed.njet_error}")
-
+    out = _Collected(notes=list(pass_notes(observed, settings)))
     for domain in sorted(desired.specs):
-        spec = desired.specs[domain]
-        status = statuses.get(domain)
-        key_type = wanted_key_type(spec, observed.bootstrap_key_types, settings)
-        digest = spec_hash(spec, key_type)
-        stored = observed.stored.get(domain)
-        target_known = domain in observed.njet_targets
-        served = observed.served.get(domain)
-        served_fp = (
-            served.fingerprint
-            if served is not None
-            else (status.applied_fingerprint if status is not None else None)
-        )
-        subject = Subject(
-            spec=spec,
-            stored=stored,
-            problem=observed.problems.get(domain),
-            status=status,
-            wanted_key_type=key_type,
-            served_fingerprint=served_fp,
-            njet_present=target_known,
-            now=now,
-            settings=settings,
-        )
-        bootstrap = observed.bootstrap_key_types.get(domain)
-        if (
-            not settings.store_only
-            and bootstrap is not None
-            and bootstrap.njet_cert_type != key_type.njet_cert_type
-        ):
-            notes.append(
-                f"{domain}: keyType {key_type} differs from the block's bootstrap "
-                f"{bootstrap}: NJet would serve both, RSA-only clients keep the old cert"
-            )
-
-        action = _decide(subject, digest)
-        if action is not None and domain in observed.njet_targets:
-            action = replace(action, targets=observed.njet_targets[domain])
-        if action is None:
-            if not settings.store_only and stored is not None and not target_known:
-                _wait_for_njet(domain, observed, waiting)
-            continue
-        if action.kind is ActionKind.APPLY and not target_known:
-            _wait_for_njet(domain, observed, waiting)
-            continue
-        backoff_applies = status is not None and status.spec_hash in (None, digest)
-        if backoff_applies and in_backoff(status, now):
-            assert status is not None
-            waiting.append(
-                Waiting(
-                    domain,
-                    Reason.BACKOFF,
-                    f"{action.kind} ({action.reason}) after {status.attempts} failed "
-                    f"attempt(s): {status.last_failure or 'unknown error'}",
-                    until=status.backoff_until,
-                )
-            )
-            continue
-        actions.append(action)
-        if action.kind is not ActionKind.APPLY and not settings.store_only and not target_known:
-            _wait_for_njet(domain, observed, waiting, after_issue=True)
-
+        s = subject(domain, desired.specs[domain], observed, statuses.get(domain), now, settings)
+        out.add(s, decide(DESIRED, s))
     for domain in sorted(set(observed.stored) - set(desired.specs)):
-        status = statuses.get(domain)
-        if status is None:
-            continue  # never managed by us (e.g. written by hand with lego): leave it alone
-        if status.orphaned_at is None:
-            scheduled.append(
-                Scheduled(
-                    domain,
-                    Reason.ORPHAN_GRACE,
-                    "no longer desired; grace period starts",
-                    at=now + settings.delete_grace,
-                )
-            )
-            continue
-        delete_at = status.orphaned_at + settings.delete_grace
-        if now >= delete_at:
-            stored = observed.stored[domain]
-            actions.append(
-                Action(
-                    ActionKind.DELETE,
-                    domain,
-                    Reason.NOT_DESIRED,
-                    f"not desired since {status.orphaned_at.isoformat()}",
-                    expected_fingerprint=stored.info.fingerprint,
-                )
-            )
-        else:
-            scheduled.append(
-                Scheduled(domain, Reason.ORPHAN_GRACE, "no longer desired", at=delete_at)
-            )
-
+        s = subject(domain, None, observed, statuses.get(domain), now, settings)
+        out.add(s, decide(ORPHANED, s))
     return Plan(
-        actions=tuple(actions),
-        waiting=tuple(waiting),
-        scheduled=tuple(scheduled),
+        actions=tuple(out.actions),
+        waiting=tuple(out.waiting),
+        scheduled=tuple(out.scheduled),
         warnings=tuple(desired.warnings),
-        notes=tuple(notes),
+        notes=tuple(out.notes),
     )
 
 
-def _decide(s: Subject, digest: str) -> Action | None:
-    def act(kind: ActionKind, reason: Reason, message: str) -> Action:
-        fp = s.stored.info.fingerprint if s.stored is not None else None
-        return Action(kind, s.spec.domain, reason, message, spec=s.spec,
-                      key_type=s.wanted_key_type, expected_fingerprint=fp, spec_hash=digest)
+def subject(
+    domain: str,
+    spec: CertificateSpec | None,
+    observed: Observed,
+    status: CertStatus | None,
+    now: datetime,
+    settings: PolicySettings,
+) -> Subject:
+    """What the checks see of `domain` (`spec` None: a stored name no longer desired)."""
+    key_type: KeyType | None = None
+    digest: str | None = None
+    if spec is not None:
+        key_type = wanted_key_type(spec, observed.bootstrap_key_types, settings)
+        digest = spec_hash(spec, key_type)
+    served = observed.served.get(domain)
+    return Subject(
+        domain=domain,
+        spec=spec,
+        stored=observed.stored.get(domain),
+        problem=observed.problems.get(domain),
+        status=status,
+        wanted_key_type=key_type,
+        spec_hash=digest,
+        served_fingerprint=(
+            served.fingerprint
+            if served is not None
+            else (status.applied_fingerprint if status is not None else None)
+        ),
+        njet_present=domain in observed.njet_targets,
+        # an orphan is not applied anywhere
+        targets=observed.njet_targets.get(domain, ()) if spec is not None else (),
+        njet_error=observed.njet_error,
+        njet_unmatched=observed.njet_unmatched.get(domain),
+        bootstrap_key_type=observed.bootstrap_key_types.get(domain),
+        now=now,
+        settings=settings,
+    )
 
-    found = first_finding(ISSUE_CHAIN, s)
-    if found is not None:
-        return act(ActionKind.ISSUE, *found)
-    if (
-        s.status is not None
-        and s.status.force_renew
-        and s.status.force_renew_of in (None, s.stored.info.fingerprint if s.stored else None)
-    ):
-        return act(ActionKind.RENEW, Reason.FORCED, "renewal requested")
-    found = first_finding(RENEW_CHAIN, s)
-    if found is not None:
-        return act(ActionKind.RENEW, *found)
-    found = first_finding(APPLY_CHAIN, s)
-    if found is not None:
-        return act(ActionKind.APPLY, *found)
-    return None
 
+@dataclass
+class _Collected:
+    actions: list[Action] = field(default_factory=list)
+    waiting: list[Waiting] = field(default_factory=list)
+    scheduled: list[Scheduled] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
-def _wait_for_njet(
-    domain: str, observed: Observed, waiting: list[Waiting], *, after_issue: bool = False
-) -> None:
-    if observed.njet_error:
-        reason, why = Reason.NJET_UNREACHABLE, observed.njet_error
-    else:
-        reason = Reason.WAITING_FOR_RELOAD
-        why = observed.njet_unmatched.get(domain, "the running NJet has no such server")
-    prefix = "issued cert will not be applied: " if after_issue else "cannot apply: "
-    waiting.append(Waiting(domain, reason, prefix + why))
+    def add(self, s: Subject, d: Decision) -> None:
+        self.notes.extend(d.notes)
+        if d.act is not None:
+            self.actions.append(Action(
+                d.act.kind, s.domain, d.act.reason, d.act.message, spec=s.spec,
+                key_type=s.wanted_key_type,
+                expected_fingerprint=s.stored.info.fingerprint if s.stored else None,
+                spec_hash=s.spec_hash, targets=s.targets,
+            ))
+        self.waiting.extend(Waiting(s.domain, w.reason, w.message, w.until) for w in d.waits)
+        self.scheduled.extend(Scheduled(s.domain, x.reason, x.message, x.at) for x in d.later)
 
 
 def next_renewal(

@@ -1,150 +1,146 @@
-"""Small, pure, named checks over one desired certificate; the chain order is the spec.
+"""The policy chains: which named checks decide, in which order. The order is the spec.
 
-Each check returns a `Reason` (with a human message) or None. plan.py walks CHAIN in order and
-the first hit wins. Also `renewal_time()`: when a certificate should be renewed.
-No I/O, no clock, no randomness: `now` is always passed in.
+plan.py builds one `Subject` per desired name and per stored certificate whose name left
+desired state, and asks `decide(chain, subject)`:
+
+1. `notes`: every note check that applies adds a plan note, whatever is decided.
+2. `checks`, in order: the first finding decides: an `Act` (issue, renew, apply, delete), a
+   `Wait` (needed, cannot happen now) or a `Later` (scheduled). No finding: nothing to do
+   (converged, or a certificate we never managed).
+3. `holds`, only for an Act: the first that applies keeps the action back as its Wait.
+4. `caveats`, only for an admitted Act: each that applies adds its Wait next to the action.
+
+Every check handles its own inputs (subject.py), so adding a rule is adding an entry here and
+its function in controller/policies/. tests/unit/test_policy_chain.py pins the order.
+Pure: no I/O, no clock. Re-exports PolicySettings, Subject, renewal_time and renewal_window.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 
-from controller.model import CertificateSpec, KeyType, StoredCert
-from controller.reasons import Reason
-from controller.status import CertStatus
+from controller.model import Observed
+from controller.policies.backoff import backoff
+from controller.policies.njet import (
+    bootstrap_key_type_differs,
+    issued_not_applied,
+    njet_api_unreachable,
+    njet_unreachable,
+    not_served,
+    waiting_for_reload,
+)
+from controller.policies.orphan import grace_over, grace_starts, in_grace
+from controller.policies.renewal import (
+    expired,
+    forced_renewal,
+    key_type_changed,
+    names_changed,
+    renewal_due,
+    renewal_time,
+    renewal_window,
+)
+from controller.policies.store import cert_missing, stored_unusable
+from controller.policies.subject import (
+    Act,
+    Check,
+    Finding,
+    Hold,
+    Later,
+    Note,
+    PolicySettings,
+    Subject,
+    Wait,
+)
 
-SHORT_LIFETIME = timedelta(days=10)
+__all__ = [
+    "DESIRED",
+    "ORPHANED",
+    "Chain",
+    "Decision",
+    "PolicySettings",
+    "Subject",
+    "decide",
+    "pass_notes",
+    "renewal_time",
+    "renewal_window",
+]
 
 
 @dataclass(frozen=True)
-class PolicySettings:
-    renew_before: timedelta = timedelta(days=30)
-    default_key_type: KeyType = KeyType.RSA2048
-    delete_grace: timedelta = timedelta(hours=24)
-    store_only: bool = True
+class Chain:
+    """One kind of subject's rules, each part in order (see the module docstring)."""
+
+    name: str
+    checks: tuple[Check, ...]
+    holds: tuple[Hold, ...] = ()
+    caveats: tuple[Hold, ...] = ()
+    notes: tuple[Note, ...] = ()
+
+
+DESIRED = Chain(
+    "desired",
+    checks=(
+        # nothing usable stored: issue
+        cert_missing,
+        stored_unusable,
+        # the stored pair must be replaced: renew
+        forced_renewal,
+        names_changed,
+        key_type_changed,
+        expired,
+        renewal_due,
+        # a good pair NJet cannot take now: wait
+        njet_unreachable,
+        waiting_for_reload,
+        # a good pair NJet does not serve: apply
+        not_served,
+    ),
+    holds=(backoff,),
+    caveats=(issued_not_applied,),
+    notes=(bootstrap_key_type_differs,),
+)
+
+ORPHANED = Chain(
+    "orphaned",
+    checks=(grace_starts, grace_over, in_grace),
+)
 
 
 @dataclass(frozen=True)
-class Subject:
-    """Everything the checks may look at for one desired name (assembled by plan.py)."""
+class Decision:
+    """What one chain decided for one subject; `decided_by` names the check or hold."""
 
-    spec: CertificateSpec
-    stored: StoredCert | None
-    problem: str | None  # why stored files are unusable, if they are
-    status: CertStatus | None
-    wanted_key_type: KeyType
-    served_fingerprint: str | None  # best knowledge of what NJet serves (None = unknown)
-    njet_present: bool  # the running NJet has the block (always False in store-only mode)
-    now: datetime
-    settings: PolicySettings
+    act: Act | None = None
+    waits: tuple[Wait, ...] = ()
+    later: tuple[Later, ...] = ()
+    notes: tuple[str, ...] = ()
+    decided_by: str | None = None
 
 
-Finding = tuple[Reason, str]
-Check = Callable[[Subject], Finding | None]
-
-
-def renewal_window(lifetime: timedelta, renew_before: timedelta) -> timedelta:
-    """How long before not_after to renew.
-
-    min(renewBefore, 1/3 of the lifetime — 1/2 for lifetimes under 10 days), so a 90-day cert
-    renews at 30 days left and a 6-day one at 3 days left instead of looping.
-    """
-    fraction = lifetime / 2 if lifetime < SHORT_LIFETIME else lifetime / 3
-    return min(renew_before, fraction)
-
-
-def renewal_time(
-    stored: StoredCert, status: CertStatus | None, renew_before: timedelta
-) -> datetime:
-    """The instant renewal becomes due.
-
-    A time chosen once and persisted in status (e.g. inside an ARI window) takes over, unless
-    less than a tenth of the lifetime would be left then (emergency override).
-    """
-    info = stored.info
-    lifetime = info.not_after - info.not_before
-    default = info.not_after - renewal_window(lifetime, renew_before)
-    if status is not None and status.renewal_at is not None:
-        emergency = info.not_after - lifetime / 10
-        return min(status.renewal_at, emergency)
-    return default
-
-
-def cert_missing(s: Subject) -> Finding | None:
-    if s.stored is None and s.problem is None:
-        return Reason.MISSING, "no certificate stored"
-    return None
-
-
-def stored_unusable(s: Subject) -> Finding | None:
-    if s.stored is None and s.problem is not None:
-        return Reason.STORED_UNUSABLE, s.problem
-    return None
-
-
-def names_changed(s: Subject) -> Finding | None:
-    assert s.stored is not None
-    have = s.stored.info
-    want = s.spec.names
-    if set(have.names) != set(want) or (have.common_name or "") != want[0]:
-        gained = sorted(set(want) - set(have.names))
-        lost = sorted(set(have.names) - set(want))
-        parts = [f"+{','.join(gained)}" if gained else "", f"-{','.join(lost)}" if lost else ""]
-        detail = " ".join(p for p in parts if p) or f"CN {have.common_name} -> {want[0]}"
-        return Reason.NAMES_CHANGED, f"names changed: {detail}"
-    return None
-
-
-def key_type_changed(s: Subject) -> Finding | None:
-    assert s.stored is not None
-    have = s.stored.info.key_type
-    if have != s.wanted_key_type:
-        return Reason.KEY_TYPE_CHANGED, f"key type {have or 'unknown'} -> {s.wanted_key_type}"
-    return None
-
-
-def expired(s: Subject) -> Finding | None:
-    assert s.stored is not None
-    if s.now >= s.stored.info.not_after:
-        return Reason.EXPIRED, f"expired at {s.stored.info.not_after.isoformat()}"
-    return None
-
-
-def renewal_due(s: Subject) -> Finding | None:
-    assert s.stored is not None
-    due = renewal_time(s.stored, s.status, s.settings.renew_before)
-    if s.now >= due:
-        left = s.stored.info.not_after - s.now
-        return Reason.RENEWAL_DUE, f"renewal due since {due.isoformat()} ({_days(left)} left)"
-    return None
-
-
-def not_served(s: Subject) -> Finding | None:
-    assert s.stored is not None
-    if s.settings.store_only or not s.njet_present:
-        return None
-    if s.served_fingerprint != s.stored.info.fingerprint:
-        shown = s.served_fingerprint[:16] if s.served_fingerprint else "unknown/other"
-        return Reason.NOT_SERVED, f"NJet serves {shown}, stored {s.stored.info.fingerprint[:16]}"
-    return None
-
-
-# The order is the spec: the first hit decides the action.
-ISSUE_CHAIN: tuple[Check, ...] = (cert_missing, stored_unusable)
-RENEW_CHAIN: tuple[Check, ...] = (names_changed, key_type_changed, expired, renewal_due)
-APPLY_CHAIN: tuple[Check, ...] = (not_served,)
-
-
-def first_finding(chain: tuple[Check, ...], subject: Subject) -> Finding | None:
-    for check in chain:
-        found = check(subject)
+def decide(chain: Chain, s: Subject) -> Decision:
+    notes = tuple(n for n in (note(s) for note in chain.notes) if n is not None)
+    found: Finding | None = None
+    by: str | None = None
+    for check in chain.checks:
+        found = check(s)
         if found is not None:
-            return found
-    return None
+            by = check.__name__
+            break
+    if found is None:
+        return Decision(notes=notes)
+    if isinstance(found, Wait):
+        return Decision(waits=(found,), notes=notes, decided_by=by)
+    if isinstance(found, Later):
+        return Decision(later=(found,), notes=notes, decided_by=by)
+    for hold in chain.holds:
+        held = hold(s, found)
+        if held is not None:
+            return Decision(waits=(held,), notes=notes, decided_by=hold.__name__)
+    caveats = tuple(w for w in (c(s, found) for c in chain.caveats) if w is not None)
+    return Decision(act=found, waits=caveats, notes=notes, decided_by=by)
 
 
-def _days(delta: timedelta) -> str:
-    days = delta.total_seconds() / 86400
-    return f"{days:.1f}d" if abs(days) >= 1 else f"{delta.total_seconds() / 3600:.1f}h"
+def pass_notes(observed: Observed, settings: PolicySettings) -> tuple[str, ...]:
+    """Notes about the whole pass rather than one name."""
+    note = njet_api_unreachable(observed.njet_error, store_only=settings.store_only)
+    return () if note is None else (note,)

@@ -1,15 +1,56 @@
-"""The small Protocols every adapter implements, with their contracts. No implementations here.
+"""Every Protocol between the steps and the adapters, each with its contract. No implementations.
 
-All datetimes crossing these interfaces are timezone-aware UTC. "Not found" is `None` (never an
-exception); real failures raise the errors of controller.errors.
+Who implements what: CertStore (adapters/store/lego.py), Issuer (adapters/acme/client.py),
+NjetReader + NjetWriter (adapters/njet/api.py), Prober (app.tls_probe over
+adapters/njet/probe.py), StatusPersistence (adapters/store/statusfile.py), RuntimeSpecs
+(adapters/store/runtime.py), ChallengeSolver + LeftoverCleaner (adapters/challenges/),
+DesiredLoader (app.py over desired_source.py), AdminBackend + PassObserver (admin_backend.py).
+tests/fakes.py holds an in-memory fake of each that tests/unit/test_fakes.py checks against
+these Protocols (statically with mypy, and by behaviour).
+
+Rules for every port:
+- All datetimes crossing these interfaces are timezone-aware UTC; "now" comes from one `Clock`.
+- "Not found" is None (or False, or an empty result), never an exception.
+- Real failures raise the errors of controller.errors: TemporaryError (worth retrying later,
+  with an optional `retry_after`), PermanentError (the same request fails the same way),
+  ConfigError (the operator must fix something), StoreError (the disk). Messages name the
+  domain, file or address at fault and never carry private key material.
+- Everything runs on one asyncio event loop. Synchronous CertStore writes are called through
+  `asyncio.to_thread`, so they run in worker threads, concurrently for different domains; a
+  plan holds at most one action per domain, so never two at once for the same domain.
+
+Part of the pure core: imports only core modules, no adapter and no I/O library.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
-from controller.model import CertificateSpec, IssuedCert, KeyType, StoredCert
+from controller.fold import Outcome
+from controller.model import (
+    CertificateSpec,
+    CertInfo,
+    Desired,
+    IssuedCert,
+    KeyKind,
+    KeyType,
+    Observed,
+    StoredCert,
+)
+from controller.njetmatch import NjetServer
+from controller.plan import Plan
+from controller.status import CertStatus
+
+Clock = Callable[[], datetime]
+"""Returns "now", timezone-aware UTC (the system one is controller.clock.utc_now). app.py hands
+one clock to the reconciler and to every step that needs "now"; tests pass a FakeClock."""
+
+
+# -- certificates ------------------------------------------------------------------------------
 
 
 class CertStore(Protocol):
@@ -18,15 +59,22 @@ class CertStore(Protocol):
     Contract:
     - `recover()` is called once at startup before anything else; it rolls an interrupted
       swap forward or back so that every name holds a complete old or a complete new pair.
+      Returns one human line per thing it did.
     - `load_all()` returns every usable pair; pairs that cannot be used (unparsable, key does not
       match) are returned in the second mapping with a human reason, never silently skipped.
-    - `get(domain)` returns None when no pair exists.
+      The result is a snapshot: later writes do not change it.
+    - `get(domain)` returns None when no pair exists; a pair whose key does not match comes back
+      with `key_matches=False`; a pair that cannot be parsed raises StoreError with the reason.
     - `put(domain, issued)` replaces the pair atomically (all-or-nothing across .crt/.key/
-      .issuer.crt/.json); keys are mode 0600. Raises StoreError (e.g. disk full) leaving the
-      old pair intact.
-    - `key_pem(domain)` returns the private key bytes, or None. Never log them.
-    - `delete(domain)` removes the pair atomically; missing is not an error.
-    - `quarantine(domain)` moves the pair out of certificates/ atomically and returns where to.
+      .issuer.crt/.json, also across a crash); keys are mode 0600. Refuses (StoreError) a key
+      that does not match the certificate; raises StoreError (e.g. disk full) leaving the old
+      pair intact. Returns what is now stored.
+    - `key_pem(domain)` / `cert_pem(domain)` return the file bytes (the .crt is leaf + chain),
+      or None. Never log the key.
+    - `delete(domain)` removes the pair atomically; True if there was one (missing is not an
+      error). `quarantine(domain)` moves it out of certificates/ atomically and returns where to,
+      or None if there was nothing.
+    - Thread-safe (see the module docstring).
     """
 
     def recover(self) -> list[str]: ...
@@ -43,12 +91,248 @@ class Issuer(Protocol):
     """An ACME client bound to one CA and account (adapters/acme/client.py).
 
     `issue` orders a certificate for spec.names (CN = names[0]) with a fresh key of `key_type`,
-    solves the challenges and returns the result. Raises TemporaryError (connection, 5xx,
-    badNonce, rateLimited with retry_after) or PermanentError (rejectedIdentifier,
-    unauthorized, malformed), ConfigError for a bad CA URL or EAB.
+    solves the challenges and returns the result; it never touches the store. Raises
+    TemporaryError (connection, 5xx, badNonce, rateLimited with retry_after) or PermanentError
+    (rejectedIdentifier, unauthorized, malformed), ConfigError for a bad CA URL or EAB.
+    Several orders may be in flight at once (up to the executor's concurrency).
     `revoke` revokes a certificate we issued; "already revoked" is not an error.
+    `close` releases connections; called once at shutdown.
     """
 
     async def issue(self, spec: CertificateSpec, key_type: KeyType) -> IssuedCert: ...
     async def revoke(self, cert_pem: bytes) -> None: ...
     async def close(self) -> None: ...
+
+
+IssuerFactory = Callable[[], Awaitable[Issuer]]
+"""Builds the issuer on first use and returns the same one after (so `diff` never registers an
+ACME account). May raise ConfigError (bad CA URL, unreadable caBundle) or TemporaryError."""
+
+
+# -- NJet --------------------------------------------------------------------------------------
+
+
+class NjetReader(Protocol):
+    """NJet's GET /api/v1/ssl (adapters/njet/api.py NjetClient).
+
+    `get_ssl` returns every server block NJet runs, in config order, with its certificate
+    entries (never a private key); an NJet that runs no TLS server returns (). What it lists is
+    NJet's record, not what is served (the Prober tells that). Raises TemporaryError when NJet
+    cannot be reached or answers 5xx, another ControllerError when the answer is not what the
+    contract says; the Gatherer turns either into `Observed.njet_error`. Safe to call while an
+    `add_cert` is in flight.
+    """
+
+    async def get_ssl(self) -> tuple[NjetServer, ...]: ...
+
+
+class NjetWriter(Protocol):
+    """NJet's PUT /api/v1/ssl type=add (adapters/njet/api.py NjetClient).
+
+    `add_cert` pushes a certificate (leaf + chain PEM) and its key inline to the block addressed
+    by `listens[0]` + `server_names[0]` (GET's own strings), for `cert_type` "rsa" or "ecc".
+    Returning normally means NJet accepted it, NOT that it is served: NJet's workers apply it a
+    moment later, or not at all, so every push is verified with the Prober. Raises
+    TemporaryError when NJet cannot be reached (the push may or may not have landed; pushing the
+    same pair again is safe), the adapter's "repeated" error (code 11: the body repeats the
+    block's first dynamic certificate; the Executor is told that class as `repeated_error`),
+    and another ControllerError when NJet refuses (unknown block, key and cert_type differ).
+    Pushes for different blocks may run concurrently; one block gets one push at a time.
+    """
+
+    async def add_cert(
+        self,
+        *,
+        listens: Sequence[str],
+        server_names: Sequence[str],
+        cert_type: str,
+        cert_pem: bytes,
+        key_pem: bytes,
+    ) -> None: ...
+
+
+class ProbeOutcome(Protocol):
+    """What one TLS handshake showed: `fingerprint` of the served leaf (sha256 of its DER,
+    lowercase hex, as CertInfo.fingerprint), or None with `error` saying why."""
+
+    @property
+    def fingerprint(self) -> str | None: ...
+    @property
+    def error(self) -> str | None: ...
+
+
+class Prober(Protocol):
+    """One TLS handshake with NJet's `listen` (as GET /api/v1/ssl spells it; wildcards are
+    reached over loopback) with SNI `sni`, offering only `key_kind`'s cipher suites, so a
+    dual-cert block shows the certificate of that type.
+
+    Never raises for network trouble (refused, reset, alert, timeout after `timeout` seconds):
+    that is a ProbeOutcome with `fingerprint` None and an `error`. Any number may run at once.
+    """
+
+    async def __call__(
+        self,
+        *,
+        listen: str,
+        sni: str,
+        key_kind: KeyKind,
+        timeout: float,  # noqa: ASYNC109 - the handshake's own budget, part of the contract
+    ) -> ProbeOutcome: ...
+
+
+# -- status and desired state ------------------------------------------------------------------
+
+
+class StatusPersistence(Protocol):
+    """Per-certificate status records (adapters/store/statusfile.py).
+
+    `load_all` returns every readable status keyed by domain; an unreadable record is logged
+    and left out (that certificate starts fresh), never an exception; an unreadable folder
+    raises StoreError. `save` replaces one record atomically. `delete` removes one; missing is
+    not an error. Both raise StoreError naming the path (the reconciler keeps the status in
+    memory and logs). Called from the event loop only, one call at a time.
+    """
+
+    def load_all(self) -> dict[str, CertStatus]: ...
+    def save(self, status: CertStatus) -> None: ...
+    def delete(self, domain: str) -> None: ...
+
+
+class RuntimeSpecs(Protocol):
+    """The servers NJet announced at runtime (adapters/store/runtime.py).
+
+    `path` is the file whose change means `load` may return something else (DesiredSource
+    watches it). `load` returns the announced specs, () when there are none; a corrupt file is
+    set aside and read as (); an unreadable one raises StoreError.
+    """
+
+    @property
+    def path(self) -> Path: ...
+    def load(self) -> tuple[CertificateSpec, ...]: ...
+
+
+class DesiredLoader(Protocol):
+    """Loads desired state (app.App.load_desired over desired_source.DesiredSource).
+
+    With `fresh=False` it may return the previous, unchanged value when no file it read
+    changed; `fresh=True` always re-parses. Raises ConfigError naming the file and line when
+    njet.conf cannot be used.
+    """
+
+    def __call__(self, *, fresh: bool = False) -> Desired: ...
+
+
+class PassObserver(Protocol):
+    """Told about every finished reconcile pass (admin_backend.py feeds metrics from it).
+
+    Called on the event loop after the pass's status was folded (and saved where possible);
+    must be quick and must not raise (an exception fails the pass's caller, which logs it).
+    """
+
+    def on_pass(self, *, plan: Plan, outcomes: list[Outcome], seconds: float,
+                observed: Observed, statuses: dict[str, CertStatus]) -> None: ...
+
+
+# -- ACME challenges ---------------------------------------------------------------------------
+
+
+class ChallengeSolver(Protocol):
+    """Makes one challenge answerable, then removes it (adapters/challenges/).
+
+    Contract: `challenge_type` is the ACME type solved ("http-01" or "tls-alpn-01").
+    `present` returns only once the CA can validate (the server is listening); it raises
+    TemporaryError (e.g. address in use) or ConfigError (e.g. no permission for the port).
+    `cleanup` gets the same arguments, never raises, and is called exactly once per successful
+    `present`. `close` stops everything at shutdown. Several orders may be in flight at once,
+    also for the same domain.
+    """
+
+    challenge_type: str
+
+    async def present(self, domain: str, token: str, key_authorization: str) -> None: ...
+    async def cleanup(self, domain: str, token: str, key_authorization: str) -> None: ...
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class LeftoverCleaner(Protocol):
+    """An optional capability of a ChallengeSolver (check with isinstance): it leaves state
+    outside the process (NJet keeps dynamic challenge locations across restarts).
+
+    `remove_leftovers` removes what a previous run left and returns one human line per removed
+    thing; nothing left is (). Raises ControllerError when it cannot look (NJet unreachable):
+    start-up logs that and goes on. Called once at start-up, before any order.
+    """
+
+    async def remove_leftovers(self) -> list[str]: ...
+
+
+# -- the admin API -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CertView:
+    """What the admin API shows of one certificate. Never carries a private key."""
+
+    domain: str
+    names: tuple[str, ...]
+    not_before: datetime | None
+    not_after: datetime | None
+    days_left: float | None
+    key_type: str | None
+    serial: str | None
+    fingerprint: str | None
+    issuer: str | None
+    served_fingerprint: str | None = None
+    desired: bool = True
+    source: str | None = None
+    ready: bool | None = None
+    renewal_at: datetime | None = None
+    attempts: int = 0
+    last_failure: str | None = None
+    backoff_until: datetime | None = None
+    problem: str | None = None
+
+    @classmethod
+    def from_info(cls, domain: str, info: CertInfo, *, now: datetime, **status: Any) -> CertView:
+        """A view of a stored certificate; `status` fills the optional fields (ready, …)."""
+        return cls(
+            domain=domain,
+            names=info.names,
+            not_before=info.not_before,
+            not_after=info.not_after,
+            days_left=round((info.not_after - now).total_seconds() / 86400, 2),
+            key_type=info.key_type.value if info.key_type is not None else None,
+            serial=info.serial,
+            fingerprint=info.fingerprint,
+            issuer=info.issuer,
+            **status,
+        )
+
+
+@dataclass(frozen=True)
+class DeleteResult:
+    deleted: bool  # a pair was removed from the store
+    still_desired: bool  # the name is still wanted: the next pass issues it again
+
+
+class AdminBackend(Protocol):
+    """What the admin HTTP API (adapters/admin/server.py) asks of the controller.
+
+    `domain` arguments are already validated and lowercased. Reads (`list_certs`, `get_cert`,
+    `plan_json`, `health`, `metrics_text`) change nothing; `get_cert` is None for a name with no
+    stored pair. `delete_cert` removes the pair atomically (`deleted` False when there was
+    none). `request_reconcile` and `force_renew` only wake the loop (never reconcile inline);
+    `force_renew` is False for a name that is not desired. Any number of requests may be in
+    flight at once. An exception becomes a 500 with its message.
+    """
+
+    async def list_certs(self) -> list[CertView]: ...
+    async def get_cert(self, domain: str) -> CertView | None: ...
+    async def delete_cert(self, domain: str) -> DeleteResult: ...
+    async def plan_json(self) -> bytes | dict[str, Any]: ...
+    def request_reconcile(self) -> None: ...
+    async def force_renew(self, domain: str) -> bool: ...
+    def health(self) -> dict[str, Any]: ...
+    def metrics_text(self) -> str: ...
+

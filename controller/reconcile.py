@@ -15,9 +15,9 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from datetime import datetime, timedelta
 
+from controller.clock import utc_now
 from controller.errors import ConfigError, ControllerError
 from controller.execute import Executor
 from controller.faultpoints import fault_point, register
@@ -27,25 +27,10 @@ from controller.model import Desired, Observed
 from controller.observe import Gatherer
 from controller.plan import Plan, next_renewal, plan
 from controller.policy import PolicySettings
+from controller.ports import Clock, DesiredLoader, PassObserver, StatusPersistence
 from controller.status import CertStatus
 
-
-class StatusPersistence(Protocol):
-    def load_all(self) -> dict[str, CertStatus]: ...
-    def save(self, status: CertStatus) -> None: ...
-    def delete(self, domain: str) -> None: ...
-
-
-class PassObserver(Protocol):
-    def on_pass(self, *, plan: Plan, outcomes: list[Outcome], seconds: float,
-                observed: Observed, statuses: dict[str, CertStatus]) -> None: ...
-
-
 register("reconcile.before_status_write", "reconcile.after_status_write")
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass
@@ -59,12 +44,11 @@ class PassResult:
 @dataclass
 class Reconciler:
     settings: PolicySettings
-    # load_desired(fresh=...) -> Desired; fresh=False may return a cached, unchanged value
-    load_desired: Callable[..., Desired]
+    load_desired: DesiredLoader
     gatherer: Gatherer
     executor: Executor
     status_store: StatusPersistence
-    clock: Callable[[], datetime] = utc_now
+    clock: Clock = utc_now
     observer: PassObserver | None = None
     max_passes: int = 10
     _statuses: dict[str, CertStatus] | None = None
@@ -184,12 +168,19 @@ class Loop:
     interval: timedelta
     # awaited before a resync pass (start-up and every `interval`)
     on_resync: Callable[[], Awaitable[None]] | None = None
+    # pause after a failed reconcile before looking at wake-ups again (seconds)
+    error_pause: float = 1.0
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _probe: bool = True
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
     reconciles: int = 0
     last: PassResult | None = None
     last_error: str | None = None
+
+    @property
+    def pending(self) -> bool:
+        """A wake-up arrived that no reconcile has started on yet."""
+        return self._wake.is_set()
 
     def wake(self, *, probe: bool = False) -> None:
         self._probe = self._probe or probe
@@ -230,5 +221,5 @@ class Loop:
             except Exception as exc:  # the loop never dies: NJet does not restart a copilot
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log_event("reconcile failed", level=logging.ERROR, error=self.last_error)
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(self.error_pause)
             self.reconciles += 1

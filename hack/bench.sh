@@ -6,4 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash hack/setup.sh
+# Like hack/test.sh: the benches start programs (the NJet simulator, the controller) that must
+# find .venv's interpreter and tools first.
+export PATH="$PWD/.venv/bin:$PATH"
 exec .venv/bin/python -m bench "$@"

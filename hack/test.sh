@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# Sets up (hack/setup.sh) and runs the whole default test suite: lint, types, tests (unit,
-# integration against real Pebble + Mosquitto + the NJet simulator, faults and bench smoke).
+# Sets up (hack/setup.sh) and runs the default test suite: lint, types, tests (unit, integration
+# against real Pebble + Mosquitto + the NJet simulator, a sample of each fault family, bench
+# smoke). Extra arguments go to pytest after the defaults, so they win: `-m slow` runs the long
+# matrices instead (pyproject.toml's addopts deselect them), `-k kill9` picks tests.
+# NJCM_LINT=0 skips ruff and mypy (.ci/run's second pass); NJCM_TEST_WORKERS=0 runs one process.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash hack/setup.sh
@@ -12,9 +15,11 @@ if ! (exec 3<>/dev/tcp/127.0.0.1/1883) 2>/dev/null; then
   "$(command -v mosquitto || echo /usr/sbin/mosquitto)" -d -c /tmp/njcm-mosquitto-1883.conf
   sleep 0.5
 fi
-echo "== ruff"; ruff check controller tests hack bench
-echo "== mypy"; mypy
+if [ "${NJCM_LINT:-1}" != 0 ]; then
+  echo "== ruff"; ruff check controller tests hack bench
+  echo "== mypy"; mypy
+fi
 # Most tests wait on subprocesses, handshakes and brokers rather than the CPU: four workers
-# keep two cores busy. NJCM_TEST_WORKERS=0 runs everything in one process.
+# keep two cores busy.
 workers=${NJCM_TEST_WORKERS:-4}
-echo "== pytest"; pytest -q -rs -p no:cacheprovider -n "$workers" "$@"
+echo "== pytest"; exec pytest -q -rs -p no:cacheprovider -n "$workers" "$@"

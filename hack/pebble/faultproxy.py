@@ -11,10 +11,13 @@ Faults (first matching rule wins; rules match a regex against the request path):
     proxy.fail(count=2, status=429, retry_after=120, path="^/order-plz$")   # next 2 newOrders
     proxy.fail(status=503, path="/finalize-order/")                          # until cleared
     proxy.on_request("^/chalZ/", callback)   # run callback() (in a thread) once, then forward
+    proxy.stall(path="/finalize-order/")     # read the request, never forward or answer it
     proxy.clear()
 A fault answer is an RFC 7807 problem document (rateLimited for 429, serverInternal for 5xx,
 otherwise malformed) with the given Retry-After; it carries no Replay-Nonce. When Pebble is
-unreachable the proxy answers 502 with a plain-text body, as a load balancer would.
+unreachable the proxy answers 502 with a plain-text body, as a load balancer would. A stalled
+request is held (the connection stays open, nothing is sent back) until `stop()`; `stalled()`
+says how many are held.
 
 Counting: `proxy.counts()` is {path: requests seen} (query stripped, faulted ones included),
 `proxy.count(pattern)` the total over matching paths.
@@ -60,6 +63,7 @@ class Rule:
     detail: str = ""
     left: int | None = None  # None: until cleared
     callback: Callable[[], object] | None = None
+    stall: bool = False  # hold the request: never forward it, never answer
 
     def matches(self, path: str) -> bool:
         return (self.left is None or self.left > 0) and (
@@ -169,6 +173,7 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._rules: list[Rule] = []
         self._counts: Counter[str] = Counter()
+        self._stalled = 0
         self._log: list[tuple[str, str, int]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
@@ -202,6 +207,17 @@ class FaultProxy:
         """Before forwarding a matching request, run `callback()` in a worker thread."""
         with self._lock:
             self._rules.append(Rule(re.compile(path), left=count, callback=callback))
+
+    def stall(self, count: int | None = None, *, path: str | None = None) -> None:
+        """The next `count` matching requests (every one while None) are held unanswered."""
+        rule = Rule(re.compile(path) if path else None, left=count, stall=True)
+        with self._lock:
+            self._rules.append(rule)
+
+    def stalled(self) -> int:
+        """How many requests a stall rule has held so far."""
+        with self._lock:
+            return self._stalled
 
     def clear(self) -> None:
         with self._lock:
@@ -331,6 +347,10 @@ class FaultProxy:
         if rule is not None and rule.callback is not None:
             await asyncio.get_running_loop().run_in_executor(None, rule.callback)
             rule = None
+        if rule is not None and rule.stall:
+            with self._lock:
+                self._stalled += 1
+            await asyncio.Event().wait()  # until stop() cancels this connection's task
         if rule is not None:
             extra = [("Content-Type", "application/problem+json")]
             if rule.retry_after is not None:

@@ -1,13 +1,21 @@
-"""Helpers for end-to-end tests: lay out an NJet prefix, write the TOML, run the real CLI."""
+"""Helpers for end-to-end tests: lay out an NJet prefix, write the TOML, run the real CLI.
+
+The TOML rendering and the Pebble `[acme]` section come from tests/support/tomlgen.py (shared
+with bench/); `render_toml` is re-exported here for the tests that import it from this module.
+"""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from tests.support.procs import clean_env
+from tests.support.tomlgen import acme_section, render_toml
+
+__all__ = ["TWO_BLOCKS", "Prefix", "render_toml", "store_only_toml"]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,23 +33,6 @@ http {
     }
 }
 """
-
-
-def toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int | float):
-        return str(v)
-    return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def render_toml(sections: dict[str, dict[str, Any]]) -> str:
-    out = []
-    for name, kv in sections.items():
-        out.append(f"[{name}]")
-        out.extend(f"{k} = {toml_value(v)}" for k, v in kv.items())
-        out.append("")
-    return "\n".join(out)
 
 
 @dataclass
@@ -69,7 +60,6 @@ class Prefix:
         self.toml.write_text(render_toml(sections))
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("NJCM_")}
         return subprocess.run(
             [
                 sys.executable,
@@ -85,19 +75,11 @@ class Prefix:
             text=True,
             timeout=timeout,
             cwd="/",
-            env=env,
+            env=clean_env(),
         )
 
 
 def store_only_toml(pebble: Any, *, challenge: str = "http", **acme: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "email": "e2e@example.test",
-        "challengeType": challenge,
-        "acmeCaDir": pebble.directory_url,
-        "caBundle": str(pebble.ca_bundle),
-        "httpChallengeServerAddress": f"127.0.0.1:{pebble.http_port}",
-        "tlsChallengeServerAddress": f"127.0.0.1:{pebble.tls_port}",
-        "keyType": "ec256",
-    }
-    base.update(acme)
+    base = acme_section(pebble, email="e2e@example.test", challenge=challenge,
+                        **{"keyType": "ec256", **acme})
     return {"acme": base, "njet": {"apiAddress": ""}, "log": {"v": 1}}

@@ -1,15 +1,20 @@
-"""Builders for end-to-end tests against Pebble + the NJet simulator."""
+"""Builders for end-to-end tests against Pebble + the NJet simulator.
+
+`boot_files`, `controller_program` and `wait_until` come from tests/support/ (shared with
+bench/) and are re-exported here for the tests that import them from this module.
+"""
 
 from __future__ import annotations
 
-import shutil
-import sys
-import time
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-from tests.fixtures.njetsim import ec_cert, s_client
+from tests.fixtures.njetsim import s_client
+from tests.support.njetsim import boot_files
+from tests.support.procs import controller_program, wait_until
+from tests.support.tomlgen import acme_section
+
+__all__ = ["boot_files", "controller_program", "controller_toml", "served",
+           "served_fingerprint", "sim_conf", "wait_until"]
 
 MANAGED_BLOCK = """
     server {{
@@ -47,23 +52,9 @@ def sim_conf(
     )
 
 
-def boot_files() -> dict[str, bytes]:
-    crt, key = ec_cert(["a.test", "www.a.test"], "boot-a")
-    return {"conf/certs/boot-a.crt": crt, "conf/certs/boot-a.key": key}
-
-
 def controller_toml(pebble: Any, sim: Any, **acme: Any) -> dict[str, Any]:
-    base: dict[str, Any] = {
-        "email": "e2e@example.test",
-        "challengeType": "http",
-        "acmeCaDir": pebble.directory_url,
-        "caBundle": str(pebble.ca_bundle),
-        "httpChallengeServerAddress": f"127.0.0.1:{pebble.http_port}",
-        "tlsChallengeServerAddress": f"127.0.0.1:{pebble.tls_port}",
-    }
-    base.update(acme)
     return {
-        "acme": base,
+        "acme": acme_section(pebble, email="e2e@example.test", **acme),
         "njet": {"apiAddress": sim.api_url},
         "controller": {"probeTimeout": "3s"},
         "log": {"v": 1},
@@ -78,23 +69,3 @@ def served_fingerprint(sim: Any, *extra: str, sni: str = "a.test") -> str:
     """sha256 of the leaf served, lowercase hex without colons ('' when the handshake failed)."""
     got = served(sim, *extra, sni=sni)
     return str(got.get("sha256", "")).replace(":", "").lower()
-
-
-def wait_until(pred: Callable[[], bool], timeout: float = 30.0, step: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()
-
-
-def controller_program() -> str:
-    """The console script NJet would launch (found beside the running interpreter)."""
-    beside = Path(sys.executable).parent / "njet-cert-manager"
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("njet-cert-manager")
-    if found is None:
-        raise RuntimeError("njet-cert-manager is not installed (pip install -e .)")
-    return found

@@ -200,14 +200,15 @@ def test_a_controller_that_was_down_during_an_event_converges_from_retained_reco
 
 def test_a_burst_of_1000_events_leads_to_one_or_two_reconciles(setup: Any) -> None:
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
 
     sim, prefix, ctl = setup
     ctl.start()
     assert wait_until(lambda: served_fingerprint(sim) == stored(prefix, "a.test"), 30)
     assert wait_until(lambda: (ctl.health() or {}).get("mqtt_connected") is True, 10)
     time.sleep(0.5)
-    before = ctl.health()["reconciles"]  # type: ignore[index]
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, transport="unix")
+    before = ctl.health()["reconciles"]
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, transport="unix")
     client.connect(str(sim.broker_socket))
     client.loop_start()
     event = json.dumps(

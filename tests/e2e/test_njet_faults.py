@@ -7,7 +7,7 @@ key, never a private key in a log line.
 from __future__ import annotations
 
 import io
-import logging
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -15,7 +15,7 @@ import pytest
 
 from controller.app import App
 from controller.config import load_config
-from controller.logs import setup_logging
+from controller.logs import reset_logging, setup_logging
 from tests.e2e.harness import Prefix
 from tests.e2e.njet_harness import boot_files, controller_toml, served, served_fingerprint, sim_conf
 from tests.e2e.test_njet_apply import no_pair_without_key, stored_fp
@@ -28,7 +28,7 @@ def logs() -> io.StringIO:
     buf = io.StringIO()
     setup_logging(verbosity=1, stream=buf)
     yield buf
-    logging.getLogger("njcm").handlers.clear()
+    reset_logging()
 
 
 def make_app(pebble: Any, sim: Any) -> tuple[App, Prefix]:
@@ -107,7 +107,7 @@ async def test_a_renewed_cert_that_is_not_served_gets_a_fresh_key_not_a_hot_loop
         first_fp = stored_fp(prefix)
         sim.set_fault(not_served=-1)  # every add "succeeds" and is not served
         cur = app.reconciler.statuses["a.test"]
-        app.reconciler.update_status(cur.evolve(**{"force_renew": True}))
+        app.reconciler.update_status(replace(cur, force_renew=True))
         result = await app.reconciler.converge()
         assert not result.plan.in_sync
         passes = app.reconciler.passes_run

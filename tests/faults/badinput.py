@@ -101,7 +101,7 @@ _WORDS = [
 ]  # fmt: skip
 _PUNCT = ["{", "}", ";", " ", "\n", "\t", '"', "'", "\\", "#", "\r", "\ufeff", "\x00", "${", "\\\n"]
 _WORD_CHARS = st.characters(
-    codec="utf-8", exclude_characters="/", exclude_categories=("Cs",)
+    codec="utf-8", exclude_characters="/", exclude_categories=["Cs"]
 )  # no "/": an `include` of random text then always stays inside the conf folder
 
 
@@ -194,7 +194,7 @@ KNOWN_KEYS: dict[str, tuple[str, ...]] = {
     "acme": ("email", "challengeType", "acmeCaDir", "tlsChallengeServerAddress",
              "httpChallengeServerAddress", "proxyHttpChallengeServerIp", "renewBeforeDays",
              "keyType", "caBundle", "eabKid", "eabHmacKey", "profile", "httpValidationPort"),
-    "njet": ("confPath", "apiAddress"),
+    "njet": ("confPath", "apiAddress", "maxConfBytes"),
     "mqtt": ("mqttServerAddress",),
     "log": ("v", "format"),
     "controller": ("interval", "deleteGracePeriod", "revokeOnDelete", "concurrency",

@@ -9,6 +9,8 @@ prints `lines()` in the terminal summary:
 `converged` = trials that ended in an accepted state (a clean result or a clean error),
 `lost` = trials after which data (e.g. a stored certificate) was gone, `mismatched` = trials that
 ended in a state other than the expected one. A passing run has converged == trials.
+Families about planted paths also count `outside` = files created, changed or removed outside
+the store (a sentinel tree next to it); their line ends with `outside=N`, which must be 0.
 Pure bookkeeping in process memory; no pytest import, no I/O.
 """
 
@@ -26,13 +28,15 @@ class FamilyTally:
     converged: int = 0
     lost: int = 0
     mismatched: int = 0
+    outside: int | None = None  # None: the family does not watch outside the store
 
 
 _TALLIES: dict[str, FamilyTally] = {}
 
 
 def record(
-    family: str, *, trials: int, converged: int, lost: int = 0, mismatched: int = 0
+    family: str, *, trials: int, converged: int, lost: int = 0, mismatched: int = 0,
+    outside: int | None = None,
 ) -> None:
     """Add one test's counts to `family` (created on first use)."""
     tally = _TALLIES.setdefault(family, FamilyTally())
@@ -40,6 +44,8 @@ def record(
     tally.converged += converged
     tally.lost += lost
     tally.mismatched += mismatched
+    if outside is not None:
+        tally.outside = (tally.outside or 0) + outside
 
 
 def tallies() -> dict[str, FamilyTally]:
@@ -51,7 +57,7 @@ def lines() -> list[str]:
     """One summary line per family."""
     return [
         f"faults: {name}: trials={t.trials} converged={t.converged} lost={t.lost} "
-        f"mismatched={t.mismatched}"
+        f"mismatched={t.mismatched}" + (f" outside={t.outside}" if t.outside is not None else "")
         for name, t in _TALLIES.items()
     ]
 

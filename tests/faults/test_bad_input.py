@@ -3,9 +3,10 @@ and admin API requests. Every one is either accepted or refused cleanly: the doc
 type with a message that says where (file:line, the key), never another exception, never a
 private key in a message, never a 500, never a file written outside the store.
 
-Seeded and deterministic (`derandomize=True`, no example database). Case counts scale with
-NJCM_FAULT_SCALE (default 1.0: 10,300 cases); each family prints one summary line through
-tests/faults/summary.py.
+Seeded and deterministic (`derandomize=True`, no example database). Each family runs a tenth of
+its cases in the default run (`[sample]`: 1,030 in all) and all of them under `-m slow`
+(`[full]`: 10,300); both scale with NJCM_FAULT_SCALE. Each family prints one summary line
+through tests/faults/summary.py.
 """
 
 from __future__ import annotations
@@ -40,13 +41,18 @@ from controller.njetconf import ConfSyntaxError, http_servers, parse_text
 from tests.certbuilder import cached_key
 from tests.faults import badinput, badmqtt, summary
 from tests.faults.admin_target import AdminTarget, Request, exchange
+from tests.faults.depth import DEPTHS, pick
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def fault_settings(base_examples: int) -> Callable[[F], F]:
+SAMPLE_DIVISOR = 10  # the default run's share of a family's cases
+
+
+def fault_settings(depth: str, full_examples: int) -> Callable[[F], F]:
+    examples = pick(depth, sample=max(1, full_examples // SAMPLE_DIVISOR), full=full_examples)
     return settings(  # type: ignore[return-value]
-        max_examples=summary.scaled(base_examples),
+        max_examples=summary.scaled(examples),
         derandomize=True,
         database=None,
         deadline=None,
@@ -80,14 +86,15 @@ def conf_dir(tmp_path: Path) -> Path:
     return directory
 
 
+@pytest.mark.parametrize("depth", DEPTHS)
 def test_bad_njet_conf_is_parsed_or_refused_with_file_and_line(
-    conf_dir: Path, tmp_path: Path
+    conf_dir: Path, tmp_path: Path, depth: str
 ) -> None:
     main = conf_dir / "njet.conf"
     files = {str(main)} | {str(conf_dir / rel) for rel in badinput.INCLUDE_FILES}
     trials = 0
 
-    @fault_settings(2800)
+    @fault_settings(depth, 2800)
     @given(text=badinput.conf_text)
     def check(text: str) -> None:
         nonlocal trials
@@ -161,10 +168,13 @@ def assert_usable(cfg: Config, data: dict[str, Any]) -> None:
                     assert f"{section}.{key}" in unknown, f"unknown key {section}.{key}"
 
 
-def test_bad_toml_values_are_accepted_or_refused_naming_the_key(tmp_path: Path) -> None:
+@pytest.mark.parametrize("depth", DEPTHS)
+def test_bad_toml_values_are_accepted_or_refused_naming_the_key(
+    tmp_path: Path, depth: str
+) -> None:
     trials = 0
 
-    @fault_settings(2000)
+    @fault_settings(depth, 2000)
     @given(data=badinput.toml_dict)
     @example(data={"controller": {"interval": 1e300}})  # found by this suite: OverflowError
     @example(data={"controller": {"deleteGracePeriod": "99999999d"}})
@@ -184,11 +194,14 @@ def test_bad_toml_values_are_accepted_or_refused_naming_the_key(tmp_path: Path) 
     summary.record("bad-input-toml", trials=trials, converged=trials)
 
 
-def test_bad_toml_text_is_refused_as_not_valid_toml_or_naming_the_key(tmp_path: Path) -> None:
+@pytest.mark.parametrize("depth", DEPTHS)
+def test_bad_toml_text_is_refused_as_not_valid_toml_or_naming_the_key(
+    tmp_path: Path, depth: str
+) -> None:
     path = tmp_path / "cert-manager.toml"
     trials = 0
 
-    @fault_settings(1500)
+    @fault_settings(depth, 1500)
     @given(text=badinput.toml_text)
     def check(text: str) -> None:
         nonlocal trials
@@ -218,12 +231,13 @@ def test_bad_toml_text_is_refused_as_not_valid_toml_or_naming_the_key(tmp_path: 
 # --- MQTT ----------------------------------------------------------------------------------
 
 
-def test_bad_mqtt_payloads_are_parsed_or_refused_without_echoing_a_key() -> None:
+@pytest.mark.parametrize("depth", DEPTHS)
+def test_bad_mqtt_payloads_are_parsed_or_refused_without_echoing_a_key(depth: str) -> None:
     key = cached_key(KeyType.EC256, 41).decode()
     fragments = badmqtt.key_fragments(key, cached_key(KeyType.EC256, 42).decode())
     trials = 0
 
-    @fault_settings(2800)
+    @fault_settings(depth, 2800)
     @given(payload=badmqtt.mqtt_payload(key))
     @example(payload=orjson.dumps({"action": key, "domains": []}))  # found by this suite
     @example(payload=orjson.dumps({"type": badmqtt.pem_body(key), "addr_port": "",
@@ -278,8 +292,9 @@ def check_response(req: Request | None, status: int | None, headers: dict[str, s
         assert isinstance(doc, dict) and isinstance(doc.get("error"), str) and doc["error"], doc
 
 
+@pytest.mark.parametrize("depth", DEPTHS)
 def test_bad_admin_requests_get_a_json_4xx_and_touch_nothing_outside_the_store(
-    tmp_path: Path,
+    tmp_path: Path, depth: str
 ) -> None:
     loop = asyncio.new_event_loop()
     target = loop.run_until_complete(AdminTarget.build(tmp_path))
@@ -287,7 +302,7 @@ def test_bad_admin_requests_get_a_json_4xx_and_touch_nothing_outside_the_store(
     trials = 0
     answered: dict[int, int] = {}
 
-    @fault_settings(1200)
+    @fault_settings(depth, 1200)
     @given(sent_raw=exchange)
     def check(sent_raw: tuple[Request | None, bytes]) -> None:
         nonlocal trials, store_before

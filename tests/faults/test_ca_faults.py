@@ -9,16 +9,17 @@ in-process (App, as `reconcile` builds it) so the time between attempts is an in
 check runs the real CLI to show an immediate re-run during backoff sends nothing to the CA.
 
 Trials per case scale with NJCM_FAULT_SCALE; all of them add up to one summary line (ca-faults).
+The CA restart runs at two of its six stopping points in the default run (`[sample]`, the first
+and the last) and at all of them under `-m slow` (`[full]`).
 """
 
 from __future__ import annotations
 
 import io
-import logging
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import formatdate
 from pathlib import Path
@@ -28,9 +29,10 @@ import pytest
 
 from controller.app import App
 from controller.certinfo import fingerprint_pem
-from controller.logs import setup_logging
+from controller.logs import reset_logging, setup_logging
 from tests.e2e.harness import render_toml, store_only_toml
 from tests.faults import summary
+from tests.faults.depth import DEPTHS, pick, spread
 from tests.faults.helpers import CONFIG, clocked_app, leaked_private_key, run_cli, store_problems
 
 pytestmark = pytest.mark.pebble
@@ -70,7 +72,7 @@ def logs() -> Iterator[io.StringIO]:
     buf = io.StringIO()
     setup_logging(verbosity=1, stream=buf)
     yield buf
-    logging.getLogger("njcm").handlers.clear()
+    reset_logging()
     assert not leaked_private_key(buf.getvalue())
 
 
@@ -103,7 +105,7 @@ class Rig:
     def ask_renewal(self, app: App) -> None:
         cur = app.reconciler.statuses.get(DOMAIN)
         if cur is not None:
-            app.reconciler.update_status(cur.evolve(**{"force_renew": True}))
+            app.reconciler.update_status(replace(cur, force_renew=True))
 
     async def close(self) -> None:
         for app in self.apps:
@@ -190,17 +192,19 @@ STOP_AT = ("^/order-plz$", "^/authZ/", "^/chalZ/", "^/finalize-order/", "^/my-or
            "^/certZ/")
 
 
+@pytest.mark.parametrize("depth", DEPTHS)
 async def test_a_ca_restarted_mid_order_is_survived_by_registering_again(
-    rig_factory: Callable[..., Rig], logs: io.StringIO
+    rig_factory: Callable[..., Rig], logs: io.StringIO, depth: str
 ) -> None:
     rig = rig_factory()
-    trials = max(len(STOP_AT), summary.scaled(len(STOP_AT)))
+    stops = pick(depth, sample=spread(STOP_AT, 2), full=list(STOP_AT))
+    trials = max(len(stops), summary.scaled(len(stops)))
     converged = 0
     failures: list[str] = []
     assert (await converge_until_done(rig, attempts=1))[0]
     account = next((rig.prefix / ".lego" / "accounts").rglob("account.json")).read_text()
     for i in range(trials):
-        where = STOP_AT[i % len(STOP_AT)]
+        where = stops[i % len(stops)]
         before = stored_fp(rig)
         app = rig.app()
         rig.ask_renewal(app)

@@ -15,15 +15,16 @@ The broker case runs the controller as a real `run` process: the simulator's Mos
 and comes back, /healthz must report the MQTT link down and then up again, and a runtime server
 added afterwards (announced only by an MQTT event; the resync timer is 1 h) is issued and served.
 
-In-process runs use an injected clock for "after the backoff". Counts scale with
-NJCM_FAULT_SCALE; everything adds up to one summary line (njet-faults).
+In-process runs use an injected clock for "after the backoff". The default run (`[sample]`)
+meets each fault once and cycles the broker once; `-m slow` (`[full]`) repeats them (REPEAT, two
+broker cycles). Counts scale with NJCM_FAULT_SCALE; everything adds up to one summary line
+(njet-faults).
 """
 
 from __future__ import annotations
 
 import io
 import json
-import logging
 import os
 import signal
 import subprocess
@@ -31,7 +32,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -42,10 +43,11 @@ from cryptography import x509
 
 from controller.app import App
 from controller.certinfo import fingerprint_pem
-from controller.logs import setup_logging
+from controller.logs import reset_logging, setup_logging
 from controller.reconcile import PassResult
 from tests.e2e.harness import render_toml
 from tests.faults import summary
+from tests.faults.depth import DEPTHS, pick
 from tests.faults.helpers import (
     CONFIG,
     block,
@@ -184,7 +186,7 @@ def logs() -> Iterator[io.StringIO]:
     buf = io.StringIO()
     setup_logging(verbosity=1, stream=buf)
     yield buf
-    logging.getLogger("njcm").handlers.clear()
+    reset_logging()
 
 
 def texts_of(app: App, result: PassResult) -> str:
@@ -289,7 +291,7 @@ async def trial(rig: Rig, case: Case) -> tuple[list[str], bool, bool]:
     app = rig.app()
     if case.renew:
         current = app.reconciler.statuses[DOMAIN]
-        app.reconciler.update_status(current.evolve(**{"force_renew": True}))
+        app.reconciler.update_status(replace(current, force_renew=True))
     await case.inject(rig, app)
     try:
         result = await app.reconciler.converge()
@@ -324,8 +326,9 @@ async def trial(rig: Rig, case: Case) -> tuple[list[str], bool, bool]:
     return problems, lost, not rig.serves_stored()
 
 
+@pytest.mark.parametrize("depth", DEPTHS)
 async def test_njet_faults_each_report_clearly_and_converge_once_lifted(
-    rig: Rig, logs: io.StringIO
+    rig: Rig, logs: io.StringIO, depth: str
 ) -> None:
     failures: list[str] = []
     trials = converged = lost = mismatched = 0
@@ -333,7 +336,8 @@ async def test_njet_faults_each_report_clearly_and_converge_once_lifted(
         assert not await settle(rig), "the first issuance did not converge"
         for case in CASES:
             started = time.monotonic()
-            for _ in range(summary.scaled(REPEAT[case.name])):
+            repeat = summary.scaled(pick(depth, sample=1, full=REPEAT[case.name]))
+            for _ in range(repeat):
                 trials += 1
                 problems, was_lost, was_mismatched = await trial(rig, case)
                 lost += was_lost
@@ -342,7 +346,7 @@ async def test_njet_faults_each_report_clearly_and_converge_once_lifted(
                     failures.append(f"[{case.name}] " + "; ".join(problems))
                 else:
                     converged += 1
-            print(f"\n{case.name}: {summary.scaled(REPEAT[case.name])} trials in "
+            print(f"\n{case.name}: {repeat} trials in "
                   f"{time.monotonic() - started:.1f}s", end="")
     finally:
         await rig.close()
@@ -426,8 +430,9 @@ def settled_store_problems(prefix: Path, timeout: float = 5.0) -> list[str]:
         time.sleep(0.05)
 
 
+@pytest.mark.parametrize("depth", DEPTHS)
 def test_broker_down_and_back_the_listener_reconnects_and_acts_on_the_next_event(
-    world: tuple[NjetSim, str], pebble: Any, tmp_path: Path
+    world: tuple[NjetSim, str], pebble: Any, tmp_path: Path, depth: str
 ) -> None:
     sim, boot_fp = world
     sim.reset_faults()
@@ -438,7 +443,7 @@ def test_broker_down_and_back_the_listener_reconnects_and_acts_on_the_next_event
         f.write(f'\n[admin]\naddress = "127.0.0.1:{admin_port}"\n')
     rig = Rig(sim, pebble, prefix, boot_fp, pebble_intermediate(pebble))
     ctl = RunningController(prefix, admin_port)
-    cycles = summary.scaled(2)
+    cycles = summary.scaled(pick(depth, sample=1, full=2))
     converged = 0
     failures: list[str] = []
     ctl.start()
@@ -454,7 +459,7 @@ def test_broker_down_and_back_the_listener_reconnects_and_acts_on_the_next_event
             ctl.wait(lambda h: h.get("mqtt_connected") is False, "MQTT link reported down")
             sim.set_fault(broker="up")
             ctl.wait(lambda h: h.get("mqtt_connected") is True, "MQTT link reported up again")
-            name = f"dyn{i}-{os.getpid()}.test"
+            name = f"dyn{i}-{depth}-{os.getpid()}.test"
             add = sim.api("POST", "/api/v1/dyn_srv", {
                 "type": "add", "addr_port": https, "listen_option": "ssl", "server_name": name,
                 "server_body": f"ssl_certificate {crt}; ssl_certificate_key {key}; "

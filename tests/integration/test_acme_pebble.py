@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import json
 import os
-import shutil
 import ssl
 import stat
 import subprocess
@@ -29,16 +28,14 @@ from cryptography.x509.oid import NameOID
 from josepy.b64 import b64decode
 
 from controller.adapters.acme.client import AcmeIssuer
-from controller.adapters.challenges.solvers import (
-    ChallengeSolver,
-    LocalHttp01Solver,
-    LocalTlsAlpn01Solver,
-)
+from controller.adapters.challenges.solvers import LocalHttp01Solver, LocalTlsAlpn01Solver
 from controller.config import parse_config
 from controller.errors import ConfigError, PermanentError, TemporaryError
 from controller.model import CertificateSpec, IssuedCert, KeyType
 from controller.paths import StorePaths
+from controller.ports import ChallengeSolver
 from tests.fixtures.pebble import EXAMPLE_EAB_KEYS, free_tcp_port
+from tests.fixtures.programs import require_program
 
 pytestmark = pytest.mark.pebble
 
@@ -495,9 +492,7 @@ async def test_a_ca_failing_persistently_is_temporary_after_a_few_attempts(
 
 
 def run_lego(pebble: Any, prefix: Path, email: str, name: str) -> subprocess.CompletedProcess[str]:
-    lego = shutil.which("lego")
-    if lego is None:
-        pytest.skip("lego is not installed")
+    lego = require_program("lego")
     env = {**os.environ, "LEGO_CA_CERTIFICATES": str(pebble.ca_bundle)}
     result = subprocess.run(
         [lego, "--server", pebble.directory_url, "--email", email, "--accept-tos",

@@ -14,10 +14,11 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.adapters.admin.server import AdminServer, CertView, DeleteResult, start_admin
+from controller.adapters.admin.server import AdminServer, start_admin
 from controller.certinfo import read_cert_info
 from controller.metrics import ControllerMetrics
 from controller.paths import StorePaths
+from controller.ports import CertView, DeleteResult
 from tests.certbuilder import make_cert
 
 TOKEN = "s3cret-token"

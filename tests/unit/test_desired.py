@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,12 +12,14 @@ import pytest
 from controller.desired import (
     desired_from_servers,
     load_desired,
+    load_desired_and_files,
     merge_desired,
     name_problem,
     usable_names,
 )
 from controller.model import CertificateSpec, Desired, KeyType, NameWarning, Source
 from controller.njetconf import ConfSyntaxError, http_servers, parse_text
+from tests.support.procs import clean_env
 
 CONTRACT_CONF = Path(__file__).parent / "data" / "conf" / "contract" / "njet.conf"
 
@@ -253,3 +258,54 @@ def test_merge_keeps_base_warnings() -> None:
     base = desired(managed(server("_")))
     merged = merge_desired(base, [event_spec("x.test")])
     assert merged.warnings == base.warnings and len(base.warnings) == 1
+
+
+# --- conf-level warnings and bounds ------------------------------------------------------------
+
+EMPTY_GLOB_CONF = "http {\n    include conf.d/*.conf;\n}\n"
+
+
+def test_an_include_glob_matching_nothing_is_a_desired_warning(tmp_path: Path) -> None:
+    conf = tmp_path / "conf" / "njet.conf"
+    conf.parent.mkdir()
+    conf.write_text(EMPTY_GLOB_CONF)
+    d, files = load_desired_and_files(conf)
+    assert d.specs == {}
+    (w,) = d.warnings
+    assert (w.name, w.origin) == ("include conf.d/*.conf", f"{conf}:2")
+    assert "matches no files" in w.reason
+    assert str(tmp_path / "conf" / "conf.d") in files  # its appearance is noticed by the cache
+    (conf.parent / "conf.d").mkdir()
+    (conf.parent / "conf.d" / "a.conf").write_text(server("a.test") + "\n")
+    d, _ = load_desired_and_files(conf)
+    assert list(d.specs) == ["a.test"] and d.warnings == ()
+
+
+def test_max_conf_bytes_bounds_what_load_desired_reads(tmp_path: Path) -> None:
+    conf = tmp_path / "njet.conf"
+    conf.write_text(managed(server("a.test")) + "#" * 2000 + "\n")
+    assert list(load_desired(conf).specs) == ["a.test"]
+    with pytest.raises(ConfSyntaxError, match=r"maxConfBytes \(1024 bytes\)"):
+        load_desired(conf, max_conf_bytes=1024)
+
+
+def test_diff_prints_the_empty_include_glob_as_a_warning_line(tmp_path: Path) -> None:
+    (tmp_path / "conf").mkdir()
+    conf = tmp_path / "conf" / "njet.conf"
+    conf.write_text(EMPTY_GLOB_CONF)
+    (tmp_path / "conf" / "cm.toml").write_text('[njet]\napiAddress = ""\n')
+    script = Path(sys.executable).with_name("njet-cert-manager")
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "controller.cli"]
+    for output in ("text", "json"):
+        done = subprocess.run(
+            [*command, "-p", str(tmp_path), "-c", "conf/cm.toml", "diff", "-o", output],
+            capture_output=True, text=True, timeout=60, cwd="/", env=clean_env(),
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        if output == "text":
+            lines = done.stdout.splitlines()
+            assert lines[0] == "in sync: nothing to do"
+            assert f"warning: {conf}:2: include conf.d/*.conf: matches no files" in done.stdout
+        else:
+            (w,) = json.loads(done.stdout)["warnings"]
+            assert (w["name"], w["origin"]) == ("include conf.d/*.conf", f"{conf}:2")

@@ -81,7 +81,7 @@ def test_lookups_between_passes_reuse_the_parsed_conf(tmp_path: Path) -> None:
     from controller.reconcile import Reconciler
 
     src, _, _ = setup(tmp_path)
-    rec = Reconciler(settings=PolicySettings(delete_grace=timedelta(0)),
+    rec = Reconciler(settings=PolicySettings(store_only=True, delete_grace=timedelta(0)),
                      load_desired=src.load, gatherer=None, executor=None,  # type: ignore[arg-type]
                      status_store=None)  # type: ignore[arg-type]
     for _ in range(5):

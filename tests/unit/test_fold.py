@@ -179,3 +179,26 @@ def test_a_renewed_cert_caught_in_the_code_11_trap_still_asks_for_a_fresh_key() 
         now=NOW,
     )
     assert st["a.test"].force_renew is True and st["a.test"].force_renew_of == "ab"
+
+
+def test_an_operators_renewal_request_forgives_the_backoff_the_code_11_trap_does_not() -> None:
+    failing = CertStatus(domain="a.test", attempts=3, backoff_until=NOW + timedelta(minutes=4),
+                         spec_hash="h1")
+    asked = failing.with_forced_renewal(of="ab")
+    assert (asked.force_renew, asked.force_renew_of) == (True, "ab")
+    assert (asked.attempts, asked.backoff_until) == (0, None)
+    trapped = failing.with_new_key_needed(of="ab")
+    assert (trapped.force_renew, trapped.force_renew_of) == (True, "ab")
+    assert (trapped.attempts, trapped.backoff_until) == (3, failing.backoff_until)
+
+
+def test_a_new_pair_clears_the_chosen_renewal_time_and_the_served_mark() -> None:
+    before = CertStatus(domain="a.test", renewal_at=NOW, applied_fingerprint="ab",
+                        applied_at=NOW, force_renew=True, force_renew_of="ab")
+    st, _ = fold({"a.test": before}, desired=DESIRED, plan=Plan(),
+                 outcomes=[Outcome(issue(ActionKind.RENEW), ok=True, stored_fingerprint="cd")],
+                 now=NOW)
+    s = st["a.test"]
+    assert (s.renewal_at, s.applied_fingerprint, s.force_renew, s.force_renew_of) == (
+        None, None, False, None)
+    assert s.spec_hash == "h1" and s.last_success_at == NOW

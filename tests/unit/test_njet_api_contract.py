@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -40,6 +39,7 @@ from controller.adapters.njet.api import (
 from controller.adapters.njet.wire import error_for_reply
 from controller.errors import ConfigError, TemporaryError
 from tests.contract import CONTRACT
+from tests.logcapture import CapturedLogs, capture_logs
 
 CERTS = CONTRACT / "certs"
 ENDPOINTS = ("/api/v1/ssl", "/api/v1/config/ssl", "/api/v1/dyn_loc", "/api/v1/config/http_log")
@@ -165,6 +165,13 @@ async def playback() -> AsyncIterator[tuple[Playback, NjetClient]]:
         await server.close()
 
 
+@pytest.fixture
+def logs() -> Iterator[CapturedLogs]:
+    """Debug lines included, through the controller's own handler."""
+    with capture_logs(verbosity=2) as captured:
+        yield captured
+
+
 def data_pem(value: str) -> bytes:
     assert value.startswith("data:")
     return value[len("data:") :].encode()
@@ -276,9 +283,8 @@ def endpoint_exchanges() -> list[Path]:
 
 @pytest.mark.parametrize("path", endpoint_exchanges(), ids=lambda p: p.stem)
 async def test_client_sends_the_recorded_request_and_maps_the_recorded_reply(
-    path: Path, playback: tuple[Playback, NjetClient], caplog: pytest.LogCaptureFixture
+    path: Path, playback: tuple[Playback, NjetClient], logs: CapturedLogs
 ) -> None:
-    caplog.set_level(logging.DEBUG)
     pb, client = playback
     ex = load(path)
     request, response = ex["request"], ex["response"]
@@ -323,7 +329,7 @@ async def test_client_sends_the_recorded_request_and_maps_the_recorded_reply(
             s["serverNames"] for s in recorded_servers
         ]
         assert "PRIVATE KEY" not in repr(result)
-    assert "PRIVATE KEY" not in caplog.text
+    assert "PRIVATE KEY" not in logs.text
 
 
 # --- the parsed GET model ---------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""njetconf: the nginx-syntax tokenizer/parser, includes, errors with file:line, server blocks."""
+"""njetconf + conffiles: the nginx-syntax tokenizer/parser, includes and their bounds, errors
+with file:line, server blocks."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from controller.conffiles import parse_file
 from controller.errors import ConfigError
 from controller.njetconf import (
     ConfSyntaxError,
@@ -14,7 +16,6 @@ from controller.njetconf import (
     ServerBlock,
     http_servers,
     normalize_listen,
-    parse_file,
     parse_text,
 )
 
@@ -202,6 +203,35 @@ def test_lone_semicolon_and_lone_brace_are_errors() -> None:
 def test_include_with_two_arguments_is_an_error() -> None:
     err = syntax_error("include a.conf b.conf;")
     assert "invalid number of arguments" in str(err)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'http {\n  proxy_set_header Authorization;\n  "Basic czNjcmV0OnB3"\n}\n',
+        "events { }\nS3cret-Pa$$word/1\n}",
+        "S3cret-Pa$$word/1 {\n",
+        "'S3cret-Pa$$word/1'\n",
+    ],
+)
+def test_syntax_errors_never_quote_a_stray_word_of_the_file(text: str) -> None:
+    err = syntax_error(text)
+    assert err.line >= 1 and str(err).startswith(f"t.conf:{err.line}: ")
+    for secret in ("czNjcmV0OnB3", "S3cret", "Pa$$word", "Authorization"):
+        assert secret not in str(err)
+
+
+def test_a_stray_word_is_named_by_its_kind() -> None:
+    assert "a directive starting with a word that is not a name" in str(
+        syntax_error("x a;\nS3cret-1 }\n"))
+    assert "a block starting with a quoted string" in str(syntax_error("'s3cret' {\n"))
+
+
+def test_an_invalid_switch_value_is_not_quoted() -> None:
+    with pytest.raises(ConfSyntaxError) as info:
+        servers("http {\n server {\n  ssl_certificate_management S3cret;\n }\n}")
+    assert "S3cret" not in str(info.value)
+    assert 'invalid value in "ssl_certificate_management" directive' in str(info.value)
 
 
 # --- includes --------------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import stat
 from datetime import UTC, datetime, timedelta
@@ -17,6 +16,7 @@ from controller.adapters.store.statusfile import StatusFiles
 from controller.errors import StoreError
 from controller.paths import StorePaths
 from controller.status import CertStatus
+from tests.logcapture import capture_logs
 
 NOW = datetime(2026, 11, 27, 4, 0, tzinfo=UTC)
 
@@ -31,17 +31,22 @@ def files(paths: StorePaths) -> StatusFiles:
     return StatusFiles(paths)
 
 
-def a_status(domain: str = "a.test", **changes: object) -> CertStatus:
-    base = CertStatus(
+def a_status(
+    domain: str = "a.test",
+    *,
+    attempts: int = 2,
+    last_failure: str | None = "rateLimited: too many orders",
+    backoff_until: datetime | None = NOW + timedelta(minutes=2),
+) -> CertStatus:
+    return CertStatus(
         domain=domain,
-        attempts=2,
-        last_failure="rateLimited: too many orders",
+        attempts=attempts,
+        last_failure=last_failure,
         last_failure_at=NOW,
-        backoff_until=NOW + timedelta(minutes=2),
+        backoff_until=backoff_until,
         spec_hash="abc123",
         renewal_at=NOW + timedelta(days=60),
     )
-    return base.evolve(**changes)
 
 
 def test_a_saved_status_loads_back_equal(files: StatusFiles, paths: StorePaths) -> None:
@@ -81,27 +86,27 @@ def test_a_missing_store_or_status_is_absent(files: StatusFiles) -> None:
     ids=["empty", "truncated", "wrong-type", "not-an-object", "binary"],
 )
 def test_a_corrupt_status_file_is_a_warning_and_treated_as_absent(
-    files: StatusFiles, paths: StorePaths, caplog: pytest.LogCaptureFixture, content: bytes
+    files: StatusFiles, paths: StorePaths, content: bytes
 ) -> None:
     files.save(a_status("good.test"))
     paths.status_file("a.test").write_bytes(content)
-    with caplog.at_level(logging.WARNING, logger=statusfile_module.__name__):
+    with capture_logs() as logs:
         assert files.load_all() == {"good.test": a_status("good.test")}
         assert files.load("a.test") is None
-    assert any(str(paths.status_file("a.test")) in r.getMessage() for r in caplog.records)
+    assert any(str(paths.status_file("a.test")) in r.getMessage() for r in logs.records)
     files.save(a_status())  # and saving over it repairs it
     assert files.load("a.test") == a_status()
 
 
 def test_a_status_about_another_domain_than_its_file_name_is_ignored(
-    files: StatusFiles, paths: StorePaths, caplog: pytest.LogCaptureFixture
+    files: StatusFiles, paths: StorePaths
 ) -> None:
     files.save(a_status("b.test"))
     os.rename(paths.status_file("b.test"), paths.status_file("a.test"))
-    with caplog.at_level(logging.WARNING):
+    with capture_logs() as logs:
         assert files.load_all() == {}
         assert files.load("a.test") is None
-    assert "'b.test'" in caplog.text
+    assert "'b.test'" in logs.text
 
 
 def test_temp_files_and_foreign_files_are_not_statuses(

@@ -6,7 +6,9 @@ Used by acme/client.py (AcmeIssuer) from a worker thread. Layout (StorePaths.acc
 Both files are mode 0600 in 0700 directories, written atomically (fsutil.atomic_write). A lego-
 written account (RSA or EC key) is reused as it is. A missing or unreadable account.json with a
 usable key means "register again with this key"; an unusable key file is a ConfigError (we never
-overwrite somebody's account key). Also: the EAB settings check and the registration body kept.
+overwrite somebody's account key). Both are read with fsutil.read_regular: a symlink, FIFO or
+device, or a file over 1 MiB, is refused with the file named (the key: ConfigError).
+Also: the EAB settings check and the registration body kept.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from josepy import b64
 from josepy.jwa import ES256, ES384, ES512, RS256, JWASignature
 from josepy.jwk import JWK, JWKEC, JWKRSA
 
-from controller.adapters.store.fsutil import atomic_write, make_dirs, store_error
+from controller.adapters.store.fsutil import atomic_write, make_dirs, read_regular, store_error
 from controller.errors import ConfigError
 from controller.paths import StorePaths
 
@@ -93,13 +95,13 @@ def jwk_for(key_pem: bytes, where: Path) -> tuple[JWK, JWASignature]:
 def load_account(files: AccountFiles) -> StoredAccount | None:
     """The stored account, or None when there is no key yet."""
     try:
-        key_pem = files.key.read_bytes()
+        key_pem = read_regular(files.key)
     except FileNotFoundError:
         return None
     except OSError as exc:
         raise ConfigError(f"cannot read account key {files.key}: {exc.strerror}") from None
     try:
-        data = json.loads(files.account_json.read_text(encoding="utf-8"))
+        data = json.loads(read_regular(files.account_json).decode("utf-8"))
         reg = data.get("registration") or {}
         uri = reg.get("uri") or None
         body = reg.get("body") or {}

@@ -2,7 +2,7 @@
 
 Built by app.py (`AcmeIssuer.from_config`) and called by execute.py (`issue`). acme is
 synchronous, so every CA conversation runs in a worker thread (asyncio.to_thread) while the
-challenge servers (a challenges.ChallengeSolver) answer on the event loop.
+challenge servers (a ports.ChallengeSolver) answer on the event loop.
 
 issue(spec, key_type): fresh private key -> CSR (CN = names[0], SAN = names) -> newOrder ->
 present the solver's challenge type for each pending authorization -> answer -> poll fast ->
@@ -59,13 +59,14 @@ from controller.adapters.acme.errors import (
 from controller.adapters.acme.network import AcmeNetwork
 from controller.adapters.acme.order import AccountGone, OrderDriver, PollPolicy, split_chain
 from controller.adapters.challenges import tls_alpn  # registers tls-alpn-01 with acme
-from controller.adapters.challenges.solvers import ChallengeSolver, LocalHttp01Solver
+from controller.adapters.challenges.solvers import LocalHttp01Solver
 from controller.certinfo import generate_private_key, make_csr_pem
 from controller.config import Config
 from controller.errors import ConfigError, ControllerError, PermanentError, TemporaryError
 from controller.logs import log_event
 from controller.model import CertificateSpec, ChallengeType, IssuedCert, KeyType
 from controller.paths import StorePaths, validate_domain
+from controller.ports import ChallengeSolver
 
 _EAB_REJECTED = frozenset({"unauthorized", "malformed", "badSignatureAlgorithm"})
 

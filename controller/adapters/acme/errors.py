@@ -14,6 +14,7 @@ Messages name the CA URL and never contain key material.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -22,6 +23,7 @@ import requests
 from acme import errors as acme_errors
 from acme import messages
 
+from controller.clock import utc_now
 from controller.errors import ConfigError, ControllerError, PermanentError, TemporaryError
 
 # A rateLimited answer with a Retry-After up to this many seconds is waited out in place.
@@ -60,8 +62,10 @@ class CaResponseError(Exception):
         self.subproblems = subproblems
 
     @classmethod
-    def from_response(cls, response: requests.Response) -> CaResponseError:
-        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    def from_response(
+        cls, response: requests.Response, *, clock: Callable[[], datetime] = utc_now
+    ) -> CaResponseError:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"), clock=clock)
         try:
             problem = messages.Error.from_json(response.json())
         except Exception:
@@ -98,8 +102,10 @@ def problem_code(problem: messages.Error) -> str:
     return typ.removeprefix(messages.ERROR_PREFIX)
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """Seconds from now for a Retry-After header (delta-seconds or HTTP-date), else None."""
+def parse_retry_after(
+    value: str | None, *, clock: Callable[[], datetime] = utc_now
+) -> float | None:
+    """Seconds from `clock()` for a Retry-After header (delta-seconds or HTTP-date), else None."""
     if not value:
         return None
     value = value.strip()
@@ -111,7 +117,7 @@ def parse_retry_after(value: str | None) -> float | None:
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return max(0.0, (when - clock()).total_seconds())
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -21,7 +21,8 @@ named. Non-ASCII bytes are refused by aiohttp's HTTP parser (400) before reachin
 
 `start_admin()` binds in the background with retries when the port is busy (NJet starts the
 next copilot ~0.1 s after SIGTERM of the old one, which may still hold the port); never
-fatal. Called by the controller's run loop, which implements `AdminBackend`.
+fatal. Called by the controller's run loop; its backend implements `ports.AdminBackend` (the
+contract, and the CertView / DeleteResult values it answers with, live in controller/ports.py).
 """
 
 from __future__ import annotations
@@ -33,82 +34,23 @@ import ipaddress
 import logging
 import socket
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 from aiohttp import web
 
 from controller.errors import ConfigError
 from controller.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from controller.model import CertInfo
 from controller.paths import validate_domain
+from controller.ports import AdminBackend
+from controller.ports import CertView as CertView  # re-exported: admin_backend.py imports it here
+from controller.ports import DeleteResult as DeleteResult  # likewise
 
 log = logging.getLogger(__name__)
 
 _API = "/api/v1/"
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="njet-cert-manager"'}
 _Handler = Callable[[web.Request, str | None], Awaitable[web.StreamResponse]]
-
-
-@dataclass(frozen=True)
-class CertView:
-    """What the API shows of one certificate. Never carries a private key."""
-
-    domain: str
-    names: tuple[str, ...]
-    not_before: datetime | None
-    not_after: datetime | None
-    days_left: float | None
-    key_type: str | None
-    serial: str | None
-    fingerprint: str | None
-    issuer: str | None
-    served_fingerprint: str | None = None
-    desired: bool = True
-    source: str | None = None
-    ready: bool | None = None
-    renewal_at: datetime | None = None
-    attempts: int = 0
-    last_failure: str | None = None
-    backoff_until: datetime | None = None
-    problem: str | None = None
-
-    @classmethod
-    def from_info(cls, domain: str, info: CertInfo, *, now: datetime, **status: Any) -> CertView:
-        """A view of a stored certificate; `status` fills the optional fields (ready, …)."""
-        return cls(
-            domain=domain,
-            names=info.names,
-            not_before=info.not_before,
-            not_after=info.not_after,
-            days_left=round((info.not_after - now).total_seconds() / 86400, 2),
-            key_type=info.key_type.value if info.key_type is not None else None,
-            serial=info.serial,
-            fingerprint=info.fingerprint,
-            issuer=info.issuer,
-            **status,
-        )
-
-
-@dataclass(frozen=True)
-class DeleteResult:
-    deleted: bool  # a pair was removed from the store
-    still_desired: bool  # the name is still wanted: the next pass issues it again
-
-
-class AdminBackend(Protocol):
-    """Implemented by the controller. `domain` arguments are already validated + lowercased."""
-
-    async def list_certs(self) -> list[CertView]: ...
-    async def get_cert(self, domain: str) -> CertView | None: ...
-    async def delete_cert(self, domain: str) -> DeleteResult: ...
-    async def plan_json(self) -> bytes | dict[str, Any]: ...
-    def request_reconcile(self) -> None: ...
-    async def force_renew(self, domain: str) -> bool: ...  # False: not a desired name
-    def health(self) -> dict[str, Any]: ...
-    def metrics_text(self) -> str: ...
 
 
 def _json(body: Any, status: int = 200, **headers: str) -> web.Response:

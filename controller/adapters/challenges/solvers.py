@@ -1,10 +1,11 @@
-"""ACME challenge solving: the `ChallengeSolver` port and the controller's own http-01 server.
+"""ACME challenge solving: the controller's own http-01 server (a `ports.ChallengeSolver`).
 
 Called by adapters/acme/client.py (AcmeIssuer): for every pending authorization it calls
 `solver.present(domain, token, key_authorization)`, answers the challenge, and finally
-`solver.cleanup(...)` with the same arguments. A later wrapper (NJet proxying the challenge)
-implements the same Protocol and delegates to `LocalHttp01Solver`. Listening plumbing is in
-challenges/server.py; the tls-alpn-01 solver is in challenges/tls_alpn.py (re-exported here).
+`solver.cleanup(...)` with the same arguments. The NJet-proxied wrapper
+(challenges/njet_http01.py) implements the same Protocol and delegates to `LocalHttp01Solver`.
+Listening plumbing is in challenges/server.py; the tls-alpn-01 solver is in
+challenges/tls_alpn.py (re-exported here).
 
 `LocalHttp01Solver(address)` serves GET /.well-known/acme-challenge/<token> on `address`
 (":80" = every interface, "127.0.0.1:8099", "[::1]:8099") with the key authorization. It never
@@ -19,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Protocol
 from urllib.parse import urlsplit
 
 from controller.adapters.challenges.server import (
@@ -34,7 +34,6 @@ from controller.logs import log_event
 __all__ = [
     "HTTP_01",
     "TLS_ALPN_01",
-    "ChallengeSolver",
     "LocalHttp01Solver",
     "LocalTlsAlpn01Solver",
     "SharedListener",
@@ -44,23 +43,6 @@ __all__ = [
 CHALLENGE_PATH = "/.well-known/acme-challenge/"
 _READ_TIMEOUT = 10.0
 _MAX_HEAD = 16 * 1024
-
-
-class ChallengeSolver(Protocol):
-    """Makes one challenge answerable, then removes it.
-
-    Contract: `challenge_type` is the ACME type solved ("http-01" or "tls-alpn-01").
-    `present` returns only once the CA can validate (the server is listening); it raises
-    TemporaryError (e.g. address in use) or ConfigError (e.g. no permission for the port).
-    `cleanup` gets the same arguments, never raises, and is called exactly once per successful
-    `present`. `close` stops everything at shutdown. Several orders may be in flight at once.
-    """
-
-    challenge_type: str
-
-    async def present(self, domain: str, token: str, key_authorization: str) -> None: ...
-    async def cleanup(self, domain: str, token: str, key_authorization: str) -> None: ...
-    async def close(self) -> None: ...
 
 
 class LocalHttp01Solver:

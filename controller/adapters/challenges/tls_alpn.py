@@ -2,8 +2,8 @@
 
 acme 5.x dropped tls-alpn-01, so this module registers `TLSALPN01` in acme's challenge registry
 on import (adapters/acme/client.py imports it) so authorizations deserialize it as a
-`KeyAuthorizationChallenge`. `LocalTlsAlpn01Solver(address)` implements challenges.ChallengeSolver
-(and is re-exported there):
+`KeyAuthorizationChallenge`. `LocalTlsAlpn01Solver(address)` implements ports.ChallengeSolver
+(and is re-exported by challenges/solvers.py):
 while a challenge is presented it runs a TLS server on `address` that negotiates ALPN
 `acme-tls/1` and, chosen per SNI name in an `sni_callback`, presents a self-signed certificate
 whose only SAN is that name and which carries the critical acmeIdentifier extension
@@ -21,7 +21,8 @@ import logging
 import os
 import ssl
 import tempfile
-from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from cryptography.x509.oid import NameOID, ObjectIdentifier
 from josepy.jwk import JWK
 
 from controller.adapters.challenges.server import TLS_ALPN_01, SharedListener
+from controller.clock import utc_now
 from controller.logs import log_event
 
 ALPN_PROTOCOL = "acme-tls/1"
@@ -68,13 +70,15 @@ def acme_identifier_value(key_authorization: str) -> bytes:
     return bytes([0x04, len(digest)]) + digest
 
 
-def challenge_certificate(domain: str, key_authorization: str) -> tuple[bytes, bytes]:
-    """(cert PEM, key PEM) of the RFC 8737 validation certificate for `domain`."""
+def challenge_certificate(
+    domain: str, key_authorization: str, *, now: datetime
+) -> tuple[bytes, bytes]:
+    """(cert PEM, key PEM) of the RFC 8737 validation certificate for `domain`, valid from an
+    hour before `now` to a week after."""
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name(
         [x509.NameAttribute(NameOID.COMMON_NAME, domain)] if len(domain) <= 64 else []
     )
-    now = datetime.now(UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -107,8 +111,8 @@ def _server_context() -> ssl.SSLContext:
     return ctx
 
 
-def _context_for(domain: str, key_authorization: str) -> ssl.SSLContext:
-    cert_pem, key_pem = challenge_certificate(domain, key_authorization)
+def _context_for(domain: str, key_authorization: str, now: datetime) -> ssl.SSLContext:
+    cert_pem, key_pem = challenge_certificate(domain, key_authorization, now=now)
     ctx = _server_context()
     # ssl can only load a chain from files: a private temp dir, removed right away.
     with tempfile.TemporaryDirectory(prefix="tls-alpn-") as tmp:
@@ -130,7 +134,8 @@ class LocalTlsAlpn01Solver:
 
     challenge_type: str = TLS_ALPN_01
 
-    def __init__(self, address: str = ":443") -> None:
+    def __init__(self, address: str = ":443", *, clock: Callable[[], datetime] = utc_now) -> None:
+        self._clock = clock  # the validation certificates' validity starts from it
         # domain -> [(key authorization, context)]; the last presented one is served.
         self._contexts: dict[str, list[tuple[str, ssl.SSLContext]]] = {}
         self._listener = SharedListener(address, "tls-alpn-01 challenge server", self._serve)
@@ -147,7 +152,7 @@ class LocalTlsAlpn01Solver:
 
     async def present(self, domain: str, token: str, key_authorization: str) -> None:
         name = _normalize(domain)
-        entry = (key_authorization, _context_for(name, key_authorization))
+        entry = (key_authorization, _context_for(name, key_authorization, self._clock()))
         self._contexts.setdefault(name, []).append(entry)
         try:
             await self._listener.acquire()

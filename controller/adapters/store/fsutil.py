@@ -6,9 +6,18 @@ named `.<name>.tmp-<random>`; `is_temp_name` recognises them so recovery can rem
 OSErrors are turned into StoreError by `store_error`, whose message names the action, the path and
 the errno (ENOSPC, EROFS, EACCES, ...).
 
-Called by lego.py, statusfile.py and lock.py (all in adapters/store/). `_open` and
-`_write_fd` are the only places that open files for writing and write bytes: tests replace them
-to inject ENOSPC / EROFS / EACCES.
+Reading: `read_regular` is the one way the store, the status files, the runtime file, the lock
+and the ACME account read a file: it never follows a symlink (O_NOFOLLOW), never blocks on a
+FIFO (O_NONBLOCK), refuses anything but a regular file and anything over a size cap
+(`MAX_FILE_BYTES` for certificates, keys, metadata, status and account files;
+`MAX_LARGE_FILE_BYTES` for index.json and the runtime servers file) with an `UnsafeFileError`
+(an OSError) naming the file. Writing never follows a planted link either: new files are
+created with O_EXCL|O_NOFOLLOW and renamed over the old name (which replaces a link, never
+writes through it). `ensure_inside` checks that a path resolves inside the store.
+
+Called by lego.py, journal.py, index.py, statusfile.py, runtime.py and lock.py (all in
+adapters/store/) and adapters/acme/account.py. `_open` and `_write_fd` are the only places that
+open files for writing and write bytes: tests replace them to inject ENOSPC / EROFS / EACCES.
 """
 
 from __future__ import annotations
@@ -18,11 +27,113 @@ import errno
 import os
 import secrets
 import shutil
+import stat
 from pathlib import Path
 
 from controller.errors import StoreError
 
 TEMP_INFIX = ".tmp-"
+MAX_FILE_BYTES = 1 << 20  # a certificate chain, a key, a .json, a status or an account file
+MAX_LARGE_FILE_BYTES = 256 << 20  # index.json and runtime/servers.json (100k entries fit)
+_READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISLNK, "a symbolic link"),
+)
+
+
+class UnsafeFileError(OSError):
+    """A file the store refuses to read or write: a symlink, a FIFO, a device, a directory,
+    a file over its size cap, or a path that resolves outside the store."""
+
+    def __init__(self, path: Path | str, reason: str, code: int | None = None) -> None:
+        super().__init__(code, reason, str(path))
+
+    def __str__(self) -> str:
+        return f"{self.filename}: {self.strerror}"
+
+
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, for messages: "a FIFO", "a symbolic link", ..."""
+    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+
+
+def read_regular(path: Path, *, limit: int = MAX_FILE_BYTES) -> bytes:
+    """The content of `path`, which must be a regular file of at most `limit` bytes.
+
+    Never follows a symlink at `path` and never blocks on a FIFO. Raises FileNotFoundError
+    when absent, UnsafeFileError for anything but a regular file or over `limit`, other
+    OSErrors as the system reports them.
+    """
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and os.path.islink(path):
+            raise UnsafeFileError(
+                path, "is a symbolic link; the store reads regular files only"
+            ) from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafeFileError(
+                path, f"is {file_kind(st.st_mode)}; the store reads regular files only"
+            )
+        if st.st_size > limit:
+            raise _too_large(path, limit, st.st_size)
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > limit:  # grew while we read it
+                raise _too_large(path, limit, total)
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
+
+
+def _too_large(path: Path, limit: int, size: int) -> UnsafeFileError:
+    cap = f"{limit >> 20} MiB" if limit >= 1 << 20 else f"{limit} bytes"
+    return UnsafeFileError(path, f"is {size} bytes or more, over the {cap} limit", errno.EFBIG)
+
+
+def ensure_inside(path: Path, root: Path) -> Path:
+    """`path` with its folder resolved; UnsafeFileError unless that lies inside `root`.
+
+    The last component is not followed (renames and unlinks act on a link, not its target),
+    but every folder above it is, so a planted `../` or a symlinked folder is caught.
+    """
+    name = path.name
+    base = os.path.realpath(root)
+    folder = os.path.realpath(path.parent)
+    if name in ("", ".", "..") or (folder != base and not folder.startswith(base + os.sep)):
+        raise UnsafeFileError(path, f"resolves outside the store {root}; refusing to touch it")
+    return Path(folder) / name
+
+
+def repair_mode(path: Path, mode: int) -> bool:
+    """chmod a regular file to `mode`, never through a symlink and never a file with other hard
+    links (it may be somebody else's file linked in); False when not repaired."""
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except OSError:
+        return False
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+            return False
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+    return True
 
 
 def _open(path: Path, flags: int, mode: int) -> int:
@@ -77,8 +188,10 @@ def make_dirs(path: Path, *, mode: int = 0o700) -> None:
 
 
 def write_new_file(path: Path, data: bytes, *, mode: int) -> None:
-    """Create `path` (must not exist), write `data` and fsync it; the directory is not fsynced."""
-    fd = _open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
+    """Create `path` (must not exist, not even as a symlink), write `data` and fsync it; the
+    directory is not fsynced."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = _open(path, flags, mode)
     try:
         os.fchmod(fd, mode)
         _write_fd(fd, data)
@@ -90,7 +203,9 @@ def write_new_file(path: Path, data: bytes, *, mode: int) -> None:
 def atomic_write(path: Path, data: bytes, *, mode: int = 0o600) -> None:
     """Replace `path` with `data` atomically and durably; the file ends up with `mode`.
 
-    Raises OSError (the temp file is removed on failure; `path` is untouched).
+    The temp file is created fresh (O_EXCL|O_NOFOLLOW) and renamed over `path`, so a symlink
+    at `path` is replaced, never written through. Raises OSError (the temp file is removed on
+    failure; `path` is untouched).
     """
     temp = path.with_name(f".{path.name}{TEMP_INFIX}{secrets.token_hex(4)}")
     try:
@@ -109,13 +224,19 @@ def replace_file(source: Path, target: Path) -> None:
 
 
 def link_or_copy(source: Path, target: Path) -> None:
-    """Make `target` another name of `source` (hard link), or a durable copy where links fail."""
+    """Make `target` another name of `source` (hard link), or a durable copy where links fail.
+
+    A symlink at `source` is linked (or copied) as the link itself, never its target.
+    """
     try:
-        os.link(source, target)
+        os.link(source, target, follow_symlinks=False)
     except OSError as exc:
         if exc.errno not in (errno.EPERM, errno.EXDEV, errno.ENOTSUP, errno.EMLINK):
             raise
-        write_new_file(target, source.read_bytes(), mode=source.stat().st_mode & 0o777)
+        if os.path.islink(source):
+            os.symlink(os.readlink(source), target)
+            return
+        write_new_file(target, read_regular(source), mode=os.lstat(source).st_mode & 0o777)
 
 
 def remove_file(path: Path) -> bool:

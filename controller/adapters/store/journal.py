@@ -10,6 +10,13 @@ recorded direction: "forward" (install the new files / move the old ones out), o
 (restore the backups / move the files back), which a failed rename switches to. Every step
 is idempotent, so a crash during recovery is recovered by the next recovery.
 
+Planted entries (someone with write access to `.lego/` only): recovery acts on an entry only
+when it is a real folder (not a symlink) named like a store file, its record names exactly that
+folder (and a quarantine folder of the same name), and every path the record touches resolves
+inside the store (adapters/store/journal_record.py). Anything else is moved aside to
+`journal-rejected/<entry>-<UTC time>/` with an error, never acted on. One entry that cannot be
+recovered never stops recovery of the others.
+
 Fault points (controller/faultpoints.py) sit between every two file operations; their names
 are `store.<op>[.rollback].after_<step>`. Used only by adapters/store/lego.py.
 """
@@ -22,33 +29,29 @@ import logging
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, ValidationError
 
 from controller.adapters.store import fsutil
+from controller.adapters.store.journal_record import (
+    DIR_MODE,
+    FILE_SLOTS,
+    PAIR_SLOTS,
+    RECORD,
+    STAGE_ORDER,
+    JournalRecord,
+    Rejected,
+    check_record,
+    holding,
+    is_plain_file,
+    read_checked,
+    set_aside,
+    target,
+)
 from controller.errors import StoreError
 from controller.faultpoints import fault_point, register
+from controller.logs import log_event
 from controller.paths import StorePaths
 
 log = logging.getLogger(__name__)
-
-# slot -> file suffix; every file lego may write for one name
-FILE_SLOTS: Mapping[str, str] = {
-    "crt": ".crt",
-    "key": ".key",
-    "issuer": ".issuer.crt",
-    "json": ".json",
-    "pem": ".pem",
-    "pfx": ".pfx",
-}
-STAGE_ORDER = ("crt", "key", "issuer", "json")  # order the new files of a put are written in
-PAIR_SLOTS = ("key", "crt", "issuer", "json")  # order they are renamed into certificates/
-RECORD = "JOURNAL"
-DIR_MODE = 0o700
-
-Op = Literal["put", "delete", "quarantine"]
-Direction = Literal["forward", "back"]
 
 
 def _declare_points() -> tuple[str, ...]:
@@ -72,36 +75,6 @@ def _declare_points() -> tuple[str, ...]:
 POINTS = _declare_points()
 
 
-class JournalRecord(BaseModel):
-    """What one in-flight operation is doing; its presence means 'run me to the end'."""
-
-    model_config = ConfigDict(frozen=True, extra="ignore")
-
-    version: int = 1
-    op: Op
-    name: str  # the file name stem in certificates/
-    domain: str
-    direction: Direction = "forward"
-    new: dict[str, str] = {}  # put: slot -> sha256 of the staged new file
-    old: list[str] = []  # slots that existed before (backed up by put, moved by delete/quarantine)
-    dest: str | None = None  # quarantine: folder name under quarantine/
-
-    @classmethod
-    def for_delete(cls, name: str, domain: str, present: list[str]) -> JournalRecord:
-        return cls(op="delete", name=name, domain=domain, old=present)
-
-    @classmethod
-    def for_quarantine(cls, name: str, domain: str, present: list[str], dest: str) -> JournalRecord:
-        return cls(op="quarantine", name=name, domain=domain, old=present, dest=dest)
-
-    def reversed(self) -> JournalRecord:
-        return self.model_copy(update={"direction": "back"})
-
-    def point(self, step: str) -> str:
-        rollback = ".rollback" if self.direction == "back" else ""
-        return f"store.{self.op}{rollback}.{step}"
-
-
 class Journal:
     """Runs put / delete / quarantine through journal/<name>/ (see the module docstring)."""
 
@@ -110,28 +83,29 @@ class Journal:
         self._file_mode = file_mode
 
     def _target(self, name: str, slot: str) -> Path:
-        return self.paths.certificates / f"{name}{FILE_SLOTS[slot]}"
+        return target(self.paths, name, slot)
 
     def _holding(self, record: JournalRecord, slot: str) -> Path:
-        """Where a file taken out of certificates/ by delete/quarantine lives meanwhile."""
-        if record.op == "quarantine" and record.dest:
-            return self.paths.quarantine / record.dest / f"{record.name}{FILE_SLOTS[slot]}"
-        return self.paths.journal / record.name / f"old.{slot}"
+        return holding(self.paths, record, slot)
 
     # -- starting operations ------------------------------------------------------------------
 
-    def _open_entry(self, name: str) -> Path:
-        staging = self.paths.journal / name
+    def _open_entry(self, record: JournalRecord) -> Path:
+        """A fresh journal/<name>/ for `record`, after checking every path it will touch."""
+        staging = self.paths.journal / record.name
         try:
             fsutil.make_dirs(self.paths.certificates, mode=DIR_MODE)
             fsutil.make_dirs(self.paths.journal, mode=DIR_MODE)
         except OSError as exc:
             raise fsutil.store_error("create", Path(exc.filename or self.paths.lego), exc) from None
-        if staging.exists():
+        if os.path.lexists(staging):
             for line in self._recover_entry(staging):
                 log.warning("store: leftover of an earlier operation: %s", line)
         try:
             fsutil.make_dirs(staging, mode=DIR_MODE)
+            check_record(self.paths, record, staging)
+        except Rejected as exc:
+            raise StoreError(f"cannot {_verb(record)} {record.domain}: {exc}") from None
         except OSError as exc:
             raise fsutil.store_error("create", staging, exc) from None
         return staging
@@ -140,7 +114,9 @@ class Journal:
         self, name: str, domain: str, files: Mapping[str, bytes], digests: Mapping[str, str]
     ) -> None:
         """Install `files` (slot -> bytes) as the pair of `name`; a slot not given is removed."""
-        staging = self._open_entry(name)
+        staging = self._open_entry(
+            JournalRecord(op="put", name=name, domain=domain, new=dict(digests))
+        )
         doing: tuple[str, Path] = ("write", staging)
         try:
             for slot in STAGE_ORDER:
@@ -169,7 +145,7 @@ class Journal:
 
     def move_out(self, record: JournalRecord) -> None:
         """Delete or quarantine: move the files of record.old out of certificates/."""
-        staging = self._open_entry(record.name)
+        staging = self._open_entry(record)
         try:
             self._write_record(staging, record)
         except OSError as exc:
@@ -267,30 +243,50 @@ class Journal:
     # -- recovery ------------------------------------------------------------------------------
 
     def recover_all(self) -> list[str]:
-        """Run every interrupted operation to its end; one human line per journal entry."""
+        """Run every interrupted operation to its end; one human line per journal entry.
+
+        A planted or unreadable entry is set aside (journal-rejected/) and one whose recovery
+        fails is left for the next start; both are reported and recovery goes on with the
+        other names. Only a journal folder that cannot be listed raises (StoreError).
+        """
+        journal = self.paths.journal
         try:
-            entries = sorted(os.listdir(self.paths.journal))
+            entries = sorted(os.listdir(journal))
         except FileNotFoundError:
             return []
         except OSError as exc:
-            raise fsutil.store_error("list", self.paths.journal, exc) from None
+            raise fsutil.store_error("list", journal, exc) from None
+        try:
+            fsutil.ensure_inside(journal / "x", self.paths.lego)
+        except fsutil.UnsafeFileError as exc:
+            log_event("store journal not recovered", level=logging.ERROR, error=str(exc))
+            return [f"journal {journal} not recovered: {exc.strerror}"]
         lines: list[str] = []
         for entry in entries:
-            path = self.paths.journal / entry
-            if path.is_dir():
+            path = journal / entry
+            if fsutil.is_temp_name(entry) or is_plain_file(path):
+                continue  # temp files are swept by the store; a stray file is never acted on
+            try:
                 lines.extend(self._recover_entry(path))
+            except StoreError as exc:
+                log_event("store recovery failed for one entry", level=logging.ERROR,
+                          entry=str(path), error=str(exc))
+                lines.append(f"{entry}: recovery failed ({exc}); left in place for the next "
+                             "start, the other names are not affected")
         return lines
 
     def _recover_entry(self, staging: Path) -> list[str]:
         try:
-            return self._recover_entry_unchecked(staging)
+            try:
+                record = read_checked(self.paths, staging)
+            except Rejected as bad:
+                return [set_aside(self.paths, staging, str(bad))]
+            return self._recover_checked(staging, record)
         except OSError as exc:
             raise fsutil.store_error("recover", Path(exc.filename or staging), exc) from None
 
-    def _recover_entry_unchecked(self, staging: Path) -> list[str]:
-        try:
-            data = (staging / RECORD).read_bytes()
-        except FileNotFoundError:
+    def _recover_checked(self, staging: Path, record: JournalRecord | None) -> list[str]:
+        if record is None:
             staged_new = any(n.startswith("new.") for n in os.listdir(staging))
             fsutil.remove_tree(staging)
             fsutil.fsync_dir(staging.parent)
@@ -300,14 +296,6 @@ class Journal:
                     "took effect (the previous files are untouched)"
                 ]
             return [f"{staging.name}: removed the leftovers of a finished store operation"]
-        try:
-            record = JournalRecord.model_validate_json(data)
-        except ValidationError:
-            log.error("store: unreadable journal record %s; left in place", staging / RECORD)
-            return [
-                f"{staging.name}: journal record {staging / RECORD} is unreadable; left in "
-                "place, check the files of this name by hand"
-            ]
         if record.op == "put" and record.direction == "forward" and not self._staged_ok(record):
             record = record.reversed()
             self._write_record(staging, record)
@@ -322,8 +310,8 @@ class Journal:
             new = staging / f"new.{slot}"
             path = new if new.exists() else self._target(record.name, slot)
             try:
-                actual = hashlib.sha256(path.read_bytes()).hexdigest()
-            except FileNotFoundError:
+                actual = hashlib.sha256(fsutil.read_regular(path)).hexdigest()
+            except (FileNotFoundError, fsutil.UnsafeFileError):
                 return False
             if actual != digest:
                 log.error("store: %s does not hold the journaled content; undoing", path)

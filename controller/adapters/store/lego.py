@@ -21,6 +21,15 @@ scan of an unchanged store costs one stat per file; and while the certificates/ 
 unchanged (same mtime, quiet for a second) the last scan is reused outright, with a full re-stat
 at least every `verify_interval` seconds (60) to catch files rewritten in place.
 
+Planted files: every store file is read with fsutil.read_regular (no symlink, no FIFO or
+device, at most 1 MiB), so such a pair is unusable (a problem with the reason) like an
+unparsable one. A key open to other users, or certificates/ open to them, is a warning and is
+repaired to 0600 / 0700 (adapters/store/scan.py).
+
+`LegoStore(paths, read_only=True)` (what `diff` uses) never creates, repairs or rewrites
+anything under .lego: no index.json, no permission repair (only the warning), and put /
+delete / quarantine / recover raise StoreError.
+
 Called by app.py (recover at start), observe.py (load_all) and execute.py (get, put, key_pem,
 cert_pem, delete, quarantine). Thread-safe.
 """
@@ -38,16 +47,24 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import orjson
-
 from controller.adapters.store import fsutil
 from controller.adapters.store.index import Ident, Parsed, load_index, save_index
-from controller.adapters.store.journal import FILE_SLOTS, Journal, JournalRecord
+from controller.adapters.store.journal import Journal
+from controller.adapters.store.journal_record import FILE_SLOTS, JournalRecord
+from controller.adapters.store.scan import (
+    ModeGuard,
+    cert_url,
+    entry_stat,
+    ident_of,
+    lstat_ident,
+    read_optional,
+    sweep_temp_files,
+)
 from controller.certinfo import key_matches_cert, read_cert_info, split_pem_chain
 from controller.errors import ConfigError, StoreError
 from controller.gcpause import gc_paused
 from controller.model import IssuedCert, StoredCert
-from controller.paths import StorePaths, safe_file_name, validate_domain
+from controller.paths import StorePaths, safe_file_name, stem_domain, validate_domain
 
 log = logging.getLogger(__name__)
 
@@ -75,23 +92,6 @@ class _Snapshot:
     problems: dict[str, str]
 
 
-def _ident(st: os.stat_result) -> _Ident:
-    return (st.st_size, st.st_mtime_ns, st.st_ino)
-
-
-def _stat_ident(path: Path) -> _Ident | None:
-    try:
-        return _ident(os.stat(path))
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise fsutil.store_error("stat", path, exc) from None
-
-
-def _stem_domain(stem: str) -> str:
-    return "*" + stem[1:] if stem.startswith("_.") else stem
-
-
 def resource_json(domain: str, cert_url: str) -> bytes:
     """lego's <name>.json: its certificate.Resource without the PEM fields (tab-indented)."""
     doc = {"domain": domain, "certUrl": cert_url, "certStableUrl": cert_url}
@@ -107,8 +107,11 @@ class LegoStore:
         *,
         now: Callable[[], datetime] | None = None,
         verify_interval: float = VERIFY_INTERVAL,
+        read_only: bool = False,
     ) -> None:
         self.paths = paths
+        self.read_only = read_only
+        self._modes = ModeGuard(paths.lego, repair=not read_only)
         self._now = now or (lambda: datetime.now(UTC))
         self._verify_interval = verify_interval
         self._lock = threading.RLock()
@@ -118,6 +121,10 @@ class LegoStore:
         self._indexed: dict[str, object] = {}
         self._snapshot: _Snapshot | None = None
         self._journal = Journal(paths, file_mode=self._file_mode)
+
+    def _writable(self, what: str) -> None:
+        if self.read_only:
+            raise StoreError(f"cannot {what}: the store {self.paths.lego} is open read-only")
 
     def _forget(self, name: str | None = None) -> None:
         self._snapshot = None
@@ -129,7 +136,13 @@ class LegoStore:
     # -- recovery ---------------------------------------------------------------------------
 
     def recover(self) -> list[str]:
-        """Finish or undo interrupted swaps, remove temp files; one human line per action."""
+        """Finish or undo interrupted swaps, remove temp files; one human line per action, for
+        the caller to log (app.py does).
+
+        A planted or broken journal entry is reported and set aside, never raised; only a store
+        whose folders cannot be listed raises StoreError (see journal.py).
+        """
+        self._writable("recover interrupted store operations")
         with self._lock:
             lines = self._journal.recover_all()
             for directory in (
@@ -138,10 +151,8 @@ class LegoStore:
                 self.paths.status,
                 self.paths.journal,
             ):
-                lines.extend(_remove_temp_files(directory))
+                lines.extend(sweep_temp_files(directory, self.paths.lego))
             self._forget()
-        for line in lines:
-            log.info("store recovery: %s", line)
         return lines
 
     # -- reading ----------------------------------------------------------------------------
@@ -157,6 +168,8 @@ class LegoStore:
                 return {}, {}
             except OSError as exc:
                 raise fsutil.store_error("stat", directory, exc) from None
+            if self._modes.check_dir(directory, st):
+                st = os.stat(directory)
             dir_ident = (st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
             snap = self._snapshot
             if (
@@ -207,12 +220,16 @@ class LegoStore:
         usable: dict[str, StoredCert] = {}
         problems: dict[str, str] = {}
         cache: dict[str, _Parsed] = {}
+        key_stats = {stem: entry_stat(entry) for stem, entry in keys.items()}
+        for stem, key_st in key_stats.items():
+            self._modes.check_key(directory / f"{stem}.key", key_st)
         for stem, crt_entry in crts.items():
+            key_st, json_st = key_stats.get(stem), entry_stat(jsons.get(stem))
             try:
                 ident = (
-                    _ident(crt_entry.stat()),
-                    _entry_ident(keys.get(stem)),
-                    _entry_ident(jsons.get(stem)),
+                    ident_of(crt_entry.stat(follow_symlinks=False)),
+                    ident_of(key_st) if key_st is not None else None,
+                    ident_of(json_st) if json_st is not None else None,
                 )
             except FileNotFoundError:
                 continue  # removed while we listed
@@ -228,10 +245,10 @@ class LegoStore:
                 problems[parsed.domain] = parsed.problem or "unusable"
         for stem in keys.keys() - crts.keys():
             problems.setdefault(
-                _stem_domain(stem), f"key file {directory / (stem + '.key')} has no certificate"
+                stem_domain(stem), f"key file {directory / (stem + '.key')} has no certificate"
             )
         idents = {stem: p.ident for stem, p in cache.items()}
-        if idents != self._indexed and save_index(self.paths.index, cache):
+        if not self.read_only and idents != self._indexed and save_index(self.paths.index, cache):
             self._indexed = dict(idents)
         self._cache = cache
         return usable, problems
@@ -239,7 +256,7 @@ class LegoStore:
     def _parse(self, stem: str, ident: tuple[_Ident, _Ident | None, _Ident | None]) -> _Parsed:
         directory = self.paths.certificates
         crt_path, key_path = directory / f"{stem}.crt", directory / f"{stem}.key"
-        domain = _stem_domain(stem)
+        domain = stem_domain(stem)
 
         def bad(problem: str) -> _Parsed:
             return _Parsed(ident=ident, domain=domain, stored=None, problem=problem)
@@ -247,7 +264,7 @@ class LegoStore:
         if ident[1] is None:
             return bad(f"certificate {crt_path} has no key file {key_path.name}")
         try:
-            cert_pem, key_pem = crt_path.read_bytes(), key_path.read_bytes()
+            cert_pem, key_pem = fsutil.read_regular(crt_path), fsutil.read_regular(key_path)
         except OSError as exc:
             return bad(str(fsutil.store_error("read", Path(exc.filename or crt_path), exc)))
         try:
@@ -266,7 +283,7 @@ class LegoStore:
             domain=domain,
             info=info,
             key_matches=matches,
-            cert_url=_cert_url(directory / f"{stem}.json") if ident[2] else None,
+            cert_url=cert_url(directory / f"{stem}.json") if ident[2] else None,
         )
         problem = None if matches else f"key {key_path} does not match certificate {crt_path}"
         return _Parsed(ident=ident, domain=domain, stored=stored, problem=problem)
@@ -274,13 +291,13 @@ class LegoStore:
     def _parsed_for(self, domain: str) -> _Parsed | None:
         stem = safe_file_name(domain)
         directory = self.paths.certificates
-        crt = _stat_ident(directory / f"{stem}.crt")
+        crt = lstat_ident(directory / f"{stem}.crt")
         if crt is None:
             return None
         ident = (
             crt,
-            _stat_ident(directory / f"{stem}.key"),
-            _stat_ident(directory / f"{stem}.json"),
+            lstat_ident(directory / f"{stem}.key"),
+            lstat_ident(directory / f"{stem}.json"),
         )
         parsed = self._cache.get(stem)
         if parsed is None or parsed.ident != ident:
@@ -303,15 +320,16 @@ class LegoStore:
         return parsed.stored
 
     def key_pem(self, domain: str) -> bytes | None:
-        return _read_optional(self.paths.key(domain))
+        return read_optional(self.paths.key(domain))
 
     def cert_pem(self, domain: str) -> bytes | None:
-        return _read_optional(self.paths.cert(domain))
+        return read_optional(self.paths.cert(domain))
 
     # -- writing ----------------------------------------------------------------------------
 
     def put(self, domain: str, issued: IssuedCert) -> StoredCert:
         """Replace the pair of `domain` all-or-nothing (see the module docstring)."""
+        self._writable(f"store the certificate of {domain}")
         try:
             name = safe_file_name(domain)
         except ConfigError as exc:
@@ -349,6 +367,7 @@ class LegoStore:
 
     def delete(self, domain: str) -> bool:
         """Remove every file of `domain` (.crt/.key/.issuer.crt/.json/.pem/.pfx) all at once."""
+        self._writable(f"delete the certificate of {domain}")
         name = safe_file_name(domain)
         with self._lock:
             present = self._present_slots(name)
@@ -360,6 +379,7 @@ class LegoStore:
 
     def quarantine(self, domain: str) -> str | None:
         """Move the files of `domain` to quarantine/<name>.<UTC timestamp>/; None if none."""
+        self._writable(f"quarantine the certificate of {domain}")
         name = safe_file_name(domain)
         with self._lock:
             present = self._present_slots(name)
@@ -368,7 +388,7 @@ class LegoStore:
             stamp = self._now().astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
             dest_name = f"{name}.{stamp}"
             counter = 1
-            while (self.paths.quarantine / dest_name).exists():
+            while os.path.lexists(self.paths.quarantine / dest_name):
                 counter += 1
                 dest_name = f"{name}.{stamp}-{counter}"
             record = JournalRecord.for_quarantine(name, domain, present, dest_name)
@@ -378,7 +398,7 @@ class LegoStore:
 
     def _present_slots(self, name: str) -> list[str]:
         directory = self.paths.certificates
-        return [s for s in FILE_SLOTS if (directory / f"{name}{FILE_SLOTS[s]}").exists()]
+        return [s for s in FILE_SLOTS if os.path.lexists(directory / f"{name}{FILE_SLOTS[s]}")]
 
     @staticmethod
     def _file_mode(slot: str) -> int:
@@ -390,50 +410,3 @@ def _file_stem(name: str) -> str | None:
         return safe_file_name(name)
     except ConfigError:
         return None
-
-
-def _entry_ident(entry: os.DirEntry[str] | None) -> _Ident | None:
-    if entry is None:
-        return None
-    try:
-        return _ident(entry.stat())
-    except FileNotFoundError:
-        return None
-
-
-def _cert_url(path: Path) -> str | None:
-    """certUrl of a lego resource file; None when absent or unreadable (not fatal)."""
-    try:
-        doc = orjson.loads(path.read_bytes())
-    except (OSError, orjson.JSONDecodeError) as exc:
-        log.warning("ignoring unreadable resource file %s: %s", path, exc)
-        return None
-    url = doc.get("certUrl") if isinstance(doc, dict) else None
-    return url if isinstance(url, str) and url else None
-
-
-def _read_optional(path: Path) -> bytes | None:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise fsutil.store_error("read", path, exc) from None
-
-
-def _remove_temp_files(directory: Path) -> list[str]:
-    lines: list[str] = []
-    try:
-        names = [n for n in os.listdir(directory) if fsutil.is_temp_name(n)]
-    except FileNotFoundError:
-        return lines
-    except OSError as exc:
-        raise fsutil.store_error("list", directory, exc) from None
-    for name in names:
-        path = directory / name
-        try:
-            if fsutil.remove_file(path):
-                lines.append(f"removed leftover temp file {path}")
-        except OSError as exc:
-            raise fsutil.store_error("remove", path, exc) from None
-    return lines

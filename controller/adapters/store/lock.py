@@ -4,19 +4,24 @@ Called by cli.py/app.py before `recover()` and released at exit (the kernel drop
 process dies, so a SIGKILLed holder never leaves a stale lock). NJet starts a new copilot about
 0.1 s after sending SIGTERM to the old one, so `acquire` polls until the old process has exited
 or the timeout passes. The holder's pid is written into the file for diagnostics
-(`holder_pid()`); the lock itself is the flock, never the file's content.
+(`holder_pid()`); the lock itself is the flock, never the file's content. The file is opened
+with O_NOFOLLOW|O_NONBLOCK and must be a regular file: a symlink, FIFO or device planted at
+`.lego/lock` is refused with a StoreError naming it (never written through).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import os
+import stat
 import time
 from types import TracebackType
 
 from controller.adapters.store import fsutil
+from controller.errors import StoreError
 from controller.paths import StorePaths
 
 POLL_INTERVAL = 0.02
@@ -36,11 +41,29 @@ class StoreLock:
         return self._fd is not None
 
     def _open(self) -> int:
+        flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
         try:
             fsutil.make_dirs(self._lego, mode=0o700)
-            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            fd = os.open(self.path, flags, 0o644)
         except OSError as exc:
+            if exc.errno == errno.ELOOP and os.path.islink(self.path):
+                raise StoreError(
+                    f"lock file {self.path} is a symbolic link; refusing to write through it "
+                    "(remove it; the controller creates a regular file)"
+                ) from None
             raise fsutil.store_error("open the lock file", self.path, exc) from None
+        try:
+            mode = os.fstat(fd).st_mode
+        except OSError as exc:
+            os.close(fd)
+            raise fsutil.store_error("open the lock file", self.path, exc) from None
+        if not stat.S_ISREG(mode):
+            os.close(fd)
+            raise StoreError(
+                f"lock file {self.path} is {fsutil.file_kind(mode)}, not a regular file; refusing "
+                "to use it (remove it; the controller creates a regular file)"
+            )
+        return fd
 
     def try_acquire(self) -> bool:
         """One non-blocking attempt; True when this object now holds the lock."""
@@ -96,8 +119,8 @@ class StoreLock:
     def holder_pid(self) -> int | None:
         """The pid the current (or last) holder wrote, for messages; None when unknown."""
         try:
-            text = self.path.read_text().strip()
-        except OSError:
+            text = fsutil.read_regular(self.path, limit=64).decode("ascii").strip()
+        except (OSError, UnicodeDecodeError):
             return None
         return int(text) if text.isdigit() else None
 

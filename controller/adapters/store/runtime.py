@@ -22,13 +22,21 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from datetime import UTC, datetime
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from controller.adapters.store.fsutil import atomic_write, make_dirs
+from controller.adapters.store.fsutil import (
+    MAX_LARGE_FILE_BYTES,
+    atomic_write,
+    ensure_inside,
+    make_dirs,
+    read_regular,
+)
+from controller.clock import utc_now
 from controller.errors import StoreError
 from controller.events import EventAction, NjetEvent, specs_from_domains
 from controller.model import CertificateSpec, Source
@@ -62,8 +70,17 @@ def _key(spec: CertificateSpec) -> tuple[str, frozenset[str]]:
 class RuntimeStore:
     """The persisted list of event-sourced CertificateSpecs (source=Source.EVENT)."""
 
-    def __init__(self, paths: StorePaths) -> None:
+    def __init__(
+        self,
+        paths: StorePaths,
+        *,
+        clock: Callable[[], datetime] = utc_now,
+        read_only: bool = False,
+    ) -> None:
         self._path = paths.runtime / "servers.json"
+        self._lego = paths.lego
+        self.read_only = read_only  # `diff`: never set a corrupt file aside, never save
+        self._clock = clock  # names a corrupt file set aside
         self._cache: tuple[CertificateSpec, ...] | None = None
 
     @property
@@ -74,12 +91,14 @@ class RuntimeStore:
         """The stored specs; () when the file is absent.
 
         A corrupt file is renamed to `servers.json.corrupt-<UTC time>` (kept for inspection,
-        never deleted) and treated as empty: the next resync rebuilds the state.
+        never deleted; left in place when read-only) and treated as empty: the next resync
+        rebuilds the state. A file that is not a regular file of at most 256 MiB (a symlink,
+        a FIFO, ...: fsutil.read_regular) raises StoreError naming it.
         """
         if self._cache is not None:
             return self._cache
         try:
-            raw = self._path.read_bytes()
+            raw = read_regular(self._path, limit=MAX_LARGE_FILE_BYTES)
         except FileNotFoundError:
             self._cache = ()
             return self._cache
@@ -88,16 +107,17 @@ class RuntimeStore:
         try:
             parsed = _File.model_validate_json(raw)
         except ValidationError as exc:
-            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+            stamp = self._clock().strftime("%Y%m%dT%H%M%SZ")
             aside = self._path.with_name(f"{self._path.name}.corrupt-{stamp}")
             log.warning(
-                "runtime servers file %s is unreadable (%s errors); moved to %s, starting empty",
+                "runtime servers file %s is unreadable (%s errors); %s, starting empty",
                 self._path,
                 exc.error_count(),
-                aside,
+                "left in place (read-only)" if self.read_only else f"moved to {aside}",
             )
-            with contextlib.suppress(OSError):
-                os.replace(self._path, aside)
+            if not self.read_only:
+                with contextlib.suppress(OSError):
+                    os.replace(self._path, aside)
             self._cache = ()
             return self._cache
         self._cache = tuple(
@@ -125,7 +145,10 @@ class RuntimeStore:
                 for s in specs
             ],
         }
+        if self.read_only:
+            raise StoreError(f"cannot write runtime servers file {self._path}: opened read-only")
         try:
+            ensure_inside(self._path, self._lego)
             make_dirs(self._path.parent)
             atomic_write(self._path, orjson.dumps(doc, option=orjson.OPT_INDENT_2), mode=0o600)
         except OSError as exc:

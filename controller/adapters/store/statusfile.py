@@ -1,10 +1,12 @@
 """Per-certificate status files: `<prefix>/.lego/status/<name>.json`, one CertStatus each.
 
 Called by reconcile.py (load_all once, save/delete after each pass) and the CLI. Writes are
-atomic (fsutil.atomic_write). A file that cannot be parsed is logged as a warning and treated as
-absent (the certificate then simply starts with a fresh status), never a crash. Parsed files are
-cached by (st_size, st_mtime_ns, st_ino), so re-reading an unchanged folder costs one stat each.
-Write failures raise StoreError naming the path.
+atomic (fsutil.atomic_write). A file that cannot be parsed, or is not a regular file of at most
+1 MiB (fsutil.read_regular: a symlink, a FIFO, a device), is logged as a warning and treated as
+absent (the certificate then simply starts with a fresh status), never a crash or a hang.
+Parsed files are cached by (st_size, st_mtime_ns, st_ino), so re-reading an unchanged folder
+costs one stat each. Write failures raise StoreError naming the path; so does any write of
+`StatusFiles(paths, read_only=True)` (what `diff` uses).
 """
 
 from __future__ import annotations
@@ -32,8 +34,9 @@ _Ident = tuple[int, int, int]
 class StatusFiles:
     """Load and save CertStatus records (see the module docstring)."""
 
-    def __init__(self, paths: StorePaths) -> None:
+    def __init__(self, paths: StorePaths, *, read_only: bool = False) -> None:
         self.paths = paths
+        self.read_only = read_only
         self._lock = threading.Lock()
         # file name -> (identity, parsed status or None when unusable)
         self._cache: dict[str, tuple[_Ident, CertStatus | None]] = {}
@@ -97,11 +100,13 @@ class StatusFiles:
 
     def save(self, status: CertStatus) -> None:
         """Write `status` atomically to status/<name>.json."""
+        self._writable(f"save the status of {status.domain}")
         try:
             path = self.paths.status_file(status.domain)
         except ConfigError as exc:
             raise StoreError(f"cannot save the status of {status.domain!r}: {exc}") from None
         try:
+            fsutil.ensure_inside(path, self.paths.lego)
             fsutil.make_dirs(self.paths.status, mode=DIR_MODE)
             fsutil.atomic_write(path, status_to_json(status), mode=FILE_MODE)
         except OSError as exc:
@@ -109,8 +114,10 @@ class StatusFiles:
 
     def delete(self, domain: str) -> None:
         """Remove the status of `domain`; missing is not an error."""
+        self._writable(f"remove the status of {domain}")
         path = self.paths.status_file(domain)
         try:
+            fsutil.ensure_inside(path, self.paths.lego)
             if fsutil.remove_file(path):
                 fsutil.fsync_dir(path.parent)
         except OSError as exc:
@@ -119,9 +126,14 @@ class StatusFiles:
             self._cache.pop(path.name, None)
 
 
+    def _writable(self, what: str) -> None:
+        if self.read_only:
+            raise StoreError(f"cannot {what}: the store {self.paths.lego} is open read-only")
+
+
 def _parse(path: Path, file_name: str) -> CertStatus | None:
     try:
-        status = status_from_json(path.read_bytes())
+        status = status_from_json(fsutil.read_regular(path))
     except FileNotFoundError:
         return None
     except OSError as exc:

@@ -1,10 +1,10 @@
 """Checks a dyn_loc `location_body` / dyn_srv `server_body` the way NJet reports problems.
 
-Called by dynapi.py and replay.py. NJet writes the body into a scratch file under logs/ and
-parses it with its config parser, so errors name that file and a line: the body starts on
-line 2 of `4_0_add_location.txt` and on line 4 of `4_0_add_server.txt` (recorded [47] [78]).
-A body without a final ";" is accepted (NJet reported the unknown directive of
-`"bogus_directive on"`, not the missing semicolon).
+Called by dynapi.py and replay.py; the syntax is read by syntax.py. NJet writes the body into
+a scratch file under logs/ and parses it with its config parser, so errors name that file and a
+line: the body starts on line 2 of `4_0_add_location.txt` and on line 4 of
+`4_0_add_server.txt` (recorded [47] [78]). A body without a final ";" is accepted (NJet
+reported the unknown directive of `"bogus_directive on"`, not the missing semicolon).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from controller.njetconf import ConfSyntaxError, Directive, parse_text
+from njetsim.syntax import ConfParseError, Directive, parse_text
 
 KNOWN = frozenset({
     "access_log", "add_header", "alias", "allow", "autoindex", "charset", "client_body_timeout",
@@ -46,7 +46,7 @@ def check_body(text: str, *, prefix: Path, scratch: str,
         body += ";"
     try:
         directives = parse_text(body, file=where)
-    except ConfSyntaxError as exc:
+    except ConfParseError as exc:
         return (), f"{exc.reason} in {where}:{exc.line + first_line - 1}"
     for d in _walk(directives):
         if d.name not in KNOWN:

@@ -1,8 +1,8 @@
 """The njet.conf subset the simulator understands, read into frozen dataclasses.
 
-Called by master.py at start and at every reload, and by dynsrv.py for a dyn_srv
-`server_body`. Tokenizing/parsing is controller.njetconf's (`parse_file`, `parse_text`); this
-module only interprets the directives: http servers (listen, server_name, ssl_certificate(_key),
+Called by master.py at start and at every reload, and by dynapi.py for a dyn_srv
+`server_body`. The syntax is read by syntax.py (the simulator's own reader, no controller code);
+this module interprets the directives: http servers (listen, server_name, ssl_certificate(_key),
 ssl_certificate_management, location/return/proxy_pass), `stream {}` with `map` and
 `ssl_preread`, `helper` lines (ctrl API listen from its own conf, broker, go copilots) and `pid`.
 Paths: ssl_certificate is relative to the main conf's directory (nginx's conf_prefix); helper,
@@ -11,14 +11,14 @@ pid and error_log paths are relative to the prefix (NJet's behaviour).
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from controller.errors import ConfigError
-from controller.njetconf import ConfSyntaxError, Directive, normalize_listen, parse_file
+from njetsim.syntax import ConfParseError, Directive, parse_file
 
 
 class SimConfError(Exception):
@@ -118,13 +118,45 @@ class SimConf:
     copilots: tuple[CopilotConf, ...]
 
 
-def parse_listen_args(args: Sequence[str], where: str) -> Listen:
+def _port(text: str, raw: str, where: str) -> int:
+    if not (text.isascii() and text.isdigit() and 0 < int(text) < 65536):
+        raise SimConfError(f'{where}: invalid port in "{raw}" of the "listen" directive')
+    return int(text)
+
+
+def _address(raw: str, where: str) -> tuple[str, int]:
+    """(bind host without brackets, port): `8444`, `*:8444`, `[::1]:8445`, `localhost:80`."""
+    if raw.isascii() and raw.isdigit():
+        return "0.0.0.0", _port(raw, raw, where)
+    if raw.startswith("["):
+        inside, bracket, rest = raw[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise SimConfError(f'{where}: invalid IPv6 address in "{raw}" (write "[addr]:port")')
+        host, port_text = inside, rest[1:] or "80"
+    else:
+        host, colon, port_text = raw.rpartition(":")
+        if not colon:
+            host, port_text = raw, "80"
+    port = _port(port_text, raw, where)
+    if host == "*":
+        return "0.0.0.0", port
+    if host.lower() == "localhost":
+        return "127.0.0.1", port
     try:
-        text = normalize_listen(args[0])
-    except ConfigError as exc:
-        raise SimConfError(f"{where}: {exc}") from None
-    host, _, port = text.rpartition(":")
-    return Listen(text, host.strip("[]"), int(port), ssl="ssl" in args[1:],
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise SimConfError(f'{where}: host "{host}" in "{raw}" is not an IP address (the '
+                           "simulator binds addresses only, and localhost)") from None
+    if (ip.version == 6) != raw.startswith("["):
+        raise SimConfError(f'{where}: "{raw}": IPv6 addresses go in brackets, others do not')
+    return ip.compressed, port
+
+
+def parse_listen_args(args: Sequence[str], where: str) -> Listen:
+    """A `listen` directive's arguments; the text is spelled the way GET /api/v1/ssl shows it."""
+    host, port = _address(args[0].strip(), where)
+    text = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return Listen(text, host, port, ssl="ssl" in args[1:],
                   default=any(a in ("default_server", "default") for a in args[1:]))
 
 
@@ -284,7 +316,7 @@ def _copilot(name: str, toml_path: Path, prefix: Path) -> CopilotConf:
 def _parse(path: Path) -> tuple[Directive, ...]:
     try:
         return parse_file(path)
-    except ConfSyntaxError as exc:
+    except ConfParseError as exc:
         raise SimConfError(f"[emerg] {exc}") from None
 
 

@@ -1,0 +1,105 @@
+"""What a policy check sees (`Subject`) and what it may answer (`Act`, `Wait`, `Later`). Pure.
+
+A check is a plain function over one Subject. It looks only at the fields it needs and answers
+None when its inputs do not apply (no stored certificate, not desired, store-only mode...), so
+it may sit anywhere in a chain and nothing relies on its position. Kinds of check:
+
+- `Check(subject)`: a finding that decides; the first one in a chain wins.
+- `Hold(subject, act)`: a wait that keeps a decided action back (backoff; later a lease held
+  elsewhere, a rate-limit budget); the first one wins and replaces the action.
+- a caveat is a `Hold` too, but its wait is reported next to the admitted action.
+- `Note(subject)`: a remark for the plan's notes, whatever was decided.
+
+Built by plan.py (one Subject per desired name and per stored orphan); the chains that order
+the checks are in controller/policy.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from controller.model import (
+    DEFAULT_KEY_TYPE,
+    ActionKind,
+    CertificateSpec,
+    KeyType,
+    NjetTarget,
+    StoredCert,
+)
+from controller.reasons import Reason
+from controller.status import CertStatus
+
+
+@dataclass(frozen=True, kw_only=True)
+class PolicySettings:
+    """The policy's knobs, from the TOML (app.policy_settings). `store_only` has no default:
+    whether NJet is applied to is a choice every caller makes ([njet] apiAddress = "")."""
+
+    store_only: bool
+    renew_before: timedelta = timedelta(days=30)
+    default_key_type: KeyType = DEFAULT_KEY_TYPE
+    delete_grace: timedelta = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class Subject:
+    """Everything the checks may look at for one name (assembled by plan.py).
+
+    A desired name has `spec`, `wanted_key_type` and `spec_hash`; a stored certificate whose
+    name left desired state (an orphan) has none of them (None), and no `targets`.
+    """
+
+    domain: str
+    spec: CertificateSpec | None
+    stored: StoredCert | None
+    problem: str | None  # why stored files are unusable, if they are
+    status: CertStatus | None
+    wanted_key_type: KeyType | None
+    spec_hash: str | None  # identity of what is wanted (plan.spec_hash); resets the backoff
+    served_fingerprint: str | None  # best knowledge of what NJet serves (None = unknown)
+    njet_present: bool  # the running NJet has the block (always False in store-only mode)
+    targets: tuple[NjetTarget, ...]  # where an action for this name applies in NJet
+    njet_error: str | None  # NJet's API could not be read this pass
+    njet_unmatched: str | None  # why the running NJet has no server for the name, if known
+    bootstrap_key_type: KeyType | None  # key type of the block's ssl_certificate, if readable
+    now: datetime
+    settings: PolicySettings
+
+    @property
+    def desired(self) -> bool:
+        return self.spec is not None
+
+
+@dataclass(frozen=True)
+class Act:
+    """Do something now: issue, renew, apply or delete."""
+
+    kind: ActionKind
+    reason: Reason
+    message: str
+
+
+@dataclass(frozen=True)
+class Wait:
+    """Something is needed but cannot happen now (until `until`, when known)."""
+
+    reason: Reason
+    message: str
+    until: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Later:
+    """Nothing to do now; something is scheduled at `at` (informational, not a blocker)."""
+
+    reason: Reason
+    message: str
+    at: datetime | None = None
+
+
+Finding = Act | Wait | Later
+Check = Callable[[Subject], Finding | None]
+Hold = Callable[[Subject, Act], Wait | None]
+Note = Callable[[Subject], str | None]
