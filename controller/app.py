@@ -162,6 +162,12 @@ class App:
             self._issuer = AcmeIssuer.from_config(self.config, self.paths, self.solver)
         return self._issuer
 
+    def stop(self) -> None:
+        """The process is stopping (service.py, on SIGTERM): no new request to the CA."""
+        stop = getattr(self._issuer, "stop", None)  # AcmeIssuer.stop; a test's fake may lack it
+        if stop is not None:
+            stop()
+
     async def close(self) -> None:
         if self._issuer is not None:
             await self._issuer.close()

@@ -2,9 +2,10 @@
 
 Called by cli.py (load_config) at start-up. Unknown keys are warnings naming the key; wrong types
 are ConfigErrors naming the file, the key and the expected type, never the value (it may be a
-token or an EAB key). Durations have documented minimums (MIN_INTERVAL, MIN_PROBE_TIMEOUT; a
-zero interval would spin the loop), refused at load like a wrong type. Relative paths are
-resolved against the NJet prefix (NJet launches copilots from an arbitrary working directory).
+token or an EAB key). Durations have documented minimums (MIN_INTERVAL, MIN_PROBE_TIMEOUT,
+MIN_ADMIN_TIMEOUT; a zero interval would spin the loop), refused at load like a wrong type.
+Relative paths are resolved against the NJet prefix (NJet launches copilots from an arbitrary
+working directory).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 MIN_INTERVAL = timedelta(seconds=10)  # [controller] interval
 MIN_PROBE_TIMEOUT = timedelta(milliseconds=100)  # [controller] probeTimeout
+MIN_ADMIN_TIMEOUT = timedelta(seconds=1)  # [admin] headerTimeout, idleTimeout
 
 
 def _at_least(minimum: timedelta, shown: str) -> AfterValidator:
@@ -128,6 +130,11 @@ class ControllerSection(_Section):
 class AdminSection(_Section):
     address: str = "127.0.0.1:2000"
     token: str = ""
+    # a connection must send a complete request header within headerTimeout; one with no
+    # request in progress is closed after idleTimeout; more than maxConnections are refused
+    headerTimeout: Annotated[Duration, _at_least(MIN_ADMIN_TIMEOUT, "1s")] = timedelta(seconds=10)
+    idleTimeout: Annotated[Duration, _at_least(MIN_ADMIN_TIMEOUT, "1s")] = timedelta(seconds=60)
+    maxConnections: int = Field(default=256, ge=1, le=65536)
 
 
 class Config(BaseModel):

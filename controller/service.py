@@ -1,6 +1,6 @@
 """`run`: the long-running controller (also how NJet launches us as a copilot).
 
-Order at start-up: wait for the store lock (NJet starts the next instance ~0.1 s after sending
+Order at start-up: raise the open-file limit to its hard limit, wait for the store lock (NJet starts the next instance ~0.1 s after sending
 SIGTERM to the old one), recover an interrupted store swap, remove challenge locations a
 previous run left in NJet, rebuild runtime-announced servers from NJet's retained records,
 then run the loop with the admin API and the MQTT listener as wake-up sources.
@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import signal
 
+from controller.adapters.admin.limits import ConnectionLimits
 from controller.adapters.admin.server import AdminServer, start_admin
 from controller.adapters.mqtt.listener import MqttListener, read_retained
 from controller.adapters.store.lock import StoreLock
@@ -97,14 +99,17 @@ class Service:
     # -- lifecycle ---------------------------------------------------------------------
 
     async def run(self) -> int:
+        raise_fd_limit()
         lock = StoreLock(self.app.paths)
-        while not await lock.acquire_async(timeout=5.0):
-            log_event("waiting for the store lock held by another instance",
-                      level=logging.WARNING)
+        while not lock.try_acquire():  # said at once, then every 5 s, naming the holder
+            log_event(f"waiting for {lock.holder()} to release the store lock",
+                      level=logging.WARNING, lock=str(lock.path))
+            if await lock.acquire_async(timeout=5.0):
+                break
         try:
             await self.app.prepare()
             self.admin = await start_admin(self.backend, self.config.admin.address,
-                                           self.config.admin.token)
+                                           self.config.admin.token, limits=self._limits())
             if not self.config.store_only:
                 self.mqtt = MqttListener(self.config.mqtt_address, on_event=self.on_event,
                                          on_connection_change=self.on_connection)
@@ -118,6 +123,12 @@ class Service:
             lock.release()
         log_event("controller stopped")
         return 0
+
+    def _limits(self) -> ConnectionLimits:
+        admin = self.config.admin
+        return ConnectionLimits(max_connections=admin.maxConnections,
+                                header_timeout=admin.headerTimeout.total_seconds(),
+                                idle_timeout=admin.idleTimeout.total_seconds())
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -133,6 +144,18 @@ class Service:
                 continue
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(closer(), timeout=5.0)
+
+
+def raise_fd_limit() -> None:
+    """Raise this process's open-file limit (RLIMIT_NOFILE) to its hard limit; never fatal."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == hard:
+        return
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    except (OSError, ValueError) as exc:  # e.g. an unlimited hard limit above the kernel's max
+        log_event("open-file limit left as is", level=logging.WARNING, soft=soft, hard=hard,
+                  error=str(exc))
 
 
 def _parse(payload: bytes) -> RuntimeServer | None:

@@ -368,18 +368,21 @@ def _paragraphs(text: str) -> dict[str, str]:
     return out
 
 
-def _check_doc(where: str, section: str) -> None:
+def _check_doc(where: str, section: str, *, quoted: bool) -> None:
+    """Every mapped module is named in its layer's paragraph (a package as `name`, `name/` or
+    `controller/name/`), and every adapter subpackage as `sub/`; `quoted`: in backticks."""
     paragraphs = _paragraphs(section)
+    q = "`" if quoted else ""
     missing = []
     for key, layer in LAYER_OF.items():
         if key == "controller":
             continue
-        name = key.removeprefix("controller.").removesuffix(".*")
-        if not re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", paragraphs[layer]):
+        name = re.escape(key.removeprefix("controller.").removesuffix(".*"))
+        if not re.search(rf"(?<![\w./]){q}(?:controller/)?{name}/?{q}(?!\w)", paragraphs[layer]):
             missing.append(f"{name} ({layer})")
     for sub in sorted({m.name.split(".")[2] for m in by_layer("adapters") if
                        m.name.count(".") >= 2}):
-        if f"{sub}/" not in paragraphs["adapters"]:
+        if f"{q}{sub}/{q}" not in paragraphs["adapters"]:
             missing.append(f"adapters/{sub}/")
     assert not missing, f"{where} does not name, under its layer: {', '.join(missing)}"
 
@@ -387,7 +390,7 @@ def _check_doc(where: str, section: str) -> None:
 def test_the_package_docstring_states_the_same_layers() -> None:
     doc = ast.get_docstring(tree_of(ROOT / "__init__.py")) or ""
     assert "Layers" in doc
-    _check_doc("controller/__init__.py's docstring", doc[doc.index("Layers"):])
+    _check_doc("controller/__init__.py's docstring", doc[doc.index("Layers"):], quoted=False)
 
 
 def test_the_readme_states_the_same_layers() -> None:
@@ -395,4 +398,5 @@ def test_the_readme_states_the_same_layers() -> None:
     start = readme.find("- Layers")
     assert start >= 0, "README.md has no '- Layers' bullet"
     end = readme.find("\n- ", start + 1)
-    _check_doc("README.md's layers bullet", readme[start: end if end > 0 else None])
+    _check_doc("README.md's layers bullet", readme[start: end if end > 0 else None],
+               quoted=True)

@@ -1,8 +1,14 @@
 """AcmeIssuer: the ports.Issuer for one ACME CA and account, on top of certbot's `acme` library.
 
 Built by app.py (`AcmeIssuer.from_config`) and called by execute.py (`issue`). acme is
-synchronous, so every CA conversation runs in a worker thread (asyncio.to_thread) while the
-challenge servers (a ports.ChallengeSolver) answer on the event loop.
+synchronous, so every CA conversation runs on a daemon thread (acme/threads.py: never joined at
+exit) while the challenge servers (a ports.ChallengeSolver) answer on the event loop.
+
+Stopping: every issue/revoke call has a stop flag that its networks check before each request
+and its retry and poll waits end on (acme/network.py). It is set when the calling task is
+cancelled, and for every call in flight or to come by `stop()` (app.py calls it on SIGTERM) and
+`close()`. Requests have connect/read timeouts (5 s / 15 s), so a CA that hangs holds a thread
+no longer than that, and a stopping process never waits for it.
 
 issue(spec, key_type): fresh private key -> CSR (CN = names[0], SAN = names) -> newOrder ->
 present the solver's challenge type for each pending authorization -> answer -> poll fast ->
@@ -56,8 +62,9 @@ from controller.adapters.acme.errors import (
     describe_network_error,
     to_controller_error,
 )
-from controller.adapters.acme.network import AcmeNetwork
+from controller.adapters.acme.network import CONNECT_TIMEOUT, READ_TIMEOUT, AcmeNetwork
 from controller.adapters.acme.order import AccountGone, OrderDriver, PollPolicy, split_chain
+from controller.adapters.acme.threads import StopFlags, in_daemon_thread
 from controller.adapters.challenges import tls_alpn  # registers tls-alpn-01 with acme
 from controller.adapters.challenges.solvers import LocalHttp01Solver
 from controller.certinfo import generate_private_key, make_csr_pem
@@ -95,7 +102,7 @@ class AcmeIssuer:
         profile: str = "",
         poll_interval: float = 0.005,
         order_timeout: float = 90.0,
-        request_timeout: int = 30,
+        request_timeout: tuple[float, float] = (CONNECT_TIMEOUT, READ_TIMEOUT),
         owns_solver: bool = False,
     ) -> None:
         self.directory_url = _check_url(directory_url)
@@ -111,6 +118,7 @@ class AcmeIssuer:
         self._directory: messages.Directory | None = None
         self._account: _Account | None = None
         self._lock = asyncio.Lock()
+        self._stop_flags = StopFlags()
 
     @classmethod
     def from_config(
@@ -141,16 +149,20 @@ class AcmeIssuer:
         names = _names(spec)
         context = f"ordering a certificate for {', '.join(names)}"
         started = time.monotonic()
-        try:
-            directory = await self._get_directory()
-            account = await self._get_account(directory)
-            key_pem = await asyncio.to_thread(generate_private_key, key_type)
-            csr_pem = make_csr_pem(key_pem, names)
-            fullchain, cert_url = await self._order(directory, account, csr_pem)
-        except ControllerError:
-            raise
-        except Exception as exc:
-            raise to_controller_error(exc, context=context, ca_url=self.directory_url) from exc
+        with self._stop_flags.flag() as stop:
+            try:
+                directory = await self._get_directory(stop)
+                account = await self._get_account(directory, stop)
+                key_pem = await in_daemon_thread(generate_private_key, key_type)
+                csr_pem = make_csr_pem(key_pem, names)
+                fullchain, cert_url = await self._order(directory, account, csr_pem, stop)
+            except asyncio.CancelledError:
+                stop.set()  # the thread in flight sends nothing more and ends its waits
+                raise
+            except ControllerError:
+                raise
+            except Exception as exc:
+                raise to_controller_error(exc, context=context, ca_url=self.directory_url) from exc
         leaf, chain = split_chain(fullchain)
         _check_key_matches(leaf, key_pem, names)
         log_event(
@@ -162,13 +174,18 @@ class AcmeIssuer:
     async def revoke(self, cert_pem: bytes, *, reason: int = 0) -> None:
         """Revoke a certificate issued to this account; already revoked is fine."""
         try:
-            directory = await self._get_directory()
-            account = await self._get_account(directory)
-            driver = self._driver(directory, account, threading.Event())
-            try:
-                await asyncio.to_thread(driver.revoke, cert_pem, reason)
-            finally:
-                driver.close()
+            with self._stop_flags.flag() as stop:
+                try:
+                    directory = await self._get_directory(stop)
+                    account = await self._get_account(directory, stop)
+                    driver = self._driver(directory, account, stop)
+                    try:
+                        await in_daemon_thread(driver.revoke, cert_pem, reason)
+                    finally:
+                        driver.close()
+                except asyncio.CancelledError:
+                    stop.set()
+                    raise
         except CaResponseError as exc:
             if exc.code != "alreadyRevoked":
                 raise to_controller_error(
@@ -181,62 +198,69 @@ class AcmeIssuer:
                 exc, context="revoking a certificate", ca_url=self.directory_url
             ) from exc
 
+    def stop(self) -> None:
+        """The process is stopping: from now on no request goes to the CA. Calls in flight end
+        at their next request or wait (TemporaryError "stopping"); a thread blocked in a read
+        is left to its timeout (it is a daemon thread). Safe to call from a signal handler."""
+        self._stop_flags.stop()
+
     async def close(self) -> None:
+        self.stop()
         if self._owns_solver:
             await self.solver.close()
 
     # -- order ---------------------------------------------------------------------------------
     async def _order(
-        self, directory: messages.Directory, account: _Account, csr_pem: bytes
+        self, directory: messages.Directory, account: _Account, csr_pem: bytes,
+        stop: threading.Event,
     ) -> tuple[bytes, str]:
-        abort = threading.Event()
-        driver = self._driver(directory, account, abort)
+        driver = self._driver(directory, account, stop)
         try:
             try:
-                orderr = await asyncio.to_thread(driver.new_order, csr_pem, self.profile)
+                orderr = await in_daemon_thread(driver.new_order, csr_pem, self.profile)
             except AccountGone:
                 driver.close()
-                account = await self._register_again(directory, account)
-                driver = self._driver(directory, account, abort)
-                orderr = await asyncio.to_thread(driver.new_order, csr_pem, self.profile)
+                account = await self._register_again(directory, account, stop)
+                driver = self._driver(directory, account, stop)
+                orderr = await in_daemon_thread(driver.new_order, csr_pem, self.profile)
             pending = driver.pending_challenges(orderr, self.solver.challenge_type, account.key)
             presented = []
             try:
                 for ch in pending:
                     await self.solver.present(ch.domain, ch.token, ch.key_authorization)
                     presented.append(ch)
-                return await asyncio.to_thread(driver.complete, orderr, pending, account.key)
+                return await in_daemon_thread(driver.complete, orderr, pending, account.key)
             finally:
                 for ch in presented:
                     await self.solver.cleanup(ch.domain, ch.token, ch.key_authorization)
-        except asyncio.CancelledError:
-            abort.set()
-            raise
         finally:
             driver.close()
 
-    def _network(self, key: JWK | None, alg: JWASignature) -> AcmeNetwork:
-        return AcmeNetwork(key, alg=alg, verify=self.ca_bundle, timeout=self._request_timeout)
+    def _network(self, key: JWK | None, alg: JWASignature, stop: threading.Event) -> AcmeNetwork:
+        return AcmeNetwork(key, alg=alg, verify=self.ca_bundle, stop=stop,
+                           timeout=self._request_timeout)
 
     def _driver(
-        self, directory: messages.Directory, account: _Account, abort: threading.Event
+        self, directory: messages.Directory, account: _Account, stop: threading.Event
     ) -> OrderDriver:
-        net = self._network(account.key, account.alg)
+        net = self._network(account.key, account.alg, stop)
         net.account = messages.RegistrationResource(uri=account.uri, body=messages.Registration())
-        return OrderDriver(directory, net, policy=self._policy, abort=abort)
+        return OrderDriver(directory, net, policy=self._policy)
 
     # -- directory -----------------------------------------------------------------------------
-    async def _get_directory(self) -> messages.Directory:
+    async def _get_directory(self, stop: threading.Event) -> messages.Directory:
         if self._directory is None:
             async with self._lock:
                 if self._directory is None:
-                    self._directory = await asyncio.to_thread(self._fetch_directory)
+                    self._directory = await in_daemon_thread(self._fetch_directory, stop)
         return self._directory
 
-    def _fetch_directory(self) -> messages.Directory:
-        net = self._network(None, RS256)
+    def _fetch_directory(self, stop: threading.Event) -> messages.Directory:
+        net = self._network(None, RS256, stop)
         try:
             directory = acme_client.ClientV2.get_directory(self.directory_url, net)
+        except ControllerError:  # stopping
+            raise
         except requests.exceptions.RequestException as exc:
             raise TemporaryError(
                 f"cannot load the ACME directory {self.directory_url}:"
@@ -276,24 +300,30 @@ class AcmeIssuer:
             )
 
     # -- account -------------------------------------------------------------------------------
-    async def _get_account(self, directory: messages.Directory) -> _Account:
+    async def _get_account(
+        self, directory: messages.Directory, stop: threading.Event
+    ) -> _Account:
         if self._account is None:
             async with self._lock:
                 if self._account is None:
-                    self._account = await asyncio.to_thread(self._load_or_register, directory)
+                    self._account = await in_daemon_thread(
+                        self._load_or_register, directory, stop)
         return self._account
 
-    async def _register_again(self, directory: messages.Directory, stale: _Account) -> _Account:
+    async def _register_again(
+        self, directory: messages.Directory, stale: _Account, stop: threading.Event
+    ) -> _Account:
         async with self._lock:
             if self._account is None or self._account.uri == stale.uri:
                 log_event(
                     "the CA no longer knows the ACME account; registering again",
                     level=logging.WARNING, ca=self.directory_url, account=stale.uri,
                 )
-                self._account = await asyncio.to_thread(self._register, directory, stale.key_pem)
+                self._account = await in_daemon_thread(
+                    self._register, directory, stale.key_pem, stop)
             return self._account
 
-    def _load_or_register(self, directory: messages.Directory) -> _Account:
+    def _load_or_register(self, directory: messages.Directory, stop: threading.Event) -> _Account:
         stored = load_account(self.files)
         if stored is not None and stored.uri:
             key, alg = jwk_for(stored.key_pem, self.files.key)
@@ -303,9 +333,11 @@ class AcmeIssuer:
             save_key(self.files, key_pem)  # before registering: a registered key is never lost
         else:
             key_pem = stored.key_pem
-        return self._register(directory, key_pem)
+        return self._register(directory, key_pem, stop)
 
-    def _register(self, directory: messages.Directory, key_pem: bytes) -> _Account:
+    def _register(
+        self, directory: messages.Directory, key_pem: bytes, stop: threading.Event
+    ) -> _Account:
         key, alg = jwk_for(key_pem, self.files.key)
         eab: dict[str, Any] | None = None
         if self._eab_kid:
@@ -321,7 +353,7 @@ class AcmeIssuer:
         registration = messages.NewRegistration.from_data(
             email=self.email or None, terms_of_service_agreed=True, external_account_binding=eab
         )
-        net = self._network(key, alg)
+        net = self._network(key, alg, stop)
         try:
             regr = acme_client.ClientV2(directory, net).new_account(registration)
             uri: str = regr.uri

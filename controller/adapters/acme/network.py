@@ -8,12 +8,18 @@ acme.client.ClientNetwork:
 - a nonce that comes with an error answer is kept, so a badNonce retry costs one request;
 - transient failures (connection errors, 5xx, badNonce, a rateLimited with a short Retry-After)
   are retried with tenacity: badNonce up to 8 attempts at once (Pebble rejects 5% of nonces),
-  others 3 attempts with short waits.
+  others 3 attempts with short waits;
+- every request has a connect and a read timeout (5 s and 15 s by default), so a CA that hangs
+  costs at most that per attempt;
+- `stop` (a threading.Event the issuer sets when the process stops or the order is cancelled)
+  is checked before every request: once it is set nothing more is sent (TemporaryError
+  "stopping"), and a retry wait ends at once.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +31,15 @@ from josepy.jwk import JWK
 from tenacity import RetryCallState, Retrying, retry_if_exception
 
 from controller.adapters.acme.errors import CaResponseError, is_transient
+from controller.errors import TemporaryError
 from controller.logs import log_event
 
 _BAD_NONCE_ATTEMPTS = 8
 _OTHER_ATTEMPTS = 3
 _FIRST_WAIT = 0.1
 _MAX_WAIT = 1.0
+CONNECT_TIMEOUT = 5.0
+READ_TIMEOUT = 15.0
 
 
 def _stop(state: RetryCallState) -> bool:
@@ -61,12 +70,18 @@ def _log_retry(state: RetryCallState) -> None:
     )
 
 
-def retrying() -> Retrying:
-    """The in-place retry policy for one ACME request."""
+def retrying(stop: threading.Event) -> Retrying:
+    """The in-place retry policy for one ACME request; a wait ends early when `stop` is set
+    (the next attempt then refuses to send)."""
+
+    def sleep(seconds: float) -> None:
+        stop.wait(seconds)
+
     return Retrying(
         retry=retry_if_exception(is_transient),
         stop=_stop,
         wait=_wait,
+        sleep=sleep,
         before_sleep=_log_retry,
         reraise=True,
     )
@@ -81,12 +96,16 @@ class AcmeNetwork(acme_client.ClientNetwork):
         *,
         alg: JWASignature,
         verify: Path | None,
-        timeout: int,
+        stop: threading.Event,
+        timeout: tuple[float, float] = (CONNECT_TIMEOUT, READ_TIMEOUT),
         user_agent: str = "njet-cert-manager",
     ) -> None:
-        super().__init__(key=key, alg=alg, user_agent=user_agent, timeout=timeout)
+        # requests takes (connect, read) as `timeout`; acme annotates it as int
+        super().__init__(key=key, alg=alg, user_agent=user_agent,
+                         timeout=timeout)  # type: ignore[arg-type]
         # requests takes a CA bundle path as `verify`; acme annotates the attribute as bool.
         self.verify_ssl = str(verify) if verify is not None else True  # type: ignore[assignment]
+        self.stop = stop
 
     def close(self) -> None:
         self.session.close()
@@ -100,6 +119,8 @@ class AcmeNetwork(acme_client.ClientNetwork):
         return super()._check_response(response, content_type=content_type)
 
     def _send_request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:
+        if self.stop.is_set():
+            raise TemporaryError(f"stopping: {method} {url} not sent to the CA")
         response = super()._send_request(method, url, *args, **kwargs)
         if response.status_code >= 400 and self.REPLAY_NONCE_HEADER in response.headers:
             try:
@@ -112,13 +133,13 @@ class AcmeNetwork(acme_client.ClientNetwork):
         self, url: str, content_type: str = acme_client.ClientNetwork.JSON_CONTENT_TYPE,
         **kwargs: Any,
     ) -> requests.Response:
-        for attempt in retrying():
+        for attempt in retrying(self.stop):
             with attempt:
                 return super().get(url, content_type=content_type, **kwargs)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def post(self, *args: Any, **kwargs: Any) -> requests.Response:
-        for attempt in retrying():
+        for attempt in retrying(self.stop):
             with attempt:
                 return self._post_once(*args, **kwargs)
         raise AssertionError("unreachable")  # pragma: no cover

@@ -1,19 +1,19 @@
 """One ACME order, driven synchronously with fast polling; runs in a worker thread.
 
-Used only by acme/client.py (AcmeIssuer), which calls, each via asyncio.to_thread:
+Used only by acme/client.py (AcmeIssuer), which calls, each on a daemon thread (acme/threads.py):
 `new_order` -> (then presents the challenges itself on the event loop) -> `complete` (answer the
 challenges, poll the authorizations, finalize, poll the order, download the chain).
 
 acme's own poll_and_finalize sleeps about a second per step; here every wait starts at
 `PollPolicy.interval` (5 ms by default) and grows by `growth` up to `max_interval`, bounded by
-`timeout`, so a local CA issues in a few hundred milliseconds. `abort` (set when the calling
-task is cancelled) stops the polling at the next wait.
+`timeout`, so a local CA issues in a few hundred milliseconds. The network's stop flag (set when
+the calling task is cancelled or the process stops) ends a poll wait at once, and the network
+layer sends no request once it is set; both raise TemporaryError "stopping".
 """
 
 from __future__ import annotations
 
 import re
-import threading
 import time
 from dataclasses import dataclass
 
@@ -73,13 +73,12 @@ class OrderDriver:
         net: AcmeNetwork,
         *,
         policy: PollPolicy,
-        abort: threading.Event,
     ) -> None:
         self.net = net
         self.client = acme_client.ClientV2(directory, net)
         self._nonce_url: str = directory["newNonce"]
         self._policy = policy
-        self._abort = abort
+        self._abort = net.stop
 
     def close(self) -> None:
         self.net.close()
@@ -198,7 +197,7 @@ class OrderDriver:
         if time.monotonic() + delay > deadline:
             raise TemporaryError(f"timed out after {self._policy.timeout:g}s waiting for {what}")
         if self._abort.wait(delay):
-            raise TemporaryError(f"cancelled while waiting for {what}")
+            raise TemporaryError(f"stopping: no longer waiting for {what}")
 
 
 def _problem(error: messages.Error | None) -> str:

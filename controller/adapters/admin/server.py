@@ -21,7 +21,9 @@ named. Non-ASCII bytes are refused by aiohttp's HTTP parser (400) before reachin
 
 `start_admin()` binds in the background with retries when the port is busy (NJet starts the
 next copilot ~0.1 s after SIGTERM of the old one, which may still hold the port); never
-fatal. Called by the controller's run loop; its backend implements `ports.AdminBackend` (the
+fatal. Connections are accepted by limits.ConnectionGate, not by aiohttp: at most
+`[admin] maxConnections` at once, a header-read timeout and aiohttp's keep-alive timeout as
+the idle timeout (limits.py says how). Called by the controller's run loop; its backend implements `ports.AdminBackend` (the
 contract, and the CertView / DeleteResult values it answers with, live in controller/ports.py).
 """
 
@@ -39,6 +41,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from controller.adapters.admin.limits import ConnectionGate, ConnectionLimits
 from controller.errors import ConfigError
 from controller.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from controller.paths import validate_domain
@@ -261,7 +264,8 @@ async def _bind(host: str, port: int) -> socket.socket:
 class AdminServer:
     """A running (or still binding) admin API."""
 
-    def __init__(self, runner: web.AppRunner, host: str, port: int, *, max_delay: float) -> None:
+    def __init__(self, runner: web.AppRunner, host: str, port: int, *, max_delay: float,
+                 limits: ConnectionLimits) -> None:  # fmt: skip
         self._runner = runner
         self.host = host
         self.requested_port = port
@@ -270,6 +274,10 @@ class AdminServer:
         self._max_delay = max_delay
         self._task: asyncio.Task[None] | None = None
         self._last_error: OSError | None = None
+        assert runner.server is not None, "runner.setup() first"
+        self.gate = ConnectionGate(runner.server, limits)
+        self._sock: socket.socket | None = None
+        self._serving: asyncio.Task[None] | None = None
 
     async def _try_bind(self) -> bool:
         try:
@@ -277,8 +285,8 @@ class AdminServer:
         except OSError as exc:
             self._last_error = exc
             return False
-        site = web.SockSite(self._runner, sock)
-        await site.start()
+        self._sock = sock
+        self._serving = asyncio.create_task(self.gate.serve(sock), name="admin-accept")
         self.port = int(sock.getsockname()[1])
         self.bound.set()
         log.info("admin API listening on %s:%d", self.host or "*", self.port)
@@ -307,12 +315,17 @@ class AdminServer:
         await self.bound.wait()
 
     async def stop(self) -> None:
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        for task in (self._task, self._serving):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self._serving = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
         await self._runner.cleanup()
+        self.gate.abort_all()
 
 
 def _is_loopback(host: str) -> bool:
@@ -325,15 +338,21 @@ def _is_loopback(host: str) -> bool:
 
 
 async def start_admin(
-    backend: AdminBackend, address: str, token: str, *, max_retry_delay: float = 2.0
+    backend: AdminBackend, address: str, token: str, *, max_retry_delay: float = 2.0,
+    limits: ConnectionLimits | None = None,
 ) -> AdminServer:
-    """Serve the admin API on `address`; a busy port is retried in the background forever."""
+    """Serve the admin API on `address`; a busy port is retried in the background forever.
+
+    `limits` (default: the config defaults) caps connections and times out slow or idle ones.
+    """
     host, port = parse_listen_address(address)
     if not token and not _is_loopback(host):
         log.warning("admin API on %s without a token: anyone who can reach it may delete "
                     "certificates (set [admin] token)", address)  # fmt: skip
-    runner = web.AppRunner(build_app(backend, token), access_log=None, shutdown_timeout=1.0)
+    limits = limits or ConnectionLimits()
+    runner = web.AppRunner(build_app(backend, token), access_log=None, shutdown_timeout=1.0,
+                           keepalive_timeout=limits.idle_timeout)  # fmt: skip
     await runner.setup()
-    server = AdminServer(runner, host, port, max_delay=max_retry_delay)
+    server = AdminServer(runner, host, port, max_delay=max_retry_delay, limits=limits)
     await server.start()
     return server

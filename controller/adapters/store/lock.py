@@ -124,6 +124,11 @@ class StoreLock:
             return None
         return int(text) if text.isdigit() else None
 
+    def holder(self) -> str:
+        """Who holds the lock, for messages: "pid N", or "another process" when unknown."""
+        pid = self.holder_pid()
+        return f"pid {pid}" if pid is not None else "another process (its pid is not recorded)"
+
     def __enter__(self) -> StoreLock:
         self.acquire()
         return self
