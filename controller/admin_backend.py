@@ -119,7 +119,8 @@ class ControllerBackend:
     def health(self) -> dict[str, Any]:
         last = self.loop.last
         return {
-            "status": "ok" if self.loop.last_error is None else "degraded",
+            "status": "stopping" if self.loop.stopping
+            else "ok" if self.loop.last_error is None else "degraded",
             "pid": os.getpid(),
             "reconciles": self.loop.reconciles,
             "last_error": self.loop.last_error,

@@ -49,16 +49,29 @@ def generate_private_key(key_type: KeyType) -> bytes:
     )
 
 
+CN_MAX_LENGTH = 64
+"""RFC 5280's upper bound on a commonName (ub-common-name); a DNS name may be up to 253."""
+
+
+def csr_common_name(names: Sequence[str]) -> str | None:
+    """The CN a CSR for `names` carries: names[0], or when that is longer than CN_MAX_LENGTH
+    the first name that fits; None when none fits (the CSR then has an empty subject, and the
+    names are in the SAN only, which is what clients check)."""
+    return next((n for n in names if len(n) <= CN_MAX_LENGTH), None)
+
+
 def make_csr_pem(key_pem: bytes, names: Sequence[str]) -> bytes:
-    """A CSR with CN = names[0] and every name in the SAN, signed by `key_pem`."""
+    """A CSR with CN = csr_common_name(names) and every name in the SAN, signed by `key_pem`."""
     if not names:
         raise ValueError("a CSR needs at least one name")
     key = serialization.load_pem_private_key(key_pem, password=None)
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
         raise ValueError("only RSA and ECDSA keys are supported")
+    cn = csr_common_name(names)
+    subject = [x509.NameAttribute(NameOID.COMMON_NAME, cn)] if cn is not None else []
     builder = (
         x509.CertificateSigningRequestBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])]))
+        .subject_name(x509.Name(subject))
         .add_extension(
             x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False
         )

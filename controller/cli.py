@@ -6,7 +6,9 @@ With no subcommand it runs the loop: that is exactly how NJet launches a copilot
 in both places, the later one wins. Exit codes (the README's table): 0 ok / in sync; 1 error
 (config, store, CA) or (reconcile) something could not progress; 2 (diff) changes pending;
 64 (EX_USAGE) a usage error: an unknown option or subcommand, a bad choice; 130 interrupted.
-Run by the `njet-cert-manager` console script (pyproject.toml) and `python -m controller.cli`.
+`reconcile` waits for the store lock up to $NJCM_LOCK_TIMEOUT seconds (default 60), naming the
+holder's pid at once and in the error. Run by the `njet-cert-manager` console script
+(pyproject.toml) and `python -m controller.cli`.
 """
 
 from __future__ import annotations
@@ -14,18 +16,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import orjson
 
 from controller import __version__
 from controller.config import Config, load_config, unknown_keys
-from controller.errors import ConfigError, ControllerError
+from controller.errors import ConfigError, ControllerError, StoreError
 from controller.logs import log_event, setup_logging
 from controller.render import plan_to_dict, plan_to_text
+
+if TYPE_CHECKING:
+    from controller.adapters.store.lock import StoreLock
 
 DEFAULT_PREFIX = "/usr/local/njet"
 DEFAULT_CONFIG = "conf/cert-manager.toml"
@@ -153,15 +159,45 @@ async def cmd_diff(app: object, output: str) -> int:
     return 0 if result.plan.in_sync else 2
 
 
+LOCK_TIMEOUT_ENV = "NJCM_LOCK_TIMEOUT"  # seconds a command waits for the store lock
+DEFAULT_LOCK_TIMEOUT = 60.0
+
+
+def lock_timeout() -> float:
+    """The store-lock wait of a command: $NJCM_LOCK_TIMEOUT seconds, default 60."""
+    raw = os.environ.get(LOCK_TIMEOUT_ENV, "").strip()
+    if not raw:
+        return DEFAULT_LOCK_TIMEOUT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 86400:
+        raise ConfigError(f"{LOCK_TIMEOUT_ENV} must be a number of seconds from 0 to 86400")
+    return value
+
+
+async def take_store_lock(lock: StoreLock) -> StoreLock:
+    """Hold `lock` (a StoreLock); while another process has it, say which pid at once (a log
+    line on stderr) and wait up to lock_timeout(); a StoreError naming the holder after that."""
+    if lock.try_acquire():
+        return lock
+    timeout = lock_timeout()
+    log_event(f"waiting for {lock.holder()} to release the store lock", level=logging.WARNING,
+              lock=str(lock.path), timeout=f"{timeout:g}s")
+    if await lock.acquire_async(timeout=timeout):
+        return lock
+    raise StoreError(f"{lock.holder()} still holds the store lock {lock.path} after waiting "
+                     f"{timeout:g}s (another njet-cert-manager on this prefix); stop it, or "
+                     f"retry once it is done")
+
+
 async def cmd_reconcile(app: object) -> int:
     from controller.adapters.store.lock import StoreLock
     from controller.app import App
 
     assert isinstance(app, App)
-    lock = StoreLock(app.paths)
-    if not await lock.acquire_async(timeout=60.0):
-        print("error: another instance holds the store lock", file=sys.stderr)
-        return 1
+    lock = await take_store_lock(StoreLock(app.paths))
     try:
         await app.prepare()
         result = await app.reconciler.converge(probe=True)

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import ParamSpec, TypeVar
 
 from controller.certinfo import key_matches_cert
 from controller.errors import ConfigError, ControllerError, PermanentError, TemporaryError
@@ -27,6 +28,8 @@ from controller.ports import CertStore, Clock, IssuerFactory, NjetWriter, Prober
 register("execute.after_order", "execute.after_store", "execute.after_apply",
          "execute.after_verify")
 
+P = ParamSpec("P")
+T = TypeVar("T")
 AcmeObserver = Callable[[str, float], None]  # (outcome "ok"|"temporary"|"permanent", seconds)
 
 APPLY_ATTEMPTS = 3
@@ -115,7 +118,7 @@ class Executor:
             raise
         self._acme("ok", t0)
         fault_point("execute.after_order")
-        stored = await asyncio.to_thread(self.store.put, action.domain, issued)
+        stored = await store_write(self.store.put, action.domain, issued)
         fault_point("execute.after_store")
         fp = stored.info.fingerprint
         if not action.targets or self.njet is None:
@@ -125,7 +128,7 @@ class Executor:
                                            action.key_type, issued.cert_pem, issued.key_pem, fp)
         except ControllerError as exc:
             if action.kind is ActionKind.ISSUE:
-                where = await asyncio.to_thread(self.store.quarantine, action.domain)
+                where = await store_write(self.store.quarantine, action.domain)
                 log_event("first issuance could not be applied: pair quarantined",
                           level=logging.WARNING, domain=action.domain, moved_to=where)
             return Outcome(action, ok=False, error=f"issued but not applied: {exc}",
@@ -247,8 +250,20 @@ class Executor:
                 await issuer.revoke(cert_pem)
                 log_event("certificate revoked", domain=action.domain,
                           serial=stored.info.serial)
-        await asyncio.to_thread(self.store.delete, action.domain)
+        await store_write(self.store.delete, action.domain)
         return Outcome(action, ok=True)
+
+
+async def store_write(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """A store write in a worker thread that a cancellation (service.py cancels the pass on
+    SIGTERM) cannot leave running behind a released store lock: the cancelled caller waits for
+    it to finish, then the cancellation goes on."""
+    work = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        await asyncio.wait([work])
+        raise
 
 
 class ApplyTrapError(TemporaryError):

@@ -89,7 +89,7 @@ def fold(
 def _succeeded(cur: CertStatus, o: Outcome, now: datetime) -> CertStatus:
     new = cur.with_success(spec_hash=o.action.spec_hash, at=now)
     if o.action.kind in (ActionKind.ISSUE, ActionKind.RENEW):
-        new = new.with_issued()
+        new = new.with_issued(at=now)
     if o.served_fingerprint is not None:
         new = new.with_applied(o.served_fingerprint, at=now)
     return new
@@ -100,7 +100,7 @@ def _failed(cur: CertStatus, o: Outcome, now: datetime) -> CertStatus:
                            retry_after=o.retry_after)
     if o.stored_fingerprint is not None and o.action.kind is not ActionKind.APPLY:
         # a new pair was stored but could not be applied: it is not what NJet serves
-        new = new.with_issued()
+        new = new.with_issued(at=now)
     if o.needs_new_key:  # after the reset above: the trap wins
         new = new.with_new_key_needed(of=o.stored_fingerprint or o.action.expected_fingerprint)
     return new

@@ -12,7 +12,8 @@ desired state, and asks `decide(chain, subject)`:
 
 Every check handles its own inputs (subject.py), so adding a rule is adding an entry here and
 its function in controller/policies/. tests/unit/test_policy_chain.py pins the order.
-Pure: no I/O, no clock. Re-exports PolicySettings, Subject, renewal_time and renewal_window.
+Pure: no I/O, no clock. Re-exports PolicySettings, Subject, GcRelease, PassDeletions,
+renewal_time and renewal_window.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from controller.policies.njet import (
     not_served,
     waiting_for_reload,
 )
-from controller.policies.orphan import grace_over, grace_starts, in_grace
+from controller.policies.orphan import deletion_guard, grace_over, grace_starts, in_grace
 from controller.policies.renewal import (
     expired,
     forced_renewal,
@@ -40,13 +41,16 @@ from controller.policies.renewal import (
     renewal_window,
 )
 from controller.policies.store import cert_missing, stored_unusable
+from controller.policies.validity import not_yet_valid
 from controller.policies.subject import (
     Act,
     Check,
     Finding,
+    GcRelease,
     Hold,
     Later,
     Note,
+    PassDeletions,
     PolicySettings,
     Subject,
     Wait,
@@ -57,6 +61,8 @@ __all__ = [
     "ORPHANED",
     "Chain",
     "Decision",
+    "GcRelease",
+    "PassDeletions",
     "PolicySettings",
     "Subject",
     "decide",
@@ -89,6 +95,8 @@ DESIRED = Chain(
         key_type_changed,
         expired,
         renewal_due,
+        # a good pair that is not valid yet: wait until its notBefore
+        not_yet_valid,
         # a good pair NJet cannot take now: wait
         njet_unreachable,
         waiting_for_reload,
@@ -103,6 +111,8 @@ DESIRED = Chain(
 ORPHANED = Chain(
     "orphaned",
     checks=(grace_starts, grace_over, in_grace),
+    # needs the pass-wide count plan() puts in Subject.deletions
+    holds=(deletion_guard,),
 )
 
 

@@ -50,6 +50,15 @@ class Reason(StrEnum):
     NJET_UNREACHABLE = "NjetUnreachable"
     """NJet's API could not be read, so what it serves is unknown; nothing is applied."""
 
+    DELETION_GUARD = "DeletionGuard"
+    """The pass would delete more than `[controller] maxDeleteShare` of the stored certificates
+    we manage, or all of them: nothing is deleted until an operator confirms once
+    (`njet-cert-manager gc confirm` or POST /api/v1/gc/confirm)."""
+
+    NOT_YET_VALID = "NotYetValid"
+    """The stored certificate's notBefore is still ahead: it is not servable yet, so it is not
+    applied until then (the wait ends at notBefore)."""
+
 
 ACTING = frozenset(
     {

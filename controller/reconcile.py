@@ -186,6 +186,11 @@ class Loop:
         self._probe = self._probe or probe
         self._wake.set()
 
+    @property
+    def stopping(self) -> bool:
+        """`stop()` was called (service.py: a stop signal); /healthz reports it."""
+        return self._stopped.is_set()
+
     def stop(self) -> None:
         self._stopped.set()
         self._wake.set()

@@ -1,10 +1,17 @@
 """`run`: the long-running controller (also how NJet launches us as a copilot).
 
-Order at start-up: raise the open-file limit to its hard limit, wait for the store lock (NJet starts the next instance ~0.1 s after sending
-SIGTERM to the old one), recover an interrupted store swap, remove challenge locations a
+Order at start-up: raise the open-file limit to its hard limit, wait for the store lock
+(naming its holder's pid; NJet starts the next instance ~0.1 s after sending SIGTERM to the
+old one), recover an interrupted store swap, remove challenge locations a
 previous run left in NJet, rebuild runtime-announced servers from NJet's retained records,
 then run the loop with the admin API and the MQTT listener as wake-up sources.
 Nothing here may end the process on an error: NJet does not restart a crashed copilot.
+
+SIGTERM (also SIGINT, SIGQUIT) stops at once, even while a CA call hangs: no new request goes to
+the CA (AcmeIssuer.stop), /healthz says "stopping", and the pass in flight is cancelled rather
+than waited for. A store write it started finishes before the cancellation goes on
+(execute.store_write), so the lock is released only after it; ACME calls run on daemon threads,
+which nothing joins at exit.
 """
 
 from __future__ import annotations
@@ -52,6 +59,7 @@ class Service:
         self.app.reconciler.executor.on_acme = self.metrics.observe_acme_request
         self.mqtt: MqttListener | None = None
         self.admin: AdminServer | None = None
+        self._loop_task: asyncio.Task[None] | None = None
 
     # -- events ------------------------------------------------------------------------
 
@@ -117,7 +125,7 @@ class Service:
             self._install_signals()
             log_event("controller started", prefix=str(self.config.prefix),
                       store_only=self.config.store_only, admin=self.config.admin.address)
-            await self.loop.run()
+            await self._run_loop()
         finally:
             await self._shutdown()
             lock.release()
@@ -130,11 +138,31 @@ class Service:
                                 header_timeout=admin.headerTimeout.total_seconds(),
                                 idle_timeout=admin.idleTimeout.total_seconds())
 
+    async def _run_loop(self) -> None:
+        """The loop, as a task that a stop signal cancels (see the module docstring)."""
+        task = asyncio.ensure_future(self.loop.run())
+        self._loop_task = task
+        try:
+            await task
+        except asyncio.CancelledError:
+            me = asyncio.current_task()
+            if (me is not None and me.cancelling()) or not task.cancelled():
+                raise  # this task was cancelled from outside, not the loop by stop()
+
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
-            loop.add_signal_handler(sig, self.loop.stop)
+            loop.add_signal_handler(sig, self.stop, sig)
         loop.add_signal_handler(signal.SIGHUP, lambda: self.loop.wake(probe=True))
+
+    def stop(self, sig: signal.Signals | None = None) -> None:
+        """Stop now: no new CA request, /healthz "stopping", the pass in flight cancelled."""
+        if not self.loop.stopping:
+            log_event("stopping", signal=sig.name if sig is not None else None)
+        self.app.stop()
+        self.loop.stop()
+        if self._loop_task is not None and not self._loop_task.done():
+            pass
 
     async def _shutdown(self) -> None:
         for closer in (self.mqtt.stop if self.mqtt else None,

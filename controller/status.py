@@ -3,11 +3,16 @@
 `CertStatus` is persisted as JSON in `<prefix>/.lego/status/<name>.json`
 (adapters/store/statusfile.py). It changes only through its named transitions (`with_...`),
 so a misspelled field is a type error: fold.py applies them to a pass's outcomes, and
-admin_backend.py records an operator's renewal request. Pure.
+admin_backend.py (and `certs renew`) records an operator's renewal request, after
+`forced_renewal_refusal` allowed it (at most `per_hour` forced renewals per certificate, none of
+a certificate younger than `min_age` unless forced). Backoffs are bounded: a Retry-After counts
+up to MAX_RETRY_AFTER (24 h), so no CA answer and no hand-edited file blocks a name for longer.
+Pure.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -44,6 +49,12 @@ class CertStatus:
     # the stored certificate the renewal was asked for: once another one is stored (e.g. the
     # renewal completed but a crash came before this file was written) it is not repeated
     force_renew_of: str | None = None
+    # when operators asked for forced renewals within the last FORCE_RENEW_WINDOW (oldest
+    # first): the per-certificate cap `[controller] forceRenewPerHour` counts these
+    forced_renewals: tuple[AwareDatetime, ...] = ()
+    # when this controller last stored a new pair for the name (the certificate's age for
+    # `forceRenewMinAge`; a CA may backdate notBefore)
+    issued_at: AwareDatetime | None = None
 
     # -- transitions (each returns a copy) ---------------------------------------------------
 
@@ -62,11 +73,11 @@ class CertStatus:
                        backoff_until=at + backoff_delay(attempts, retry_after=retry_after),
                        spec_hash=spec_hash or self.spec_hash)
 
-    def with_issued(self) -> CertStatus:
-        """A new pair was stored: a forced renewal is done, a chosen renewal time belonged to
-        the old pair, and NJet does not serve the new one yet."""
+    def with_issued(self, *, at: datetime | None = None) -> CertStatus:
+        """A new pair was stored (at `at`): a forced renewal is done, a chosen renewal time
+        belonged to the old pair, and NJet does not serve the new one yet."""
         return replace(self, force_renew=False, force_renew_of=None, renewal_at=None,
-                       applied_fingerprint=None)
+                       applied_fingerprint=None, issued_at=at or self.issued_at)
 
     def with_applied(self, fingerprint: str, *, at: datetime) -> CertStatus:
         """A handshake proved NJet serves `fingerprint`."""
@@ -80,10 +91,21 @@ class CertStatus:
         """The name is desired again: no deletion is pending."""
         return replace(self, orphaned_at=None)
 
-    def with_forced_renewal(self, *, of: str | None) -> CertStatus:
-        """An operator asked to renew the stored pair `of` (None: whatever is stored) now:
-        the backoff is forgiven."""
-        return replace(self, force_renew=True, force_renew_of=of, attempts=0, backoff_until=None)
+    def with_forced_renewal(self, *, of: str | None, at: datetime) -> CertStatus:
+        """An operator asked at `at` to renew the stored pair `of` (None: whatever is stored)
+        now: the backoff is forgiven, and the request counts towards the hourly cap (requests
+        older than FORCE_RENEW_WINDOW are forgotten)."""
+        recent = sorted((*self.forced_renewals_since(at - FORCE_RENEW_WINDOW), at))
+        return replace(self, force_renew=True, force_renew_of=of, attempts=0, backoff_until=None,
+                       forced_renewals=tuple(recent[-MAX_FORCED_RENEWALS_KEPT:]))
+
+    def forced_renewals_since(self, since: datetime) -> tuple[datetime, ...]:
+        """The recorded forced-renewal requests at or after `since`."""
+        return tuple(t for t in self.forced_renewals if t >= since)
+
+    def forced_renewal_pending(self, stored_fingerprint: str | None) -> bool:
+        """A forced renewal (or a fresh key) was asked for the pair stored now and is not done."""
+        return self.force_renew and self.force_renew_of in (None, stored_fingerprint)
 
     def with_new_key_needed(self, *, of: str | None) -> CertStatus:
         """NJet's code-11 trap: only a renewal with a fresh key gets the pair `of` served.
@@ -109,17 +131,84 @@ def status_json_schema() -> dict[str, Any]:
 
 BACKOFF_BASE = timedelta(minutes=1)
 BACKOFF_CAP = timedelta(hours=6)
+# the longest backoff a server's Retry-After can ask for; longer ones are clamped to it (the
+# adapters that parse one log that), and so is a loaded backoff_until beyond
+# MAX_RETRY_AFTER + BACKOFF_CAP from now (statusfile.py)
+MAX_RETRY_AFTER = timedelta(hours=24)
+
+
+def clamp_retry_after(seconds: float) -> float:
+    """`seconds` bounded to [0, MAX_RETRY_AFTER] (NaN counts as 0, infinity as the bound)."""
+    if math.isnan(seconds) or seconds <= 0:
+        return 0.0
+    return min(seconds, MAX_RETRY_AFTER.total_seconds())
 
 
 def backoff_delay(attempts: int, *, retry_after: float | None = None) -> timedelta:
-    """1m, 2m, 4m, … capped at 6h; a longer server-given Retry-After wins."""
+    """1m, 2m, 4m, … capped at 6h; a longer server-given Retry-After wins, up to 24 h."""
     if attempts <= 0:
         return timedelta(0)
     delay = min(BACKOFF_BASE * (1 << min(attempts - 1, 20)), BACKOFF_CAP)
-    if retry_after is not None and timedelta(seconds=retry_after) > delay:
-        delay = timedelta(seconds=retry_after)
+    if retry_after is not None:
+        delay = max(delay, timedelta(seconds=clamp_retry_after(retry_after)))
     return delay
 
 
 def in_backoff(status: CertStatus | None, now: datetime) -> bool:
     return status is not None and status.backoff_until is not None and now < status.backoff_until
+
+
+# -- forced renewals ---------------------------------------------------------------------------
+
+FORCE_RENEW_WINDOW = timedelta(hours=1)  # what `forceRenewPerHour` counts over
+MAX_FORCED_RENEWALS_KEPT = 64  # a status file never grows with the requests
+
+
+@dataclass(frozen=True, slots=True)
+class ForceRenewLimits:
+    """`[controller] forceRenewPerHour` and `forceRenewMinAge`."""
+
+    per_hour: int = 6
+    min_age: timedelta = timedelta(minutes=10)
+
+
+def forced_renewal_refusal(
+    status: CertStatus | None,
+    *,
+    not_before: datetime | None,
+    now: datetime,
+    limits: ForceRenewLimits,
+    force: bool,
+) -> str | None:
+    """Why a forced renewal must be refused now, or None when it may go ahead.
+
+    At most `limits.per_hour` per certificate within FORCE_RENEW_WINDOW, whatever `force` says;
+    a certificate younger than `limits.min_age` (since this controller stored it, or since its
+    notBefore, whichever is later) only with `force`. `not_before` None: nothing is stored.
+    """
+    if limits.per_hour <= 0:
+        return "forced renewals are switched off ([controller] forceRenewPerHour = 0)"
+    recent = sorted(status.forced_renewals_since(now - FORCE_RENEW_WINDOW)) if status else []
+    if len(recent) >= limits.per_hour:
+        again = recent[len(recent) - limits.per_hour] + FORCE_RENEW_WINDOW
+        return (f"{len(recent)} forced renewals within the last hour: at most "
+                f"{limits.per_hour} per hour ([controller] forceRenewPerHour); the next one "
+                f"is possible at {again.isoformat()}")
+    if force or not_before is None:
+        return None
+    born = max(not_before, status.issued_at) if status and status.issued_at else not_before
+    age = now - born
+    if age < limits.min_age:
+        return (f"the certificate is only {_short(age)} old (less than forceRenewMinAge "
+                f"{_short(limits.min_age)}); force it to renew anyway (admin API ?force=true, "
+                "certs renew --force)")
+    return None
+
+
+def _short(delta: timedelta) -> str:
+    seconds = max(0, int(delta.total_seconds()))
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"

@@ -3,7 +3,12 @@
 Only certificates we managed (they have a status) are touched; one written by hand with lego
 has none and is left alone (no check applies). The first pass without the name schedules the
 grace period (fold.py stamps `orphaned_at`), later passes show when it ends, and once
-`deleteGracePeriod` is over the pair is deleted.
+`deleteGracePeriod` is over the pair is deleted (moved to quarantine/ by the executor).
+
+The deletion guard (`deletion_guard`, a hold) keeps every deletion of a pass back when that
+pass would delete more than `maxDeleteShare` of the stored certificates we manage, or all of
+them: an include that matches nothing, an unmounted volume or a bad edit must not empty the
+store. An operator's confirmation (`gc confirm`) naming every pending deletion releases it once.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from controller.model import ActionKind
-from controller.policies.subject import Act, Later, Subject
+from controller.policies.subject import Act, Later, Subject, Wait
 from controller.reasons import Reason
 
 
@@ -48,3 +53,24 @@ def in_grace(s: Subject) -> Later | None:
     if since is None or s.now >= since + s.settings.delete_grace:
         return None
     return Later(Reason.ORPHAN_GRACE, "no longer desired", at=since + s.settings.delete_grace)
+
+
+def deletion_guard(s: Subject, act: Act) -> Wait | None:
+    """Hold a deletion back while the pass would delete too many (see the module docstring)."""
+    d = s.deletions
+    if act.kind is not ActionKind.DELETE or d is None:
+        return None
+    share = s.settings.max_delete_share
+    if not d.too_many(share) or d.released:
+        return None
+    n = len(d.pending)
+    why = "all of them" if n >= d.stored else f"more than maxDeleteShare {share:g}"
+    message = (
+        f"deletion guard: this pass would delete {n} of {d.stored} stored certificates ({why}); "
+        "nothing is deleted until an operator confirms once: `njet-cert-manager gc confirm` "
+        "or POST /api/v1/gc/confirm"
+    )
+    if d.release is not None:
+        message += (f" (the confirmation of {d.release.confirmed_at.isoformat()} does not cover "
+                    "all of these deletions: confirm again)")
+    return Wait(Reason.DELETION_GUARD, message)

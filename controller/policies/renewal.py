@@ -2,13 +2,15 @@
 
 `renewal_window()` / `renewal_time()`: the instant renewal becomes due (also used by
 plan.next_renewal for `certs list`, metrics and the timer). The checks: an operator's forced
-renewal, names or key type that changed, expiry, and the renewal time reached.
+renewal, names or key type that changed (the CN as certinfo.csr_common_name picks it: a first
+name over 64 characters cannot be the CN), expiry, and the renewal time reached.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from controller.certinfo import csr_common_name
 from controller.model import ActionKind, CertificateSpec, KeyType, StoredCert
 from controller.policies.subject import Act, Subject
 from controller.reasons import Reason
@@ -71,13 +73,27 @@ def names_changed(s: Subject) -> Act | None:
     if pair is None:
         return None
     have, want = pair[1].info, pair[0].names
-    if set(have.names) == set(want) and (have.common_name or "") == want[0]:
+    if set(have.names) == set(want) and common_name_agrees(have.common_name, want):
         return None
     gained = sorted(set(want) - set(have.names))
     lost = sorted(set(have.names) - set(want))
     parts = [f"+{','.join(gained)}" if gained else "", f"-{','.join(lost)}" if lost else ""]
-    detail = " ".join(p for p in parts if p) or f"CN {have.common_name} -> {want[0]}"
+    detail = " ".join(p for p in parts if p) or (
+        f"CN {have.common_name} -> {csr_common_name(want) or '(none)'}")
     return Act(ActionKind.RENEW, Reason.NAMES_CHANGED, f"names changed: {detail}")
+
+
+def common_name_agrees(have: str | None, want: tuple[str, ...]) -> bool:
+    """Whether a stored CN is the one a certificate for `want` should have.
+
+    CN = the first name, as always, when it fits in a CN (64 characters). When it does not, our
+    CSR asks for the first name that fits, or none (certinfo.csr_common_name), and a CA may pick
+    its own among the names or leave the CN out: any of the names, or no CN, agrees. Otherwise
+    such a certificate would be renewed again on every pass.
+    """
+    if want and csr_common_name(want) == want[0]:
+        return (have or "") == want[0]
+    return have is None or have in want
 
 
 def key_type_changed(s: Subject) -> Act | None:

@@ -11,7 +11,9 @@ it may sit anywhere in a chain and nothing relies on its position. Kinds of chec
 - `Note(subject)`: a remark for the plan's notes, whatever was decided.
 
 Built by plan.py (one Subject per desired name and per stored orphan); the chains that order
-the checks are in controller/policy.py.
+the checks are in controller/policy.py. A check that needs a figure of the whole pass (the
+deletion guard: how many deletions of how many stored certificates) reads it from a field plan()
+fills in (`Subject.deletions`), so each check still looks at one Subject only.
 """
 
 from __future__ import annotations
@@ -41,6 +43,43 @@ class PolicySettings:
     renew_before: timedelta = timedelta(days=30)
     default_key_type: KeyType = DEFAULT_KEY_TYPE
     delete_grace: timedelta = timedelta(hours=24)
+    # the deletion guard holds a pass that would delete more than this share of the stored
+    # certificates we manage ([controller] maxDeleteShare), or all of them
+    max_delete_share: float = 0.5
+
+
+@dataclass(frozen=True)
+class GcRelease:
+    """An operator's one-time release of deletions the guard held (`gc confirm`): the names
+    pending at confirmation time. Read from `.lego/gc-confirm.json`, an input of plan()."""
+
+    names: frozenset[str]
+    confirmed_at: datetime
+    by: str = ""  # who confirmed: "cli", or "admin <peer>"
+
+
+@dataclass(frozen=True)
+class PassDeletions:
+    """The pass-wide figures the deletion guard needs (plan.py fills them in, once a pass).
+
+    `pending`: the names this pass would delete (managed orphans whose grace is over);
+    `stored`: stored certificates we manage (those with a status); `release`: the operator's
+    confirmation, if one is on file (it covers the pass only if it names every pending one).
+    """
+
+    pending: frozenset[str]
+    stored: int
+    release: GcRelease | None = None
+
+    def too_many(self, share: float) -> bool:
+        """More than `share` of the stored certificates, or every one of them (even one of
+        one)."""
+        n = len(self.pending)
+        return n > 0 and (n >= self.stored or n > share * self.stored)
+
+    @property
+    def released(self) -> bool:
+        return self.release is not None and self.pending <= self.release.names
 
 
 @dataclass(frozen=True)
@@ -66,6 +105,8 @@ class Subject:
     bootstrap_key_type: KeyType | None  # key type of the block's ssl_certificate, if readable
     now: datetime
     settings: PolicySettings
+    # pass-wide deletion figures for the deletion guard (None: not known, or no deletion due)
+    deletions: PassDeletions | None = None
 
     @property
     def desired(self) -> bool:

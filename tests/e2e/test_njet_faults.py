@@ -7,6 +7,7 @@ key, never a private key in a log line.
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -15,6 +16,7 @@ import pytest
 
 from controller.app import App
 from controller.config import load_config
+from controller.fold import Outcome
 from controller.logs import reset_logging, setup_logging
 from tests.e2e.harness import Prefix
 from tests.e2e.njet_harness import boot_files, controller_toml, served, served_fingerprint, sim_conf
@@ -24,7 +26,7 @@ pytestmark = pytest.mark.pebble
 
 
 @pytest.fixture
-def logs() -> io.StringIO:
+def logs() -> Iterator[io.StringIO]:
     buf = io.StringIO()
     setup_logging(verbosity=1, stream=buf)
     yield buf
@@ -54,7 +56,8 @@ async def test_code_4_on_put_quarantines_the_first_cert_and_converges_after_back
     sim.set_fault(put_ssl_reply={"code": 4, "msg": " dyn ssl update fail", "count": 1})
     try:
         first = await app.reconciler.converge()
-        (failed,) = [o for o in first.outcomes if not o.ok] or [None]
+        failures: list[Outcome | None] = [o for o in first.outcomes if not o.ok]
+        (failed,) = failures or [None]
         assert failed is not None or any(w.reason.value == "Backoff" for w in first.plan.waiting)
         status = app.reconciler.statuses["a.test"]
         assert status.attempts == 1 and status.backoff_until is not None

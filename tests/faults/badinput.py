@@ -199,7 +199,7 @@ KNOWN_KEYS: dict[str, tuple[str, ...]] = {
     "log": ("v", "format"),
     "controller": ("interval", "deleteGracePeriod", "revokeOnDelete", "concurrency",
                    "probeTimeout"),
-    "admin": ("address", "token"),
+    "admin": ("address", "token", "maxConnections", "headerTimeout", "idleTimeout"),
 }  # fmt: skip
 _UNKNOWN_NAMES = ("extra", "Acme", "renew_before_days", "x.y", "", "prefix", "source", "ünï")
 

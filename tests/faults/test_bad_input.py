@@ -51,7 +51,7 @@ SAMPLE_DIVISOR = 10  # the default run's share of a family's cases
 
 def fault_settings(depth: str, full_examples: int) -> Callable[[F], F]:
     examples = pick(depth, sample=max(1, full_examples // SAMPLE_DIVISOR), full=full_examples)
-    return settings(  # type: ignore[return-value]
+    return settings(
         max_examples=summary.scaled(examples),
         derandomize=True,
         database=None,

@@ -116,7 +116,7 @@ def assert_valid_issue(issued: IssuedCert, names: tuple[str, ...], pebble: Any) 
         verification.PolicyBuilder()
         .store(verification.Store([root]))
         .time(datetime.now(UTC))
-        .build_server_verifier(verification.DNSName(names[-1]))
+        .build_server_verifier(x509.DNSName(names[-1]))
     )
     verified = verifier.verify(leaf, chain[1:])
     assert verified[-1] == root
@@ -128,14 +128,15 @@ async def test_issues_a_two_name_ec256_certificate_over_http01(
     pebble: Any, tmp_path: Path
 ) -> None:
     names = unique_names(2)
-    issuer = make_issuer(pebble, tmp_path)
+    solver = http_solver(pebble)
+    issuer = make_issuer(pebble, tmp_path, solver)
     started = time.monotonic()
     issued = await issuer.issue(spec_for(names), KeyType.EC256)
     elapsed = time.monotonic() - started
     print(f"\nhttp-01 ec256 issuance (incl. account registration): {elapsed:.3f}s")
     leaf = assert_valid_issue(issued, names, pebble)
     assert isinstance(leaf.public_key(), ec.EllipticCurvePublicKey)
-    assert issuer.solver.ports == []  # the challenge server is closed after validation
+    assert solver.ports == []  # the challenge server is closed after validation
 
     names2 = unique_names(2)
     started = time.monotonic()
@@ -159,12 +160,13 @@ async def test_issues_a_two_name_rsa2048_certificate_over_tls_alpn01(
 
 
 async def test_concurrent_orders_share_one_challenge_server(pebble: Any, tmp_path: Path) -> None:
-    issuer = make_issuer(pebble, tmp_path)
+    solver = http_solver(pebble)
+    issuer = make_issuer(pebble, tmp_path, solver)
     specs = [spec_for(unique_names(1)) for _ in range(3)]
     results = await asyncio.gather(*(issuer.issue(s, KeyType.EC256) for s in specs))
     for spec, issued in zip(specs, results, strict=True):
         assert_valid_issue(issued, spec.names, pebble)
-    assert issuer.solver.ports == []
+    assert solver.ports == []
 
 
 async def test_account_is_stored_in_lego_layout_and_reused_by_a_new_issuer(
@@ -272,14 +274,15 @@ async def test_a_ca_going_down_after_registration_leaves_only_the_account(
     pebble_factory: Callable[..., Any], tmp_path: Path
 ) -> None:
     ca = pebble_factory()
-    issuer = make_issuer(ca, tmp_path)
+    solver = http_solver(ca)
+    issuer = make_issuer(ca, tmp_path, solver)
     await issuer.issue(spec_for(unique_names(1)), KeyType.EC256)
     ca.stop_pebble()
     with pytest.raises(TemporaryError) as err:
         await issuer.issue(spec_for(unique_names(1)), KeyType.EC256)
     assert ca.directory_url in str(err.value)
     assert files_under(tmp_path) == {issuer.files.account_json, issuer.files.key}
-    assert issuer.solver.ports == []
+    assert solver.ports == []
 
 
 async def test_failed_validation_is_permanent_and_names_the_domain(

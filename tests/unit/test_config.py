@@ -197,7 +197,7 @@ KEYS = {
     "log": ["v", "format"],
     "controller": ["interval", "deleteGracePeriod", "revokeOnDelete", "concurrency",
                    "probeTimeout"],
-    "admin": ["address", "token"],
+    "admin": ["address", "token", "headerTimeout", "idleTimeout", "maxConnections"],
 }  # fmt: skip
 CASES = [(s, k) for s, keys in KEYS.items() for k in keys]
 

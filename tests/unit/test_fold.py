@@ -184,7 +184,7 @@ def test_a_renewed_cert_caught_in_the_code_11_trap_still_asks_for_a_fresh_key() 
 def test_an_operators_renewal_request_forgives_the_backoff_the_code_11_trap_does_not() -> None:
     failing = CertStatus(domain="a.test", attempts=3, backoff_until=NOW + timedelta(minutes=4),
                          spec_hash="h1")
-    asked = failing.with_forced_renewal(of="ab")
+    asked = failing.with_forced_renewal(of="ab", at=NOW)
     assert (asked.force_renew, asked.force_renew_of) == (True, "ab")
     assert (asked.attempts, asked.backoff_until) == (0, None)
     trapped = failing.with_new_key_needed(of="ab")

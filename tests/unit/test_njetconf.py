@@ -9,13 +9,12 @@ import pytest
 
 from controller.conffiles import parse_file
 from controller.errors import ConfigError
+from controller.listens import ListenSpec, normalize_listen
 from controller.njetconf import (
     ConfSyntaxError,
     Directive,
-    ListenSpec,
     ServerBlock,
     http_servers,
-    normalize_listen,
     parse_text,
 )
 

@@ -337,7 +337,7 @@ def _wait_for_clock_past(directory: Path) -> None:
         time.sleep(0.005)
 
 
-def test_a_no_op_load_all_over_10000_certificates_reads_no_file_and_stats_only_the_folder(
+def test_a_no_op_load_all_over_10000_certificates_opens_no_file_and_stats_only_the_folder(
     paths: StorePaths, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """How long it takes is a bench figure (bench/scale.py: the no-op pass over 10,000 blocks
@@ -354,26 +354,31 @@ def test_a_no_op_load_all_over_10000_certificates_reads_no_file_and_stats_only_t
     _wait_for_clock_past(paths.certificates)
     usable, problems = store.load_all()  # the one full parse
     assert len(usable) == 10_001 and problems == {}
-    stats: list[str] = []
-    listed: list[str] = []
-    scans: list[Path] = []
+    stats: list[Any] = []
+    listed: list[Any] = []
+    opened: list[Any] = []
+    scans: list[Any] = []
     real_stat, real_lstat, real_scandir, real_scan = os.stat, os.lstat, os.scandir, store._scan
+    real_open = os.open
 
-    def counting(real: Callable[..., Any], seen: list[str]) -> Callable[..., Any]:
+    def counting(real: Callable[..., Any], seen: list[Any]) -> Callable[..., Any]:
         def call(path: Any, *args: Any, **kwargs: Any) -> Any:
-            seen.append(os.fspath(path))
+            seen.append(path)
             return real(path, *args, **kwargs)
         return call
 
     with monkeypatch.context() as m:
-        m.setattr(store, "_scan", lambda d: (scans.append(d), real_scan(d))[1])
+        m.setattr(store, "_scan", counting(real_scan, scans))
         m.setattr(os, "stat", counting(real_stat, stats))
         m.setattr(os, "lstat", counting(real_lstat, stats))
         m.setattr(os, "scandir", counting(real_scandir, listed))
+        m.setattr(os, "open", counting(real_open, opened))
         again, _ = store.load_all()
     assert len(again) == 10_001
     assert scans == [] and listed == [], "the no-op listed the folder again"
-    inside = [p for p in stats if Path(p).parent == paths.certificates]
+    assert opened == [], f"the no-op opened {len(opened)} files"
+    inside = [p for p in stats
+              if isinstance(p, str | os.PathLike) and Path(p).parent == paths.certificates]
     assert inside == [], f"the no-op stat'ed {len(inside)} files of the folder"
     assert len(stats) <= 3, stats  # the folder itself: constant, not one per certificate
 

@@ -135,7 +135,8 @@ def test_a_read_only_store_only_warns_about_loose_permissions(
     with caplog.at_level(logging.WARNING):
         LegoStore(paths, read_only=True).load_all()
     assert mode_of(paths.key("a.test")) == 0o644 and mode_of(paths.certificates) == 0o755
-    assert warnings_about(caplog, paths.key("a.test")) and warnings_about(caplog, paths.certificates)
+    assert warnings_about(caplog, paths.key("a.test"))
+    assert warnings_about(caplog, paths.certificates)
 
 
 def test_a_key_with_other_hard_links_is_warned_about_but_not_chmodded(
@@ -151,3 +152,16 @@ def test_a_key_with_other_hard_links_is_warned_about_but_not_chmodded(
     assert mode_of(foreign) == 0o640
     (record,) = warnings_about(caplog, paths.key("a.test"))
     assert "hard links" in record.fields["repair"]  # type: ignore[attr-defined]
+
+
+def test_delete_moves_a_symlinked_key_out_as_the_link(paths: StorePaths, tmp_path: Path) -> None:
+    store = LegoStore(paths)
+    made = make_cert(["a.test"])
+    store.put("a.test", made.issued())
+    outside = tmp_path / "outside.key"
+    outside.write_bytes(made.key_pem)
+    paths.key("a.test").unlink()
+    os.symlink(outside, paths.key("a.test"))
+    assert "symbolic link" in store.load_all()[1]["a.test"]
+    assert store.delete("a.test")
+    assert not os.path.lexists(paths.key("a.test")) and outside.read_bytes() == made.key_pem

@@ -4,7 +4,7 @@ Used by acme/network.py (which raises `CaResponseError` for every non-2xx answer
 `is_transient` what to retry in place) and by acme/client.py (which turns whatever is left into
 the controller's error tree with `to_controller_error`):
   transient (connection errors, timeouts, 5xx, badNonce, short rateLimited) -> retried in place,
-      then TemporaryError(retry_after=Retry-After when the CA gave one);
+      then TemporaryError(retry_after=Retry-After when the CA gave one, at most 24 h);
   the CA refusing the request (rejectedIdentifier, unauthorized, malformed, caa, badCSR,
       failed validations...) -> PermanentError with the CA's detail;
   externalAccountRequired, invalidContact -> ConfigError.
@@ -13,6 +13,7 @@ Messages name the CA URL and never contain key material.
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from acme import messages
 
 from controller.clock import utc_now
 from controller.errors import ConfigError, ControllerError, PermanentError, TemporaryError
+from controller.logs import log_event
+from controller.status import clamp_retry_after
 
 # A rateLimited answer with a Retry-After up to this many seconds is waited out in place.
 MAX_INLINE_RETRY_AFTER = 3.0
@@ -105,19 +108,29 @@ def problem_code(problem: messages.Error) -> str:
 def parse_retry_after(
     value: str | None, *, clock: Callable[[], datetime] = utc_now
 ) -> float | None:
-    """Seconds from `clock()` for a Retry-After header (delta-seconds or HTTP-date), else None."""
+    """Seconds from `clock()` for a Retry-After header (delta-seconds or HTTP-date), else None.
+
+    Honoured up to status.MAX_RETRY_AFTER (24 h): a longer one (99999999999999999999 seconds, a
+    date years ahead) is clamped to it, with a warning naming what the CA sent.
+    """
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - clock()).total_seconds())
+    if value.isascii() and value.isdigit():
+        seconds = float(value)  # never raises: 400 digits are `inf`, which is clamped below
+    else:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - clock()).total_seconds()
+    bounded = clamp_retry_after(seconds)
+    if bounded < seconds:
+        log_event("Retry-After beyond the longest honoured backoff; clamped",
+                  level=logging.WARNING, retry_after=value[:64], honoured=f"{bounded:.0f}s")
+    return bounded
 
 
 def is_transient(exc: BaseException) -> bool:

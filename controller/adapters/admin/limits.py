@@ -76,10 +76,13 @@ class Throttled:
         now = time.monotonic()
         if self._last is not None and now - self._last < self.interval:
             return
-        count, self._unlogged, self._last = self._unlogged, 0, now
-        suffix = f": {detail}" if detail != "" else ""
-        log.log(self.level, "admin API: %s%s (%d since the last such line; logged at most once "
-                "every %.0fs)", self.message, suffix, count, self.interval)  # fmt: skip
+        first, count, self._unlogged, self._last = self._last is None, self._unlogged, 0, now
+        text = f"admin API: {self.message}" + (f": {detail}" if detail != "" else "")
+        if first:
+            log.log(self.level, "%s (logged at most once every %.0fs from now on, with a count)",
+                    text, self.interval)  # fmt: skip
+        else:
+            log.log(self.level, "%s (%d times since the last such line)", text, count)
 
 
 class HeaderWatch:
@@ -133,7 +136,7 @@ def _body_length(head: bytes) -> int | None:
     for line in head.split(b"\r\n")[1:]:
         name, sep, value = line.partition(b":")
         key = name.strip().lower()
-        if key == b"transfer-encoding" or not sep and line.strip():
+        if key == b"transfer-encoding" or (not sep and line.strip()):
             return None
         if key == b"content-length":
             lengths.add(value.strip())
@@ -229,7 +232,7 @@ class ConnectionGate:
             try:
                 conn.setblocking(False)
                 await loop.connect_accepted_socket(lambda: _Guarded(self, self._factory()), conn)
-            except Exception as exc:  # noqa: BLE001 - one connection never ends the accept loop
+            except Exception as exc:  # one connection never ends the accept loop
                 conn.close()
                 self.accept_errors.hit(getattr(exc, "strerror", None) or exc)
 

@@ -23,8 +23,9 @@ named. Non-ASCII bytes are refused by aiohttp's HTTP parser (400) before reachin
 next copilot ~0.1 s after SIGTERM of the old one, which may still hold the port); never
 fatal. Connections are accepted by limits.ConnectionGate, not by aiohttp: at most
 `[admin] maxConnections` at once, a header-read timeout and aiohttp's keep-alive timeout as
-the idle timeout (limits.py says how). Called by the controller's run loop; its backend implements `ports.AdminBackend` (the
-contract, and the CertView / DeleteResult values it answers with, live in controller/ports.py).
+the idle timeout (limits.py says how). Called by the controller's run loop; its backend
+implements `ports.AdminBackend` (the contract, and the CertView / DeleteResult values it
+answers with, live in controller/ports.py).
 """
 
 from __future__ import annotations

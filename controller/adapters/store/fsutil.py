@@ -88,7 +88,7 @@ def read_regular(path: Path, *, limit: int = MAX_FILE_BYTES) -> bytes:
         chunks: list[bytes] = []
         total = 0
         while True:
-            chunk = os.read(fd, min(1 << 20, limit + 1 - total))
+            chunk = os.read(fd, min(max(st.st_size + 1 - total, 1 << 16), limit + 1 - total))
             if not chunk:
                 break
             chunks.append(chunk)

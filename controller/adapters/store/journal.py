@@ -126,7 +126,7 @@ class Journal:
                         staging / f"new.{slot}", files[slot], mode=self._file_mode(slot)
                     )
                 fault_point(f"store.put.after_stage_{slot}")
-            old = [s for s in PAIR_SLOTS if self._target(name, s).exists()]
+            old = [s for s in PAIR_SLOTS if os.path.lexists(self._target(name, s))]
             for slot in old:
                 doing = ("back up", self._target(name, slot))
                 fsutil.link_or_copy(self._target(name, slot), staging / f"old.{slot}")
@@ -199,14 +199,14 @@ class Journal:
                 new = staging / f"new.{slot}"
                 if slot not in record.new:
                     fsutil.remove_file(target)
-                elif new.exists():
+                elif os.path.lexists(new):
                     _rename(new, target)
                 fault_point(record.point(f"after_rename_{slot}"))
             else:
                 backup = staging / f"old.{slot}"
                 if slot not in record.old:
                     fsutil.remove_file(target)
-                elif backup.exists():
+                elif os.path.lexists(backup):
                     _rename(backup, target)
                 fault_point(record.point(f"after_restore_{slot}"))
         fsutil.fsync_dir(self.paths.certificates)
@@ -220,7 +220,7 @@ class Journal:
             source, holding = self._target(record.name, slot), self._holding(record, slot)
             if slot in record.old:
                 src, dst = (source, holding) if forward else (holding, source)
-                if src.exists():
+                if os.path.lexists(src):
                     _rename(src, dst)
             fault_point(record.point(f"after_move_{slot}" if forward else f"after_restore_{slot}"))
         fsutil.fsync_dir(self.paths.certificates)
@@ -308,7 +308,7 @@ class Journal:
         staging = self.paths.journal / record.name
         for slot, digest in record.new.items():
             new = staging / f"new.{slot}"
-            path = new if new.exists() else self._target(record.name, slot)
+            path = new if os.path.lexists(new) else self._target(record.name, slot)
             try:
                 actual = hashlib.sha256(fsutil.read_regular(path)).hexdigest()
             except (FileNotFoundError, fsutil.UnsafeFileError):

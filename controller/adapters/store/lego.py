@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import threading
 import time
@@ -65,8 +64,6 @@ from controller.errors import ConfigError, StoreError
 from controller.gcpause import gc_paused
 from controller.model import IssuedCert, StoredCert
 from controller.paths import StorePaths, safe_file_name, stem_domain, validate_domain
-
-log = logging.getLogger(__name__)
 
 KEY_MODE = 0o600
 FILE_MODE = 0o644

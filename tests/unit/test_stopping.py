@@ -1,0 +1,104 @@
+"""Stopping: a stop signal cancels the pass in flight instead of waiting for the order, the store
+lock is released only after a store write the pass started has finished, and /healthz says
+"stopping". The real-process check against a hanging CA is tests/faults/test_signals.py."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import threading
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from controller.adapters.store.lock import StoreLock
+from controller.admin_backend import ControllerBackend
+from controller.config import parse_config
+from controller.execute import Executor, store_write
+from controller.metrics import ControllerMetrics
+from controller.model import KeyType
+from controller.observe import Gatherer
+from controller.policy import PolicySettings
+from controller.reconcile import Loop, Reconciler
+from controller.service import Service
+from tests.fakes import FakeClock, FakeDesired, FakeIssuer, MemoryStatus, MemoryStore
+from tests.support.hackmods import free_tcp_port
+
+CONF = """http {
+    server {
+        listen 127.0.0.1:8443 ssl;
+        server_name a.test www.a.test;
+        ssl_certificate_management acme;
+    }
+}
+"""
+
+
+async def test_a_cancelled_store_write_finishes_before_the_cancellation_goes_on() -> None:
+    started, release = threading.Event(), threading.Event()
+    finished: list[str] = []
+
+    def put(domain: str) -> str:  # stands in for LegoStore.put, a journaled swap
+        started.set()
+        release.wait(30)
+        finished.append(domain)
+        return domain
+
+    task = asyncio.ensure_future(store_write(put, "a.test"))
+    await asyncio.to_thread(started.wait, 10)
+    task.cancel()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not task.done(), "the cancellation went on while the write was still running"
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert finished == ["a.test"]
+
+
+def test_healthz_says_stopping_once_the_loop_is_asked_to_stop() -> None:
+    clock = FakeClock()
+    store = MemoryStore()
+    settings = PolicySettings(default_key_type=KeyType.EC256, delete_grace=timedelta(hours=24),
+                              store_only=True)
+    executor = Executor(store=store, issuer_factory=FakeIssuer(clock).factory, clock=clock)
+    reconciler = Reconciler(settings=settings, load_desired=FakeDesired(),
+                            gatherer=Gatherer(store, settings), executor=executor,
+                            status_store=MemoryStatus(), clock=clock)
+    loop = Loop(reconciler, timedelta(minutes=1))
+    backend = ControllerBackend(reconciler, loop, ControllerMetrics(), {})
+    assert backend.health()["status"] == "ok" and not loop.stopping
+    loop.stop()
+    assert loop.stopping
+    assert backend.health()["status"] == "stopping"
+
+
+async def test_a_stop_signal_cancels_the_order_in_flight_and_releases_the_lock(
+    tmp_path: Path,
+) -> None:
+    prefix = tmp_path / "njet"
+    (prefix / "conf").mkdir(parents=True)
+    (prefix / "conf" / "njet.conf").write_text(CONF)
+    config = parse_config(
+        {"njet": {"apiAddress": ""}, "acme": {"keyType": "ec256"},
+         "admin": {"address": f"127.0.0.1:{free_tcp_port()}"}},
+        prefix=prefix,
+    )
+    service = Service(config)
+    issuer = FakeIssuer()
+    issuer.hold = asyncio.Event()  # a CA that never answers
+    service.app._issuer = issuer
+    run = asyncio.ensure_future(service.run())
+    try:
+        await asyncio.wait_for(issuer.watch.until(lambda: issuer.in_flight == 1), 10)
+        service.stop(signal.SIGTERM)
+        assert service.backend.health()["status"] == "stopping"
+        # without the cancellation, run() waits for the order for ever
+        done, _ = await asyncio.wait([run], timeout=10)
+        assert run in done, "run() still waits for the order"
+        assert run.result() == 0
+    finally:
+        run.cancel()
+    assert issuer.in_flight == 0 and issuer.closed
+    assert StoreLock(service.app.paths).try_acquire(), "the store lock was not released"
