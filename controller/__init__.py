@@ -21,11 +21,13 @@ from it, on an import against these rules, and when this list or README.md's dis
                All the network and file writes. Uses core, support and loading; a subpackage
                uses another only through a listed seam (acme -> store/fsutil and challenges,
                challenges -> njet).
-  steps        observe (the one gatherer), execute (runs actions), reconcile (the loop). Use
-               core and support only: the store, the CA, NJet and njet.conf are reached through
-               the Protocols of ports.py; asyncio, but no network library, and no write.
+  steps        observe (the one gatherer), execute (runs actions), reconcile (the loop),
+               threads (blocking work on daemon threads). Use core and support only: the
+               store, the CA, NJet and njet.conf are reached through the Protocols of
+               ports.py; asyncio, but no network library, and no write.
   composition  app (builds the adapters and the loop), service (the long-running process),
-               admin_backend (what the admin API answers), cli (the entry point). Uses all.
+               admin_backend (what the admin API answers), cli (the entry point), cli_gc (the
+               gc and quarantine commands). Uses all.
 """
 
 __version__ = "0.1.0"

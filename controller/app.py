@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from controller.adapters.store.gcconfirm import GcConfirmFile
 from controller.adapters.store.lego import LegoStore
+from controller.adapters.store.quarantine import Quarantine
 from controller.adapters.store.runtime import RuntimeStore
 from controller.adapters.store.statusfile import StatusFiles
 from controller.clock import utc_now
@@ -50,6 +52,7 @@ def policy_settings(config: Config) -> PolicySettings:
         renew_before=timedelta(days=config.acme.renewBeforeDays),
         default_key_type=config.acme.keyType or DEFAULT_KEY_TYPE,
         delete_grace=config.controller.deleteGracePeriod,
+        max_delete_share=config.controller.maxDeleteShare,
         store_only=config.store_only,
     )
 
@@ -81,6 +84,8 @@ class App:
     store: LegoStore = field(init=False)
     status_files: StatusFiles = field(init=False)
     runtime: RuntimeStore = field(init=False)
+    gc_confirmations: GcConfirmFile = field(init=False)
+    quarantine: Quarantine = field(init=False)
     desired_source: DesiredSource = field(init=False)
     njet: NjetClient | None = field(init=False, default=None)
     reconciler: Reconciler = field(init=False)
@@ -93,6 +98,9 @@ class App:
         self.store = LegoStore(self.paths, read_only=self.read_only)
         self.status_files = StatusFiles(self.paths, read_only=self.read_only)
         self.runtime = RuntimeStore(self.paths, read_only=self.read_only)
+        self.gc_confirmations = GcConfirmFile(self.paths, read_only=self.read_only)
+        self.quarantine = Quarantine(self.paths, retention=cfg.controller.quarantineRetention,
+                                     read_only=self.read_only)
         self.desired_source = DesiredSource(cfg.conf_path, cfg.acme.keyType, self.runtime,
                                             max_conf_bytes=cfg.njet.maxConfBytes)
         repeated: type[BaseException] | None = None
@@ -126,6 +134,8 @@ class App:
             executor=executor,
             status_store=self.status_files,
             clock=clock,
+            gc_confirmations=self.gc_confirmations,
+            quarantine=None if self.read_only else self.quarantine,
         )
 
     async def prepare(self) -> None:

@@ -1,4 +1,8 @@
-"""Command line: `njet-cert-manager [-p PREFIX] [-c TOML] [run|reconcile|diff|certs list|schema]`.
+"""Command line: `njet-cert-manager [-p PREFIX] [-c TOML] [run|reconcile|diff|certs|gc|schema]`.
+
+`certs list` shows the store; `certs renew NAME [--force]` asks for a forced renewal (through
+the running controller's admin API when one holds the store lock, else in the status file).
+`gc confirm` and `certs quarantine list|restore NAME` are in cli_gc.py.
 
 With no subcommand it runs the loop: that is exactly how NJet launches a copilot
 (argv `[prog, "-p", prefix, "-c", toml]`, empty environment, any working directory).
@@ -82,6 +86,23 @@ def build_parser() -> argparse.ArgumentParser:
     csub = c.add_subparsers(dest="certs_command", required=True)
     cl = csub.add_parser("list", parents=[common], help="table of stored certificates")
     cl.add_argument("-o", "--output", choices=["table", "wide", "json"], default="table")
+    cr = csub.add_parser("renew", parents=[common],
+                         help="force a renewal (through the running controller's admin API)")
+    cr.add_argument("name", help="the certificate (its first server_name)")
+    cr.add_argument("--force", action="store_true",
+                    help="also when the certificate is younger than forceRenewMinAge")
+    cq = csub.add_parser("quarantine", parents=[common],
+                         help="pairs taken out of service (.lego/quarantine/)")
+    cqsub = cq.add_subparsers(dest="quarantine_command", required=True)
+    cql = cqsub.add_parser("list", parents=[common], help="quarantined pairs, newest last")
+    cql.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    cqr = cqsub.add_parser("restore", parents=[common],
+                           help="put a quarantined pair back (never over an existing one)")
+    cqr.add_argument("name", help="a domain (its newest entry) or an entry's folder name")
+    g = sub.add_parser("gc", parents=[common], help="garbage collection of stored certificates")
+    gsub = g.add_subparsers(dest="gc_command", required=True)
+    gsub.add_parser("confirm", parents=[common],
+                    help="release, once, the deletions the deletion guard holds")
     sub.add_parser("schema", parents=[common], help="print the JSON schema of the TOML config")
     return p
 
@@ -138,6 +159,12 @@ async def dispatch(args: argparse.Namespace, cfg: Config) -> int:
             return await cmd_diff(app, args.output)
         if args.command == "reconcile":
             return await cmd_reconcile(app)
+        if args.command == "certs" and args.certs_command == "renew":
+            return await cmd_certs_renew(app, args.name, force=args.force)
+        if args.command == "gc" or getattr(args, "certs_command", None) == "quarantine":
+            from controller import cli_gc
+
+            return await cli_gc.dispatch(app, args)
         if args.command == "certs":
             return cmd_certs_list(app, args.output)
     finally:
@@ -180,9 +207,9 @@ def lock_timeout() -> float:
 async def take_store_lock(lock: StoreLock) -> StoreLock:
     """Hold `lock` (a StoreLock); while another process has it, say which pid at once (a log
     line on stderr) and wait up to lock_timeout(); a StoreError naming the holder after that."""
+    timeout = lock_timeout()
     if lock.try_acquire():
         return lock
-    timeout = lock_timeout()
     log_event(f"waiting for {lock.holder()} to release the store lock", level=logging.WARNING,
               lock=str(lock.path), timeout=f"{timeout:g}s")
     if await lock.acquire_async(timeout=timeout):
@@ -217,6 +244,72 @@ async def cmd_reconcile(app: object) -> int:
         lock.release()
 
 
+async def cmd_certs_renew(app: object, name: str, *, force: bool) -> int:
+    """`certs renew NAME [--force]`: 0 requested (or already pending), 1 refused or unknown.
+
+    A controller holding the store lock is asked through its admin API (`[admin] address`,
+    the token), so it wakes at once and writes the event log itself; with no controller
+    running the status is written here, with the same limits, and the next `run` or
+    `reconcile` orders it."""
+    from controller.adapters.store.events import EventLog, cli_peer
+    from controller.adapters.store.lock import StoreLock
+    from controller.admin_backend import forced_renewal, record_event, renew_limits
+    from controller.app import App
+    from controller.paths import validate_domain
+
+    assert isinstance(app, App)
+    domain = validate_domain(name.strip().lower().rstrip("."))
+    lock = StoreLock(app.paths)
+    if not lock.try_acquire():
+        return await _renew_through_admin(app.config, domain, force=force,
+                                          holder=lock.holder())
+    try:
+        result = await forced_renewal(app.reconciler, domain, force=force,
+                                      limits=renew_limits(app.config))
+        record_event(EventLog(app.paths), kind="cli", peer=cli_peer(), action="renew",
+                     domain=domain, result=result.outcome, detail=result.reason or None)
+    finally:
+        lock.release()
+    if result.outcome == "requested":
+        print(f"renewal of {domain} requested; the next `run` or `reconcile` orders it")
+    elif result.outcome == "pending":
+        print(f"a forced renewal of {domain} is already pending")
+    else:
+        print(f"error: renewal of {domain} refused: {result.reason}", file=sys.stderr)
+        return 1
+    return 0
+
+
+async def _renew_through_admin(cfg: Config, domain: str, *, force: bool, holder: str) -> int:
+    import aiohttp
+
+    from controller.adapters.admin.server import parse_listen_address
+
+    host, port = parse_listen_address(cfg.admin.address)
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    url = f"http://{netloc}/api/v1/cert/{domain}/renew" + ("?force=true" if force else "")
+    headers = {"Authorization": f"Bearer {cfg.admin.token}"} if cfg.admin.token else {}
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session, \
+                session.post(url, headers=headers) as response:
+            status, text = response.status, await response.text()
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        print(f"error: {holder} holds the store lock but its admin API at {netloc} does not "
+              f"answer ({type(exc).__name__}: {exc}); retry once it is done", file=sys.stderr)
+        return 1
+    try:
+        doc = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        doc = {}
+    said = doc.get("status") or doc.get("error") if isinstance(doc, dict) else None
+    if status == 202:
+        print(f"{domain}: {said or 'renewal requested'} (the running controller, {holder})")
+        return 0
+    print(f"error: {said or f'HTTP {status} from the admin API at {netloc}'}", file=sys.stderr)
+    return 1
+
+
 def cmd_certs_list(app: object, output: str) -> int:
     from controller.app import App
 
@@ -246,11 +339,14 @@ def cmd_certs_list(app: object, output: str) -> int:
     table = [[str(c).upper() for c in cols]]
     for r in rows:
         table.append([_cell(r[c]) for c in cols])
+    for domain in sorted(problems):  # a row too, so an unusable pair is not missed
+        table.append([domain, "-", "UNUSABLE", *["-"] * (len(cols) - 3)])
     widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     for domain, why in sorted(problems.items()):
-        print(f"problem: {domain}: {why}")
+        print(f"problem: {domain}: {why} (a desired name's pair is quarantined and reissued "
+              "by the next reconcile)")
     return 0
 
 

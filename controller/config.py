@@ -122,9 +122,18 @@ class LogSection(_Section):
 class ControllerSection(_Section):
     interval: Annotated[Duration, _at_least(MIN_INTERVAL, "10s")] = timedelta(hours=1)
     deleteGracePeriod: Duration = timedelta(hours=24)  # 0 is fine: delete at once
+    # the deletion guard: a pass deleting more than this share of the stored certificates we
+    # manage (or all of them) waits for `gc confirm`
+    maxDeleteShare: float = Field(default=0.5, gt=0, le=1, strict=True)
+    # deleted pairs are moved to quarantine/ and removed after this long (0: at the next pass)
+    quarantineRetention: Duration = timedelta(days=30)
     revokeOnDelete: bool = False
     concurrency: int = Field(default=8, ge=1, le=256)
     probeTimeout: Annotated[Duration, _at_least(MIN_PROBE_TIMEOUT, "100ms")] = timedelta(seconds=5)
+    # forced renewals (admin API, `certs renew`): at most this many per certificate and hour
+    # (0: none), and none of a certificate younger than forceRenewMinAge unless forced
+    forceRenewPerHour: int = Field(default=6, ge=0, le=60, strict=True)
+    forceRenewMinAge: Duration = timedelta(minutes=10)
 
 
 class AdminSection(_Section):

@@ -6,12 +6,16 @@ the cache key is the (size, mtime, inode) of every file the parse read, of their
 file matching an include glob changes its folder), and of the runtime store. Passes that probe
 (start-up, the periodic resync, NJet's events) ask for `fresh=True` and always re-parse.
 
+`load` may be called from the event loop and from a daemon thread (reconcile.py parses off the
+loop); a lock makes one load at a time.
+
 Called by reconcile.py through app.py.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,12 +50,17 @@ class DesiredSource:
     _signature: Signature | None = None
     _value: Desired | None = None
     parses: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def _watched(self) -> list[str]:
         files = set(self._files) | {str(self.conf_path), str(self.runtime.path)}
         return [*files, *{os.path.dirname(f) for f in files}]
 
     def load(self, *, fresh: bool = False) -> Desired:
+        with self._lock:
+            return self._load(fresh=fresh)
+
+    def _load(self, *, fresh: bool) -> Desired:
         if (
             not fresh
             and self._value is not None

@@ -1,10 +1,12 @@
 """Runs planned actions and returns one Outcome per action; never raises for an action's error.
 
 Called by reconcile.py with the actions of one pass. Each action re-checks its precondition
-right before acting (the stored fingerprint it expects), issue/renew go ACME → store swap →
-apply → verify, and every apply is proved by a real TLS handshake (NJet's code 0 — or 11,
-"repeated" — proves nothing). Errors become outcomes: temporary (retry after a delay) or
-permanent; the per-certificate backoff lives in status (fold.py).
+right before acting (the stored fingerprint it expects, or the unusable files it saw: those
+are quarantined right before the new order), issue/renew go ACME → store swap → apply →
+verify, and every apply is proved by a real TLS handshake (NJet's code 0 — or 11, "repeated" —
+proves nothing); a new pair not valid yet is stored but not applied (the plan waits for its
+notBefore). Errors become outcomes: temporary (retry after a delay) or permanent; the
+per-certificate backoff lives in status (fold.py).
 """
 
 from __future__ import annotations
@@ -17,7 +19,13 @@ from dataclasses import dataclass, field
 from typing import ParamSpec, TypeVar
 
 from controller.certinfo import key_matches_cert
-from controller.errors import ConfigError, ControllerError, PermanentError, TemporaryError
+from controller.errors import (
+    ConfigError,
+    ControllerError,
+    PermanentError,
+    StoreError,
+    TemporaryError,
+)
 from controller.faultpoints import fault_point, register
 from controller.fold import Outcome
 from controller.logs import log_event
@@ -101,12 +109,16 @@ class Executor:
 
     async def _issue(self, action: Action) -> Outcome:
         assert action.spec is not None and action.key_type is not None
-        current = self.store.get(action.domain)
-        current_fp = current.info.fingerprint if current else None
-        if current_fp != action.expected_fingerprint:
+        current = self._current(action.domain)
+        if not current.as_planned(action):
             return Outcome(action, ok=False, skipped=True,
                            error="store changed since the plan was made")
         issuer = await self.issuer_factory()
+        if current.unusable is not None:
+            # kept for the operator, and out of the way of the new pair: one order, not a loop
+            where = await store_write(self.store.quarantine, action.domain)
+            log_event("unusable pair quarantined before a new order", level=logging.WARNING,
+                      domain=action.domain, moved_to=where, problem=current.unusable)
         t0 = time.monotonic()
         try:
             issued = await issuer.issue(action.spec, action.key_type)
@@ -123,6 +135,11 @@ class Executor:
         fp = stored.info.fingerprint
         if not action.targets or self.njet is None:
             return Outcome(action, ok=True, stored_fingerprint=fp)
+        if stored.info.not_before > self.clock():
+            # not servable yet: the next plan waits until notBefore (NotYetValid), then applies
+            log_event("new certificate not applied yet: it is not valid before its notBefore",
+                      domain=action.domain, not_before=stored.info.not_before.isoformat())
+            return Outcome(action, ok=True, stored_fingerprint=fp)
         try:
             served = await self._apply_all(action.targets, action.spec.names[0],
                                            action.key_type, issued.cert_pem, issued.key_pem, fp)
@@ -134,6 +151,19 @@ class Executor:
             return Outcome(action, ok=False, error=f"issued but not applied: {exc}",
                            stored_fingerprint=fp, needs_new_key=_is_trap(exc))
         return Outcome(action, ok=True, stored_fingerprint=fp, served_fingerprint=served)
+
+    def _current(self, domain: str) -> _Current:
+        """What the store holds for `domain` right now (a pair that cannot be parsed makes
+        `get` raise; one whose key does not match comes back with key_matches False)."""
+        try:
+            got = self.store.get(domain)
+        except StoreError as exc:
+            return _Current(None, str(exc))
+        if got is None:
+            return _Current(None, None)
+        if not got.key_matches:
+            return _Current(None, f"the key of {domain} does not match its certificate")
+        return _Current(got.info.fingerprint, None)
 
     def _acme(self, outcome: str, t0: float) -> None:
         if self.on_acme is not None:
@@ -250,7 +280,10 @@ class Executor:
                 await issuer.revoke(cert_pem)
                 log_event("certificate revoked", domain=action.domain,
                           serial=stored.info.serial)
-        await store_write(self.store.delete, action.domain)
+        # never unlinked: moved to quarantine/, kept quarantineRetention (adapters/store/
+        # quarantine.py expires and restores them)
+        where = await store_write(self.store.quarantine, action.domain)
+        log_event("certificate moved to quarantine", domain=action.domain, moved_to=where)
         return Outcome(action, ok=True)
 
 
@@ -264,6 +297,22 @@ async def store_write(fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> 
     except asyncio.CancelledError:
         await asyncio.wait([work])
         raise
+
+
+@dataclass(frozen=True)
+class _Current:
+    """The store's pair for a domain right before acting: the fingerprint of a usable one, or
+    why the files there cannot be used (both None: nothing stored)."""
+
+    fingerprint: str | None
+    unusable: str | None
+
+    def as_planned(self, action: Action) -> bool:
+        """The precondition of an issue/renew: the store still holds what the plan saw. A plan
+        that saw unusable files holds while nothing usable is there (broken or gone)."""
+        if action.expected_unusable:
+            return self.fingerprint is None
+        return self.unusable is None and self.fingerprint == action.expected_fingerprint
 
 
 class ApplyTrapError(TemporaryError):

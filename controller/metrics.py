@@ -280,6 +280,12 @@ class ControllerMetrics:
             "1 for the certificate's current Ready condition (stored, valid and served).",
             ("name", "condition"),
         )
+        self._not_ready = r.gauge(
+            "njcm_certificate_not_ready",
+            "1 while the certificate is not ready, labelled with why (a reason of the plan, "
+            "e.g. StoredUnusable for files that cannot be used, Missing, RenewalDue).",
+            ("name", "reason"),
+        )
         self._acme_requests = r.counter(
             "njcm_acme_client_requests_total",
             "ACME certificate orders by outcome.",
@@ -299,7 +305,8 @@ class ControllerMetrics:
         self._mqtt_connected = r.gauge(
             "njcm_mqtt_connected", "1 while subscribed to NJet's MQTT broker, else 0."
         )
-        self._per_cert = (self._not_before, self._expiration, self._renewal, self._ready)
+        self._per_cert = (self._not_before, self._expiration, self._renewal, self._ready,
+                          self._not_ready)
         self._names: set[str] = set()
 
     def set_certificate(
@@ -318,10 +325,15 @@ class ControllerMetrics:
         else:
             self._renewal.set(renewal_at.timestamp(), name=name)
 
-    def set_certificate_ready(self, name: str, ready: bool) -> None:
+    def set_certificate_ready(self, name: str, ready: bool, *, reason: str | None = None) -> None:
+        """The Ready condition of `name`; when not ready, `reason` (a plan Reason) also sets
+        njcm_certificate_not_ready{name, reason} to 1 (the previous reason's series goes)."""
         self._names.add(name)
         self._ready.set(1.0 if ready else 0.0, name=name, condition="True")
         self._ready.set(0.0 if ready else 1.0, name=name, condition="False")
+        self._not_ready.remove_matching(name=name)
+        if not ready and reason is not None:
+            self._not_ready.set(1.0, name=name, reason=reason)
 
     def drop_certificate(self, name: str) -> None:
         """Remove every per-certificate series of `name` (the name left desired state)."""

@@ -21,6 +21,7 @@ from controller.njetmatch import MatchStatus, NjetServer, match_blocks, match_se
 from controller.plan import wanted_key_type
 from controller.policy import PolicySettings
 from controller.ports import CertStore, NjetReader, Prober
+from controller.threads import off_loop
 
 
 @dataclass
@@ -39,7 +40,7 @@ class Gatherer:
     _bootstrap: dict[str, tuple[int, KeyType | None]] = field(default_factory=dict)
 
     async def observe(self, desired: Desired, *, probe: bool = False) -> Observed:
-        stored, problems = self.store.load_all()
+        stored, problems = await off_loop(self.store.load_all)  # a store scan: off the loop
         bootstrap = self._bootstrap_types(desired)
         if self.njet is None:
             return Observed(stored=stored, problems=problems, bootstrap_key_types=bootstrap)

@@ -4,7 +4,9 @@ The layout under `<prefix>/.lego/` is lego's (and so NJet's own Go cert-manager'
   certificates/<name>.crt|.key|.issuer.crt|.json   the live pairs
   accounts/<ca-host>/<email>/account.json, keys/<email>.key
   status/<name>.json       our per-certificate retry / renewal status
-  quarantine/<name>.<ts>/  pairs taken out of service (never deleted silently)
+  quarantine/<name>.<ts>/  pairs taken out of service, kept quarantineRetention (adapters/store/
+                           quarantine.py lists, restores and expires them)
+  gc-confirm.json          an operator's release of deletions the deletion guard holds
   journal/                 the swap journal (adapters/store/journal.py)
   journal-rejected/        journal entries recovery refused to act on, kept for inspection
   runtime/                 event-sourced desired state (servers announced at runtime)
@@ -79,6 +81,15 @@ class StorePaths:
     @property
     def quarantine(self) -> Path:
         return self.lego / "quarantine"
+
+    def quarantine_entry(self, entry: str) -> Path:
+        """quarantine/<entry>/, one quarantined pair (entry = `<name>.<UTC stamp>[-N]`)."""
+        return self.quarantine / entry
+
+    @property
+    def gc_confirm(self) -> Path:
+        """The deletion guard's release (adapters/store/gcconfirm.py); holds no key material."""
+        return self.lego / "gc-confirm.json"
 
     @property
     def journal(self) -> Path:

@@ -4,13 +4,20 @@ No I/O, no clock, no randomness. Called by reconcile.py each pass, by `diff`, an
 API's GET /api/v1/plan. An empty `Plan.actions` with no `waiting` means converged.
 What is decided, and in which order, is the policy chains' business (policy.py); plan() only
 builds one Subject per name, walks its chain and collects the decisions.
+
+Orphans are decided twice: first without the pass-wide deletion figures (which deletions are
+due), then the due ones again with `Subject.deletions` filled in, so the deletion guard (a hold
+of the orphaned chain) sees how many of the stored certificates this pass would delete and
+whether the operator's confirmation (`release`, read from `.lego/gc-confirm.json` by the
+caller) covers them. `Plan.gc_hold` says what the guard holds; `Plan.gc_released` what a
+confirmation let through.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from controller.model import ActionKind as ActionKind
@@ -26,6 +33,8 @@ from controller.policy import (
     DESIRED,
     ORPHANED,
     Decision,
+    GcRelease,
+    PassDeletions,
     PolicySettings,
     Subject,
     decide,
@@ -46,6 +55,9 @@ class Action:
     key_type: KeyType | None = None
     # fingerprint of the stored cert this action replaces / applies (precondition re-check)
     expected_fingerprint: str | None = None
+    # the plan saw files it could not use (StoredUnusable): the executor quarantines them right
+    # before ordering, unless the store holds a usable pair by then
+    expected_unusable: bool = False
     spec_hash: str | None = None
     # where to apply in the running NJet (empty: store-only, or not in NJet yet)
     targets: tuple[NjetTarget, ...] = ()
@@ -72,12 +84,22 @@ class Scheduled:
 
 
 @dataclass(frozen=True)
+class GcHold:
+    """Deletions the deletion guard holds this pass: `pending` of `stored` managed certs."""
+
+    pending: tuple[str, ...]
+    stored: int
+
+
+@dataclass(frozen=True)
 class Plan:
     actions: tuple[Action, ...] = ()
     waiting: tuple[Waiting, ...] = ()
     scheduled: tuple[Scheduled, ...] = ()
     warnings: tuple[NameWarning, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    gc_hold: GcHold | None = None  # what the deletion guard holds back (None: nothing)
+    gc_released: tuple[str, ...] = ()  # deletions admitted by the operator's confirmation
 
     @property
     def in_sync(self) -> bool:
@@ -105,20 +127,46 @@ def plan(
     statuses: Mapping[str, CertStatus],
     now: datetime,
     settings: PolicySettings,
+    *,
+    release: GcRelease | None = None,
 ) -> Plan:
+    """`release`: the operator's confirmation on file (`gc confirm`), None when there is none."""
     out = _Collected(notes=list(pass_notes(observed, settings)))
     for domain in sorted(desired.specs):
         s = subject(domain, desired.specs[domain], observed, statuses.get(domain), now, settings)
         out.add(s, decide(DESIRED, s))
-    for domain in sorted(set(observed.stored) - set(desired.specs)):
-        s = subject(domain, None, observed, statuses.get(domain), now, settings)
-        out.add(s, decide(ORPHANED, s))
+    orphans = [subject(d, None, observed, statuses.get(d), now, settings)
+               for d in sorted(set(observed.stored) - set(desired.specs))]
+    first = [decide(ORPHANED, s) for s in orphans]
+    deletions = PassDeletions(
+        pending=frozenset(s.domain for s, d in zip(orphans, first, strict=True)
+                          if d.act is not None and d.act.kind is ActionKind.DELETE),
+        stored=sum(1 for d in observed.stored if d in statuses),
+        release=release,
+    )
+    held: list[str] = []
+    for s, d in zip(orphans, first, strict=True):
+        if s.domain in deletions.pending:
+            d = decide(ORPHANED, replace(s, deletions=deletions))
+            if d.act is None:
+                held.append(s.domain)
+        out.add(s, d)
+    in_grace = frozenset(x.domain for x in out.scheduled if x.reason is Reason.ORPHAN_GRACE)
+    ahead = replace(deletions, pending=deletions.pending | in_grace, release=None)
+    if in_grace and not held and ahead.too_many(settings.max_delete_share):
+        out.notes.append(  # said during the grace period already, not only once it is over
+            f"{len(ahead.pending)} of {ahead.stored} stored certificates are no longer desired "
+            "and scheduled for deletion; the deletion guard will hold them until an operator "
+            "confirms (`njet-cert-manager gc confirm`)")
     return Plan(
         actions=tuple(out.actions),
         waiting=tuple(out.waiting),
         scheduled=tuple(out.scheduled),
         warnings=tuple(desired.warnings),
         notes=tuple(out.notes),
+        gc_hold=GcHold(tuple(held), deletions.stored) if held else None,
+        gc_released=(tuple(sorted(deletions.pending))
+                     if deletions.too_many(settings.max_delete_share) and not held else ()),
     )
 
 
@@ -175,6 +223,7 @@ class _Collected:
                 d.act.kind, s.domain, d.act.reason, d.act.message, spec=s.spec,
                 key_type=s.wanted_key_type,
                 expected_fingerprint=s.stored.info.fingerprint if s.stored else None,
+                expected_unusable=s.stored is None and s.problem is not None,
                 spec_hash=s.spec_hash, targets=s.targets,
             ))
         self.waiting.extend(Waiting(s.domain, w.reason, w.message, w.until) for w in d.waits)

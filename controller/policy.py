@@ -41,7 +41,6 @@ from controller.policies.renewal import (
     renewal_window,
 )
 from controller.policies.store import cert_missing, stored_unusable
-from controller.policies.validity import not_yet_valid
 from controller.policies.subject import (
     Act,
     Check,
@@ -55,6 +54,7 @@ from controller.policies.subject import (
     Subject,
     Wait,
 )
+from controller.policies.validity import not_yet_valid
 
 __all__ = [
     "DESIRED",

@@ -3,7 +3,8 @@
 Who implements what: CertStore (adapters/store/lego.py), Issuer (adapters/acme/client.py),
 NjetReader + NjetWriter (adapters/njet/api.py), Prober (app.tls_probe over
 adapters/njet/probe.py), StatusPersistence (adapters/store/statusfile.py), RuntimeSpecs
-(adapters/store/runtime.py), ChallengeSolver + LeftoverCleaner (adapters/challenges/),
+(adapters/store/runtime.py), GcConfirmations (adapters/store/gcconfirm.py), QuarantineExpiry
+(adapters/store/quarantine.py), ChallengeSolver + LeftoverCleaner (adapters/challenges/),
 DesiredLoader (app.py over desired_source.py), AdminBackend + PassObserver (admin_backend.py).
 tests/fakes.py holds an in-memory fake of each that tests/unit/test_fakes.py checks against
 these Protocols (statically with mypy, and by behaviour).
@@ -43,6 +44,7 @@ from controller.model import (
 )
 from controller.njetmatch import NjetServer
 from controller.plan import Plan
+from controller.policy import GcRelease
 from controller.status import CertStatus
 
 Clock = Callable[[], datetime]
@@ -190,12 +192,36 @@ class StatusPersistence(Protocol):
     and left out (that certificate starts fresh), never an exception; an unreadable folder
     raises StoreError. `save` replaces one record atomically. `delete` removes one; missing is
     not an error. Both raise StoreError naming the path (the reconciler keeps the status in
-    memory and logs). Called from the event loop only, one call at a time.
+    memory and logs). Called from the event loop and (the reconciler's first `load_all`) from
+    a daemon thread: thread-safe.
     """
 
     def load_all(self) -> dict[str, CertStatus]: ...
     def save(self, status: CertStatus) -> None: ...
     def delete(self, domain: str) -> None: ...
+
+
+class GcConfirmations(Protocol):
+    """The operator's release of deletions the deletion guard holds (adapters/store/
+    gcconfirm.py: `.lego/gc-confirm.json`).
+
+    `load` returns the confirmation on file, None when there is none or it cannot be used
+    (logged; never an exception: the guard keeps holding). `save` replaces it atomically.
+    `consume(release)` removes it if it still is `release` (not a newer one): True if removed.
+    Both raise StoreError naming the file. Called from the event loop.
+    """
+
+    def load(self) -> GcRelease | None: ...
+    def save(self, release: GcRelease, *, stored: int = 0) -> None: ...
+    def consume(self, release: GcRelease) -> bool: ...
+
+
+class QuarantineExpiry(Protocol):
+    """Removes quarantined pairs kept longer than `[controller] quarantineRetention`
+    (adapters/store/quarantine.py). `expire(now)` returns one human line per removed entry; an
+    entry it cannot remove is logged and left; StoreError when quarantine/ cannot be listed."""
+
+    def expire(self, now: datetime) -> list[str]: ...
 
 
 class RuntimeSpecs(Protocol):
@@ -314,6 +340,35 @@ class CertView:
 class DeleteResult:
     deleted: bool  # a pair was removed from the store
     still_desired: bool  # the name is still wanted: the next pass issues it again
+    quarantined_to: str | None = None  # where the pair was moved (quarantine/<name>.<time>/)
+
+
+@dataclass(frozen=True)
+class GcConfirmResult:
+    """What POST /api/v1/gc/confirm released: the names the deletion guard held (empty: it
+    held nothing, and nothing was saved), of `stored` managed certificates."""
+
+    released: tuple[str, ...]
+    stored: int = 0
+
+
+@dataclass(frozen=True)
+class RenewResult:
+    """The answer to a forced-renewal request: "requested" (recorded, the loop woken),
+    "pending" (one is already waiting: no second order), "refused" (`reason` says why: the
+    hourly cap, or a young certificate without `force`), "unknown" (not a desired name)."""
+
+    outcome: str
+    reason: str = ""
+
+
+PUBLIC_HEALTH_FIELDS = frozenset(
+    {"ok", "status", "time", "reconciles", "in_sync", "mqtt_connected", "problem_count",
+     "gc_hold"}
+)
+"""The /healthz fields an unauthenticated caller sees while `[admin] token` is set (the admin
+server drops every other one): states and counts, never a name, a path or an error. A field
+added to `AdminBackend.health()` stays private unless it is named here."""
 
 
 class AdminBackend(Protocol):
@@ -321,10 +376,17 @@ class AdminBackend(Protocol):
 
     `domain` arguments are already validated and lowercased. Reads (`list_certs`, `get_cert`,
     `plan_json`, `health`, `metrics_text`) change nothing; `get_cert` is None for a name with no
-    stored pair. `delete_cert` removes the pair atomically (`deleted` False when there was
-    none). `request_reconcile` and `force_renew` only wake the loop (never reconcile inline);
-    `force_renew` is False for a name that is not desired. Any number of requests may be in
-    flight at once. An exception becomes a 500 with its message.
+    stored pair. `delete_cert` moves the pair to quarantine/ atomically (`deleted` False when
+    there was none). `gc_confirm` releases, once, the deletions the deletion guard holds now
+    (`by` says who asked, for the log) and wakes the loop. `request_reconcile` and
+    `force_renew` only wake the loop (never reconcile inline);
+    `force_renew` answers a RenewResult (`force` lifts the minimum-age refusal, never the
+    hourly cap; concurrent requests for one name record one renewal). `record_event` writes
+    one mutating call (what the server answered, and the peer's address) to the event log and
+    never raises. Any number of requests may be in flight at once. An exception becomes a 500
+    with its message. `health` returns /healthz's one document: `ok` (bool), `status` ("ok",
+    "degraded", "stopping"), then the fields of README's table; no field carries an error
+    message or anything read from a file (PUBLIC_HEALTH_FIELDS: what is shown without the token).
     """
 
     async def list_certs(self) -> list[CertView]: ...
@@ -332,7 +394,10 @@ class AdminBackend(Protocol):
     async def delete_cert(self, domain: str) -> DeleteResult: ...
     async def plan_json(self) -> bytes | dict[str, Any]: ...
     def request_reconcile(self) -> None: ...
-    async def force_renew(self, domain: str) -> bool: ...
+    async def force_renew(self, domain: str, *, force: bool = False) -> RenewResult: ...
+    def record_event(self, *, peer: str, action: str, domain: str | None, result: str,
+                     detail: str | None = None) -> None: ...
+    async def gc_confirm(self, by: str) -> GcConfirmResult: ...
     def health(self) -> dict[str, Any]: ...
     def metrics_text(self) -> str: ...
 

@@ -4,6 +4,10 @@ Data flow of a pass: desired (njet.conf + runtime-announced servers) + observe()
 plan() → execute() → fold() → status saved. Entry points (cli, admin API, MQTT listener) only
 call `wake()` or `converge()`; events never carry "what to do".
 
+Parsing njet.conf and scanning the store run off the event loop (threads.off_loop: daemon
+threads, never joined), so the admin API and the signal handlers answer during a long parse,
+and `Loop.stop()` cancels a pass in progress instead of waiting for it.
+
 Called by cli.py (`reconcile`, `diff`, `run`) and app.py (admin backend).
 """
 
@@ -16,19 +20,28 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from controller.clock import utc_now
 from controller.errors import ConfigError, ControllerError
-from controller.execute import Executor
+from controller.execute import Executor, store_write
 from controller.faultpoints import fault_point, register
 from controller.fold import Outcome, fold
 from controller.logs import log_event
 from controller.model import Desired, Observed
 from controller.observe import Gatherer
 from controller.plan import Plan, next_renewal, plan
-from controller.policy import PolicySettings
-from controller.ports import Clock, DesiredLoader, PassObserver, StatusPersistence
+from controller.policy import GcRelease, PolicySettings
+from controller.ports import (
+    Clock,
+    DesiredLoader,
+    GcConfirmations,
+    PassObserver,
+    QuarantineExpiry,
+    StatusPersistence,
+)
 from controller.status import CertStatus
+from controller.threads import off_loop
 
 register("reconcile.before_status_write", "reconcile.after_status_write")
 
@@ -39,6 +52,7 @@ class PassResult:
     observed: Observed
     plan: Plan
     outcomes: list[Outcome] = field(default_factory=list)
+    release: GcRelease | None = None  # the gc confirmation the plan was given, if any
 
 
 @dataclass
@@ -51,8 +65,13 @@ class Reconciler:
     clock: Clock = utc_now
     observer: PassObserver | None = None
     max_passes: int = 10
+    # the deletion guard's release (read every pass, consumed by the next executing pass) and
+    # the quarantine's expiry (run at the start of every executing pass); None: not used
+    gc_confirmations: GcConfirmations | None = None
+    quarantine: QuarantineExpiry | None = None
     _statuses: dict[str, CertStatus] | None = None
     _last_desired: Desired | None = None
+    _loads_in_flight: int = 0  # desired-state loads running on a daemon thread
     passes_run: int = 0
 
     # -- state ---------------------------------------------------------------------------
@@ -69,37 +88,75 @@ class Reconciler:
         self.status_store.save(status)
 
     def desired(self, *, keep_last_good: bool = False, fresh: bool = False) -> Desired:
-        """Load desired state; with keep_last_good a broken njet.conf keeps the previous one.
+        """Load desired state on the calling thread, for callers that cannot await (MQTT
+        events, admin views); with keep_last_good a broken njet.conf keeps the previous one.
 
-        Re-parsed only when one of its files changed, unless `fresh` (probing passes).
+        Re-parsed only when one of its files changed, unless `fresh` (probing passes). While
+        a load runs off the loop (`desired_async`), the last loaded state instead of a second
+        parse on the event loop.
         """
+        if self._loads_in_flight and self._last_desired is not None:
+            return self._last_desired
         try:
             d = self.load_desired(fresh=fresh)
         except ConfigError as exc:
-            if keep_last_good and self._last_desired is not None:
-                log_event("njet.conf unusable, keeping the last good desired state",
-                          level=logging.ERROR, error=str(exc))
-                return self._last_desired
-            raise
+            return self._keep_last_good(exc, keep_last_good)
         self._last_desired = d
         return d
+
+    async def desired_async(self, *, keep_last_good: bool = False,
+                            fresh: bool = False) -> Desired:
+        """`desired()` parsed on a daemon thread: the event loop stays free meanwhile."""
+        loop = asyncio.get_running_loop()
+
+        def load() -> Desired:
+            try:
+                return self.load_desired(fresh=fresh)
+            finally:  # counted down when the thread ends, also after a cancelled await
+                with contextlib.suppress(RuntimeError):  # the loop is closed: exiting
+                    loop.call_soon_threadsafe(self._load_done)
+
+        self._loads_in_flight += 1
+        try:
+            d = await off_loop(load)
+        except ConfigError as exc:
+            return self._keep_last_good(exc, keep_last_good)
+        self._last_desired = d
+        return d
+
+    def _load_done(self) -> None:
+        self._loads_in_flight -= 1
+
+    def _keep_last_good(self, exc: ConfigError, keep_last_good: bool) -> Desired:
+        if keep_last_good and self._last_desired is not None:
+            log_event("njet.conf unusable, keeping the last good desired state",
+                      level=logging.ERROR, error=str(exc))
+            return self._last_desired
+        raise exc
 
     # -- steps ---------------------------------------------------------------------------
 
     async def compute(self, *, probe: bool = False, keep_last_good: bool = False) -> PassResult:
-        desired = self.desired(keep_last_good=keep_last_good, fresh=probe)
+        desired = await self.desired_async(keep_last_good=keep_last_good, fresh=probe)
+        if self._statuses is None:  # the first scan of status/ runs off the loop too
+            loaded = await off_loop(self.status_store.load_all)
+            if self._statuses is None:  # not loaded meanwhile (an admin call)
+                self._statuses = loaded
         observed = await self.gatherer.observe(desired, probe=probe)
-        p = plan(desired, observed, self.statuses, self.clock(), self.settings)
-        return PassResult(desired, observed, p)
+        release = self.gc_confirmations.load() if self.gc_confirmations is not None else None
+        p = plan(desired, observed, self.statuses, self.clock(), self.settings, release=release)
+        return PassResult(desired, observed, p, release=release)
 
     async def pass_once(self, *, probe: bool = False, keep_last_good: bool = False) -> PassResult:
         started = time.monotonic()
+        await self._expire_quarantine()
         result = await self.compute(probe=probe, keep_last_good=keep_last_good)
         for a in result.plan.actions:
             log_event("decision", action=a.kind.value, domain=a.domain, reason=a.reason.value,
                       detail=a.message)
         outcomes = await self.executor.execute(result.plan.actions) if result.plan.actions else []
         result.outcomes = outcomes
+        self._consume_release(result)
         self._fold(result)
         self.passes_run += 1
         if self.observer is not None:
@@ -108,6 +165,30 @@ class Reconciler:
                                   observed=result.observed, statuses=self.statuses)
         return result
 
+    async def _expire_quarantine(self) -> None:
+        """Start-of-pass chore: remove quarantined pairs older than quarantineRetention."""
+        if self.quarantine is None:
+            return
+        try:
+            for line in await store_write(self.quarantine.expire, self.clock()):
+                log_event("quarantine expired", detail=line)
+        except ControllerError as exc:
+            log_event("quarantine not expired", level=logging.WARNING, error=str(exc))
+
+    def _consume_release(self, result: PassResult) -> None:
+        """A gc confirmation releases once: the first executing pass that read it removes it,
+        whether its deletions ran or were no longer pending (a later one needs a new one)."""
+        if result.release is None or self.gc_confirmations is None:
+            return
+        if result.plan.gc_released:
+            log_event("deletion guard released by a confirmation",
+                      deletions=len(result.plan.gc_released), by=result.release.by,
+                      confirmed_at=result.release.confirmed_at.isoformat())
+        try:
+            self.gc_confirmations.consume(result.release)
+        except ControllerError as exc:
+            log_event("gc confirmation not removed", level=logging.ERROR, error=str(exc))
+
     def _fold(self, result: PassResult) -> None:
         before = self.statuses
         after, removed = fold(before, desired=result.desired, plan=result.plan,
@@ -115,15 +196,22 @@ class Reconciler:
                               observed=result.observed)
         fault_point("reconcile.before_status_write")
         self._statuses = after  # kept in memory even when it cannot be saved (disk full)
-        try:
-            for domain, st in after.items():
-                if before.get(domain) != st:
-                    self.status_store.save(st)
-            for domain in removed:
-                self.status_store.delete(domain)
-        except ControllerError as exc:
-            log_event("status not saved", level=logging.ERROR, error=str(exc))
+        # one status that cannot be written never keeps the others from being written
+        for domain, st in after.items():
+            if before.get(domain) != st:
+                self._persist(domain, self.status_store.save, st)
+        for domain in removed:
+            self._persist(domain, self.status_store.delete, domain)
         fault_point("reconcile.after_status_write")
+
+    def _persist(self, domain: str, write: Callable[[Any], None], arg: object) -> None:
+        try:
+            write(arg)
+        except ControllerError as exc:
+            log_event("status not saved", level=logging.ERROR, domain=domain, error=str(exc))
+        except Exception as exc:  # a bug in one record must not cost the others theirs
+            log_event("status not saved", level=logging.ERROR, domain=domain,
+                      error=f"{type(exc).__name__}: {exc}")
 
     async def converge(self, *, probe: bool = True, keep_last_good: bool = False) -> PassResult:
         """Passes until the plan has no actions (or only ones that made no progress).
@@ -192,8 +280,37 @@ class Loop:
         return self._stopped.is_set()
 
     def stop(self) -> None:
+        """End `run`: at once, cancelling a reconcile in progress (a long njet.conf parse
+        runs on in its daemon thread, unwaited)."""
         self._stopped.set()
         self._wake.set()
+
+    async def _reconcile(self, probe: bool) -> None:
+        # act on what changed first (a new server gets its cert without waiting for every
+        # block to be probed), then look at what NJet really serves
+        self.last = await self.reconciler.converge(probe=False, keep_last_good=True)
+        if probe:
+            self.last = await self.reconciler.converge(probe=True, keep_last_good=True)
+
+    async def _until_stopped(self, work: Awaitable[None]) -> bool:
+        """Await `work`; True when it finished, False when `stop()` came first (then it is
+        cancelled). Its exception, if any, is raised."""
+        task = asyncio.ensure_future(work)
+        stopped = asyncio.ensure_future(self._stopped.wait())
+        try:
+            await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # this loop itself is cancelled: so is its reconcile
+            task.cancel()
+            raise
+        finally:
+            stopped.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return False
+        task.result()
+        return True
 
     async def run(self) -> None:
         next_resync = self.reconciler.clock()
@@ -217,11 +334,8 @@ class Loop:
                         log_event("resync hook failed", level=logging.ERROR, error=repr(exc))
             self._probe = False
             try:
-                # act on what changed first (a new server gets its cert without waiting for
-                # every block to be probed), then look at what NJet really serves
-                self.last = await self.reconciler.converge(probe=False, keep_last_good=True)
-                if probe:
-                    self.last = await self.reconciler.converge(probe=True, keep_last_good=True)
+                if not await self._until_stopped(self._reconcile(probe)):
+                    break  # stopped during the reconcile: it was cancelled
                 self.last_error = None
             except Exception as exc:  # the loop never dies: NJet does not restart a copilot
                 self.last_error = f"{type(exc).__name__}: {exc}"

@@ -1,11 +1,17 @@
-"""Plan → human `diff` text or JSON (for `diff -o json` and GET /api/v1/plan). Pure."""
+"""Plan → human `diff` text or JSON (for `diff -o json` and GET /api/v1/plan). Pure.
+
+An issue or renew whose first name is too long to be the CN (over 64 characters) says which
+CN is asked for instead: ` cn=<name>` (the first name that fits) or ` cn=(none)`; the JSON has
+`common_name` on every issue and renew.
+"""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from controller.plan import Plan
+from controller.certinfo import csr_common_name
+from controller.plan import Action, Plan
 
 _SIGIL = {"issue": "+", "renew": "~", "apply": ">", "delete": "-"}
 
@@ -23,6 +29,8 @@ def plan_to_dict(p: Plan, *, now: datetime | None = None) -> dict[str, Any]:
                 "names": list(a.spec.names) if a.spec else None,
                 "key_type": a.key_type.value if a.key_type else None,
                 "listens": [t.listens[0] for t in a.targets] or None,
+                "common_name": (csr_common_name(a.spec.names)
+                                if a.spec is not None and _orders(a) else None),
             }
             for a in p.actions
         ],
@@ -51,11 +59,17 @@ def plan_to_dict(p: Plan, *, now: datetime | None = None) -> dict[str, Any]:
     }
 
 
+def _orders(a: Action) -> bool:
+    return a.kind.value in ("issue", "renew")
+
+
 def plan_to_text(p: Plan) -> str:
     lines: list[str] = []
     for a in p.actions:
         names = " ".join(a.spec.names) if a.spec else a.domain
-        extra = f" key={a.key_type}" if a.key_type and a.kind.value in ("issue", "renew") else ""
+        extra = f" key={a.key_type}" if a.key_type and _orders(a) else ""
+        if _orders(a) and a.spec and (cn := csr_common_name(a.spec.names)) != a.spec.names[0]:
+            extra += f" cn={cn or '(none)'}"
         lines.append(f"{_SIGIL[a.kind.value]} {a.kind.value:<6} {names}{extra}  "
                      f"[{a.reason.value}] {a.message}")
     for w in p.waiting:

@@ -8,10 +8,10 @@ then run the loop with the admin API and the MQTT listener as wake-up sources.
 Nothing here may end the process on an error: NJet does not restart a crashed copilot.
 
 SIGTERM (also SIGINT, SIGQUIT) stops at once, even while a CA call hangs: no new request goes to
-the CA (AcmeIssuer.stop), /healthz says "stopping", and the pass in flight is cancelled rather
-than waited for. A store write it started finishes before the cancellation goes on
-(execute.store_write), so the lock is released only after it; ACME calls run on daemon threads,
-which nothing joins at exit.
+the CA (AcmeIssuer.stop), /healthz says "stopping", and Loop.stop cancels the reconcile in
+flight rather than waiting for it. A store write it started finishes before the cancellation
+goes on (execute.store_write), so the lock is released only after it; ACME calls run on daemon
+threads, which nothing joins at exit.
 """
 
 from __future__ import annotations
@@ -25,8 +25,9 @@ import signal
 from controller.adapters.admin.limits import ConnectionLimits
 from controller.adapters.admin.server import AdminServer, start_admin
 from controller.adapters.mqtt.listener import MqttListener, read_retained
+from controller.adapters.store.events import EventLog
 from controller.adapters.store.lock import StoreLock
-from controller.admin_backend import ControllerBackend
+from controller.admin_backend import ControllerBackend, renew_limits
 from controller.app import App
 from controller.config import Config
 from controller.errors import ControllerError
@@ -54,12 +55,13 @@ class Service:
                          on_resync=self.refresh_runtime)
         self.mqtt_state: dict[str, object] = {"connected": False}
         self.backend = ControllerBackend(self.app.reconciler, self.loop, self.metrics,
-                                         self.mqtt_state)
+                                         self.mqtt_state, events=EventLog(self.app.paths),
+                                         renew_limits=renew_limits(config))
         self.app.reconciler.observer = self.backend
         self.app.reconciler.executor.on_acme = self.metrics.observe_acme_request
         self.mqtt: MqttListener | None = None
         self.admin: AdminServer | None = None
-        self._loop_task: asyncio.Task[None] | None = None
+        self._stop_requested = False
 
     # -- events ------------------------------------------------------------------------
 
@@ -125,7 +127,7 @@ class Service:
             self._install_signals()
             log_event("controller started", prefix=str(self.config.prefix),
                       store_only=self.config.store_only, admin=self.config.admin.address)
-            await self._run_loop()
+            await self.loop.run()
         finally:
             await self._shutdown()
             lock.release()
@@ -138,17 +140,6 @@ class Service:
                                 header_timeout=admin.headerTimeout.total_seconds(),
                                 idle_timeout=admin.idleTimeout.total_seconds())
 
-    async def _run_loop(self) -> None:
-        """The loop, as a task that a stop signal cancels (see the module docstring)."""
-        task = asyncio.ensure_future(self.loop.run())
-        self._loop_task = task
-        try:
-            await task
-        except asyncio.CancelledError:
-            me = asyncio.current_task()
-            if (me is not None and me.cancelling()) or not task.cancelled():
-                raise  # this task was cancelled from outside, not the loop by stop()
-
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
@@ -156,13 +147,14 @@ class Service:
         loop.add_signal_handler(signal.SIGHUP, lambda: self.loop.wake(probe=True))
 
     def stop(self, sig: signal.Signals | None = None) -> None:
-        """Stop now: no new CA request, /healthz "stopping", the pass in flight cancelled."""
-        if not self.loop.stopping:
-            log_event("stopping", signal=sig.name if sig is not None else None)
+        """Stop now: no new CA request, /healthz "stopping", the reconcile in flight cancelled
+        (Loop.stop). Once only: a later signal changes nothing."""
+        if self._stop_requested:
+            return
+        self._stop_requested = True
+        log_event("stopping", signal=sig.name if sig is not None else None)
         self.app.stop()
         self.loop.stop()
-        if self._loop_task is not None and not self._loop_task.done():
-            pass
 
     async def _shutdown(self) -> None:
         for closer in (self.mqtt.stop if self.mqtt else None,

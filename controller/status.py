@@ -212,3 +212,37 @@ def _short(delta: timedelta) -> str:
     if seconds >= 60:
         return f"{seconds // 60}m{seconds % 60:02d}s"
     return f"{seconds}s"
+
+
+@dataclass(frozen=True, slots=True)
+class ForcedRenewalDecision:
+    """What to do with one forced-renewal request: "requested" (save `status`), "pending"
+    (one is already waiting for the stored pair: nothing to save, no second order) or
+    "refused" (`reason` says why)."""
+
+    outcome: str
+    reason: str = ""
+    status: CertStatus | None = None
+
+
+def decide_forced_renewal(
+    status: CertStatus | None,
+    *,
+    domain: str,
+    stored_fingerprint: str | None,
+    not_before: datetime | None,
+    now: datetime,
+    limits: ForceRenewLimits,
+    force: bool,
+) -> ForcedRenewalDecision:
+    """The admin API's and `certs renew`'s one rule for a forced renewal of `domain`, whose
+    stored pair is `stored_fingerprint` (None: nothing stored) with `not_before`."""
+    if status is not None and status.forced_renewal_pending(stored_fingerprint):
+        return ForcedRenewalDecision("pending", "a forced renewal is already pending")
+    why = forced_renewal_refusal(status, not_before=not_before, now=now, limits=limits,
+                                 force=force)
+    if why is not None:
+        return ForcedRenewalDecision("refused", why)
+    cur = status or CertStatus(domain=domain)
+    return ForcedRenewalDecision("requested",
+                                 status=cur.with_forced_renewal(of=stored_fingerprint, at=now))

@@ -93,7 +93,10 @@ class _Pair:
 class MemoryStore:
     """A CertStore in a dict. `problems` are pairs `load_all` reports as unusable; `fail_put`
     makes the next `put` raise it (the old pair stays); `on_load_all` runs right after a scan
-    has been taken (to change the store behind a plan's back)."""
+    has been taken (to change the store behind a plan's back). `put_unparsable(domain, why)`
+    seeds files that cannot be parsed (a truncated .crt): `load_all` reports them, `get` raises
+    StoreError(why) as LegoStore does, and `quarantine` moves them (to `quarantined_unparsable`);
+    `put_unchecked` seeds a pair whose key does not match."""
 
     def __init__(self) -> None:
         self._pairs: dict[str, _Pair] = {}
@@ -104,6 +107,8 @@ class MemoryStore:
         self.puts: list[str] = []
         self.deleted: list[str] = []
         self.quarantined: dict[str, IssuedCert] = {}
+        self.quarantined_unparsable: dict[str, str] = {}
+        self._unparsable: dict[str, str] = {}
         self.recoveries = 0
 
     def recover(self) -> list[str]:
@@ -116,6 +121,7 @@ class MemoryStore:
             problems = dict(self.problems)
             problems.update({d: "the key does not match the certificate"
                              for d, p in self._pairs.items() if not p.stored.key_matches})
+            problems.update(self._unparsable)
         if self.on_load_all is not None:
             self.on_load_all()
         return snapshot, problems
@@ -123,7 +129,16 @@ class MemoryStore:
     def get(self, domain: str) -> StoredCert | None:
         with self._lock:
             pair = self._pairs.get(domain)
+            unparsable = self._unparsable.get(domain)
+        if unparsable is not None:
+            raise StoreError(unparsable)
         return pair.stored if pair is not None else None
+
+    def put_unparsable(self, domain: str, why: str) -> None:
+        """Seed files for `domain` that cannot be parsed (replacing any pair there)."""
+        with self._lock:
+            self._pairs.pop(domain, None)
+            self._unparsable[domain] = why
 
     def put(self, domain: str, issued: IssuedCert) -> StoredCert:
         if self.fail_put is not None:
@@ -152,6 +167,7 @@ class MemoryStore:
         with self._lock:
             self._pairs[domain] = _Pair(issued, stored)
             self.problems.pop(domain, None)
+            self._unparsable.pop(domain, None)
         return stored
 
     def key_pem(self, domain: str) -> bytes | None:
@@ -167,13 +183,18 @@ class MemoryStore:
     def delete(self, domain: str) -> bool:
         with self._lock:
             pair = self._pairs.pop(domain, None)
-        if pair is not None:
+            unparsable = self._unparsable.pop(domain, None)
+        if pair is not None or unparsable is not None:
             self.deleted.append(domain)
-        return pair is not None
+        return pair is not None or unparsable is not None
 
     def quarantine(self, domain: str) -> str | None:
         with self._lock:
             pair = self._pairs.pop(domain, None)
+            unparsable = self._unparsable.pop(domain, None)
+        if unparsable is not None:
+            self.quarantined_unparsable[domain] = unparsable
+            return f"memory://quarantine/{domain}"
         if pair is None:
             return None
         self.quarantined[domain] = pair.issued

@@ -18,5 +18,4 @@ def not_yet_valid(s: Subject) -> Wait | None:
     starts = s.stored.info.not_before
     if s.now >= starts:
         return None
-    return Wait(Reason.NOT_YET_VALID, f"not valid before {starts.isoformat()}; not applied "
-                "until then", until=starts)
+    return Wait(Reason.NOT_YET_VALID, "not valid yet (clients would reject it)", until=starts)

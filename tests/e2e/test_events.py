@@ -269,7 +269,7 @@ def test_the_admin_api_and_metrics_of_a_running_controller(setup: Any) -> None:
     status, one = admin(ctl, "GET", "/api/v1//cert/a.test")  # NJet's docs print "//"
     assert status == 200 and json.dumps(one).count("www.a.test") >= 1
 
-    status, _ = admin(ctl, "POST", "/api/v1/cert/a.test/renew")
+    status, _ = admin(ctl, "POST", "/api/v1/cert/a.test/renew?force=true")  # a fresh cert
     assert status == 202
     assert wait_until(lambda: stored(prefix, "a.test") not in (None, first)
                       and served_fingerprint(sim) == stored(prefix, "a.test"), 30)

@@ -39,6 +39,9 @@ http {
 # refresh the store's parse index); everything else, the swap journal included, must be
 # byte-identical after every request.
 STORE_DIRS = (".lego/certificates", ".lego/status", ".lego/index.json")
+# The event log: every mutating call that reaches a route appends one line (refused ones too);
+# it is kept out of tree() and checked on its own (`event_log()`: it only ever grows).
+EVENT_LOG = ".lego/events.jsonl"
 
 ANSWER_TIMEOUT = 5.0  # seconds; a request left unanswered fails the test
 Tree = dict[str, bytes | None]  # relative path -> file bytes, None for a folder
@@ -96,6 +99,8 @@ class AdminTarget:
             for name in dirnames + filenames:
                 path = base / name
                 rel = str(path.relative_to(self.root))
+                if rel == f"njet/{EVENT_LOG}":
+                    continue
                 in_store = any(
                     rel.startswith(f"njet/{d}/") or rel == f"njet/{d}" for d in STORE_DIRS
                 )
@@ -103,6 +108,11 @@ class AdminTarget:
                     None if name in dirnames else path.read_bytes()
                 )
         return store, rest
+
+    def event_log(self) -> bytes:
+        """The event log's content (b"" before the first mutating call)."""
+        path = self.prefix / EVENT_LOG
+        return path.read_bytes() if path.exists() else b""
 
     async def send(self, raw: bytes, *, half_close: bool = False) -> tuple[
         int | None, dict[str, str], bytes
@@ -220,6 +230,7 @@ request = st.builds(
 _VALID_TARGETS = [
     "/api/v1/cert", "/api/v1/cert/a.test", "/api/v1/cert/B.test", "/api/v1//cert/c.test",
     "/api/v1/cert/a.test/renew", "/api/v1/cert/c.test/renew", "/api/v1/plan", "/api/v1/reconcile",
+    "/api/v1/cert/a.test/renew?force=true", "/api/v1/cert/b.test/renew?force=1",
     "/healthz", "/metrics", "/api/v1/cert/none.test", "/api/v1/cert/a.test/",
 ]  # fmt: skip
 # Requests an operator would send, with the right token: the 2xx paths stay exercised.

@@ -198,7 +198,8 @@ KNOWN_KEYS: dict[str, tuple[str, ...]] = {
     "mqtt": ("mqttServerAddress",),
     "log": ("v", "format"),
     "controller": ("interval", "deleteGracePeriod", "revokeOnDelete", "concurrency",
-                   "probeTimeout"),
+                   "probeTimeout", "forceRenewPerHour", "forceRenewMinAge", "maxDeleteShare",
+                   "quarantineRetention"),
     "admin": ("address", "token", "maxConnections", "headerTimeout", "idleTimeout"),
 }  # fmt: skip
 _UNKNOWN_NAMES = ("extra", "Acme", "renew_before_days", "x.y", "", "prefix", "source", "ünï")

@@ -11,6 +11,8 @@ prints `lines()` in the terminal summary:
 ended in a state other than the expected one. A passing run has converged == trials.
 Families about planted paths also count `outside` = files created, changed or removed outside
 the store (a sentinel tree next to it); their line ends with `outside=N`, which must be 0.
+The floods family (test_floods.py) records one trial per flood scenario, converged when the
+controller kept answering, writing its status files and its log quiet.
 Pure bookkeeping in process memory; no pytest import, no I/O.
 """
 

@@ -299,13 +299,14 @@ def test_bad_admin_requests_get_a_json_4xx_and_touch_nothing_outside_the_store(
     loop = asyncio.new_event_loop()
     target = loop.run_until_complete(AdminTarget.build(tmp_path))
     store_before, rest_before = target.tree()
+    events_before = target.event_log()
     trials = 0
     answered: dict[int, int] = {}
 
     @fault_settings(depth, 1200)
     @given(sent_raw=exchange)
     def check(sent_raw: tuple[Request | None, bytes]) -> None:
-        nonlocal trials, store_before
+        nonlocal trials, store_before, events_before
         trials += 1
         sent, raw = sent_raw
         status, headers, body = loop.run_until_complete(target.send(raw, half_close=not sent))
@@ -313,6 +314,11 @@ def test_bad_admin_requests_get_a_json_4xx_and_touch_nothing_outside_the_store(
         check_response(sent, status, headers, body)
         store_after, rest_after = target.tree()
         assert rest_after == rest_before, f"{raw!r} changed files outside the store"
+        events_after = target.event_log()
+        assert events_after.startswith(events_before), f"{raw!r} rewrote the event log"
+        for line in events_after[len(events_before):].splitlines():
+            assert orjson.loads(line)["peer"].startswith("127.0.0.1:"), line
+        events_before = events_after
         if status is None or status >= 300:
             assert store_after == store_before, f"refused {raw!r} changed the store"
         else:  # a valid delete / renew: put deleted pairs back, then that is the new baseline

@@ -18,7 +18,7 @@ from controller.adapters.admin.server import AdminServer, start_admin
 from controller.certinfo import read_cert_info
 from controller.metrics import ControllerMetrics
 from controller.paths import StorePaths
-from controller.ports import CertView, DeleteResult
+from controller.ports import CertView, DeleteResult, RenewResult
 from tests.certbuilder import make_cert
 
 TOKEN = "s3cret-token"
@@ -32,6 +32,7 @@ class DiskBackend:
         self.paths = paths
         self.desired = desired
         self.calls: list[tuple[str, str]] = []
+        self.events: list[tuple[str, str, str | None, str]] = []
         self.reconciles = 0
         self.metrics = ControllerMetrics()
         self.plan: bytes | dict[str, Any] = {"actions": [{"kind": "issue", "name": "new.test"}]}
@@ -72,9 +73,13 @@ class DiskBackend:
     def request_reconcile(self) -> None:
         self.reconciles += 1
 
-    async def force_renew(self, domain: str) -> bool:
+    async def force_renew(self, domain: str, *, force: bool = False) -> RenewResult:
         self.calls.append(("renew", domain))
-        return domain in self.desired
+        return RenewResult("requested" if domain in self.desired else "unknown")
+
+    def record_event(self, *, peer: str, action: str, domain: str | None, result: str,
+                     detail: str | None = None) -> None:
+        self.events.append((peer, action, domain, result))
 
     def health(self) -> dict[str, Any]:
         return {"ok": True, "mqtt_connected": False}

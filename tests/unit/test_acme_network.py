@@ -135,7 +135,12 @@ def test_a_read_the_ca_never_answers_ends_at_the_read_timeout_and_is_not_retried
 
     server = serve(hang)
     net = network(stop, timeout=(CONNECT_TIMEOUT, 0.3))
-    threading.Thread(target=lambda: hung.wait(10) and stop.set(), daemon=True).start()
+
+    def stop_once_hung() -> None:
+        if hung.wait(10):
+            stop.set()
+
+    threading.Thread(target=stop_once_hung, daemon=True).start()
     with pytest.raises(TemporaryError, match="stopping"):
         net.get(server.url)
     assert server.requests == 1

@@ -196,7 +196,7 @@ KEYS = {
     "mqtt": ["mqttServerAddress"],
     "log": ["v", "format"],
     "controller": ["interval", "deleteGracePeriod", "revokeOnDelete", "concurrency",
-                   "probeTimeout"],
+                   "probeTimeout", "maxDeleteShare", "quarantineRetention"],
     "admin": ["address", "token", "headerTimeout", "idleTimeout", "maxConnections"],
 }  # fmt: skip
 CASES = [(s, k) for s, keys in KEYS.items() for k in keys]

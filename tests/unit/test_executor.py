@@ -238,14 +238,14 @@ async def test_delete_does_not_revoke_an_expired_cert_by_the_executor_clock() ->
     assert stored is not None
     rig.clock.now = stored.info.not_after  # the injected clock decides, not the system's
     (out,) = await rig.run(action(ActionKind.DELETE, expected=fp))
-    assert out.ok and rig.store.deleted == ["a.test"]
+    assert out.ok and list(rig.store.quarantined) == ["a.test"]  # a delete quarantines
     assert rig.issuer.revoked == [] and rig.issuer.factory_calls == 0
 
 
 async def test_delete_of_a_pair_already_gone_is_done() -> None:
     rig = make_rig()
     (out,) = await rig.run(action(ActionKind.DELETE, expected="0" * 64))
-    assert out.ok and rig.store.deleted == []
+    assert out.ok and rig.store.deleted == [] and rig.store.quarantined == {}
 
 
 # -- the precondition re-check -----------------------------------------------------------------
@@ -263,7 +263,7 @@ async def test_store_changed_since_the_plan_was_made_skips_and_orders_nothing(
     assert out.skipped and not out.ok
     assert out.error == "store changed since the plan was made"
     assert rig.issuer.orders == [] and rig.issuer.factory_calls == 0
-    assert rig.njet.puts == [] and rig.store.deleted == []
+    assert rig.njet.puts == [] and rig.store.deleted == [] and rig.store.quarantined == {}
     assert rig.stored_fp() == now
 
 

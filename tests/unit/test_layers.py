@@ -80,11 +80,13 @@ LAYER_OF: dict[str, str] = {
     "controller.observe": "steps",
     "controller.execute": "steps",
     "controller.reconcile": "steps",
+    "controller.threads": "steps",  # blocking work on daemon threads, off the event loop
     # composition
     "controller.admin_backend": "composition",
     "controller.app": "composition",
     "controller.service": "composition",
     "controller.cli": "composition",
+    "controller.cli_gc": "composition",
 }
 
 # Adapter subpackages import no other adapter subpackage except through these seams

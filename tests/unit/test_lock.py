@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 
 from controller.adapters.store.lock import StoreLock
 from controller.paths import StorePaths
+from tests.support.procs import clean_env, controller_program
 
 # Holds the lock until stdin closes or SIGTERM; announces "locked <pid>" (or "timeout").
 _HOLDER = r"""
@@ -146,3 +148,82 @@ def test_the_lock_file_lives_in_the_lego_folder(paths: StorePaths) -> None:
     with StoreLock(paths):
         assert paths.lock.is_file()
         assert paths.lock.read_text().strip() == str(os.getpid())
+
+
+# --- a command that meets a held lock names the holder (issue 13 item 20) -------------------
+
+
+def _command(paths: StorePaths, command: str, timeout: str) -> subprocess.Popen[str]:
+    """`njet-cert-manager <command>` on an empty store-only prefix, stderr piped."""
+    conf = paths.prefix / "conf"
+    conf.mkdir(parents=True, exist_ok=True)
+    (conf / "njet.conf").write_text("http { }\n")  # nothing desired: converged once it runs
+    (conf / "cm.toml").write_text('[njet]\napiAddress = ""\n[admin]\naddress = "127.0.0.1:0"\n')
+    return subprocess.Popen(
+        [controller_program(), "-p", str(paths.prefix), "-c", "conf/cm.toml", command],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd="/",
+        env=clean_env(NJCM_LOCK_TIMEOUT=timeout),
+    )  # fmt: skip
+
+
+def _stderr_line(proc: subprocess.Popen[str], wanted: str, limit: float = 15.0) -> str | None:
+    """The first stderr line containing `wanted`, read as it is written (None: not by `limit`)."""
+    assert proc.stderr is not None
+    deadline = time.monotonic() + limit
+    while (left := deadline - time.monotonic()) > 0:
+        if not select.select([proc.stderr], [], [], left)[0]:
+            break
+        line = proc.stderr.readline()
+        if not line:
+            break
+        if wanted in line:
+            return line
+    return None
+
+
+def test_reconcile_says_at_once_which_pid_holds_the_lock_then_proceeds(
+    paths: StorePaths,
+) -> None:
+    holder = StoreLock(paths)
+    assert holder.acquire(timeout=0)
+    proc = _command(paths, "reconcile", "60")
+    try:
+        line = _stderr_line(proc, f"waiting for pid {os.getpid()}")
+        assert line is not None, "no word about the lock holder"
+        assert proc.poll() is None, "said only at the end, not while waiting"
+    finally:
+        holder.release()
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+
+
+def test_reconcile_fails_naming_the_pid_still_holding_the_lock(
+    spawn: Spawn, paths: StorePaths
+) -> None:
+    holder = spawn()
+    assert _line(holder) == "locked"
+    proc = _command(paths, "reconcile", "0.5")
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1, err
+    final = err.strip().splitlines()[-1]
+    assert final.startswith("error: ") and f"pid {holder.pid} still holds the store lock" in final
+    assert str(paths.lock) in final
+    assert f"waiting for pid {holder.pid}" in err
+
+
+def test_run_names_the_pid_it_waits_for(spawn: Spawn, paths: StorePaths) -> None:
+    holder = spawn()
+    assert _line(holder) == "locked"
+    proc = _command(paths, "run", "60")
+    try:
+        assert _stderr_line(proc, f"waiting for pid {holder.pid}") is not None
+    finally:
+        proc.kill()
+        proc.communicate(timeout=10)
+
+
+def test_a_bad_lock_timeout_is_refused_naming_the_variable(paths: StorePaths) -> None:
+    proc = _command(paths, "reconcile", "soon")
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 1
+    assert "NJCM_LOCK_TIMEOUT must be a number of seconds" in err

@@ -260,11 +260,15 @@ def test_certs_we_never_managed_are_left_alone() -> None:
 
 
 def test_a_name_that_left_desired_state_is_deleted_after_the_grace_period() -> None:
-    obs = observed(stored("old.test"))
-    first = plan(desired(), obs, {"old.test": CertStatus(domain="old.test")}, NOW, STORE_ONLY)
+    # a second, still desired certificate: deleting one of two is below the deletion guard
+    obs = observed(stored("old.test"), stored("keep.test"))
+    keep = {"keep.test": CertStatus(domain="keep.test")}
+    first = plan(desired(spec("keep.test")), obs,
+                 {"old.test": CertStatus(domain="old.test"), **keep}, NOW, STORE_ONLY)
     assert first.actions == () and only(first.scheduled).reason is Reason.ORPHAN_GRACE  # type: ignore[attr-defined]
-    st = {"old.test": CertStatus(domain="old.test", orphaned_at=NOW - timedelta(hours=25))}
-    a = only(plan(desired(), obs, st, NOW, STORE_ONLY).actions)
+    st = {"old.test": CertStatus(domain="old.test", orphaned_at=NOW - timedelta(hours=25)),
+          **keep}
+    a = only(plan(desired(spec("keep.test")), obs, st, NOW, STORE_ONLY).actions)
     assert a.kind is ActionKind.DELETE and a.reason is Reason.NOT_DESIRED  # type: ignore[attr-defined]
 
 

@@ -14,7 +14,8 @@ import pytest
 
 from controller.model import ActionKind, CertificateSpec, CertInfo, KeyType, StoredCert
 from controller.plan import spec_hash
-from controller.policies.subject import Act
+from controller.policies.renewal import names_changed
+from controller.policies.subject import Act, Wait
 from controller.policy import DESIRED, ORPHANED, Chain, PolicySettings, Subject, decide
 from controller.reasons import Reason
 from controller.status import CertStatus
@@ -56,6 +57,7 @@ BASE = Subject(
     settings=PolicySettings(store_only=False),
 )
 EXPIRED = pair(age=timedelta(days=91))
+NOT_YET_VALID = pair(age=-timedelta(hours=2))  # notBefore two hours ahead
 FORCED = CertStatus(domain="a.test", force_renew=True)
 BACKING_OFF = CertStatus(domain="a.test", attempts=3, last_failure="CA down",
                          backoff_until=NOW + timedelta(minutes=4), spec_hash=HASH)
@@ -76,6 +78,7 @@ def test_the_desired_chain_order() -> None:
         "key_type_changed",
         "expired",
         "renewal_due",
+        "not_yet_valid",
         "njet_unreachable",
         "waiting_for_reload",
         "not_served",
@@ -87,7 +90,8 @@ def test_the_desired_chain_order() -> None:
 
 def test_the_orphaned_chain_order() -> None:
     assert names(ORPHANED.checks) == ("grace_starts", "grace_over", "in_grace")
-    assert (ORPHANED.holds, ORPHANED.caveats, ORPHANED.notes) == ((), (), ())
+    assert names(ORPHANED.holds) == ("deletion_guard",)
+    assert (ORPHANED.caveats, ORPHANED.notes) == ((), ())
 
 
 @dataclass(frozen=True)
@@ -141,6 +145,16 @@ CASES = [
     case("the backoff holds before the caveat is looked at", {"cert_missing"}, "backoff",
          Reason.BACKOFF, waits=(Reason.BACKOFF,), stored=None, status=BACKING_OFF,
          **NOT_IN_NJET),
+    case("a pair not valid yet waits instead of being applied", {"not_yet_valid", "not_served"},
+         "not_yet_valid", Reason.NOT_YET_VALID, waits=(Reason.NOT_YET_VALID,),
+         stored=NOT_YET_VALID, served_fingerprint="0" * 64),
+    case("a pair not valid yet waits for its notBefore, not for the reload",
+         {"not_yet_valid", "waiting_for_reload"}, "not_yet_valid", Reason.NOT_YET_VALID,
+         waits=(Reason.NOT_YET_VALID,), stored=NOT_YET_VALID, **NOT_IN_NJET),
+    case("changed names renew a pair not valid yet", {"names_changed", "not_yet_valid"},
+         "names_changed", Reason.NAMES_CHANGED,
+         stored=replace(NOT_YET_VALID, info=replace(NOT_YET_VALID.info,
+                                                     names=("a.test", "old.test")))),
     case("the backoff of another spec holds nothing back", {"expired", "renewal_due"},
          "expired", Reason.EXPIRED, stored=EXPIRED,
          status=replace(BACKING_OFF, spec_hash="another")),
@@ -154,7 +168,9 @@ def test_the_first_finding_decides(c: Case) -> None:
     d = decide(DESIRED, c.subject)
     assert d.decided_by == c.first
     assert tuple(w.reason for w in d.waits) == c.waits
-    if c.first in names(DESIRED.holds):
+    decider = {f.__name__: f for f in DESIRED.checks}.get(c.first)
+    if c.first in names(DESIRED.holds) or (
+            decider is not None and isinstance(decider(c.subject), Wait)):
         assert d.act is None and d.waits[0].reason is c.reason
     else:
         assert d.act is not None and d.act.reason is c.reason
@@ -236,3 +252,46 @@ def test_nothing_applies_to_a_desired_name_in_store_only_mode() -> None:
                 njet_present=False, bootstrap_key_type=KeyType.EC256)
     assert decide(DESIRED, s) == decide(DESIRED, replace(s, njet_error="not asked"))
     assert decide(DESIRED, s).decided_by is None and decide(DESIRED, s).notes == ()
+
+
+def test_a_pair_not_valid_yet_waits_until_its_not_before_and_is_applied_after() -> None:
+    ahead = replace(BASE, stored=NOT_YET_VALID, served_fingerprint="0" * 64)
+    (w,) = decide(DESIRED, ahead).waits
+    assert (w.reason, w.until) == (Reason.NOT_YET_VALID, NOT_YET_VALID.info.not_before)
+    assert decide(DESIRED, ahead).act is None
+    then = decide(DESIRED, replace(ahead, now=NOT_YET_VALID.info.not_before))
+    assert then.act is not None and then.act.reason is Reason.NOT_SERVED
+    # served already, or in store-only mode: still not in sync until then
+    served = decide(DESIRED, replace(ahead, served_fingerprint=FP))
+    store_only = decide(DESIRED, replace(ahead, settings=PolicySettings(store_only=True),
+                                         **NOT_IN_NJET))  # type: ignore[arg-type]
+    assert [x.reason for x in served.waits] == [x.reason for x in store_only.waits] == [
+        Reason.NOT_YET_VALID]
+
+
+LONG = "a" * 60 + ".long.test"  # 70 characters: cannot be a CN
+
+
+@pytest.mark.parametrize("cn", [None, "www.a.test", LONG])
+def test_a_first_name_too_long_for_the_cn_agrees_with_any_cn_the_ca_gave(cn: str | None) -> None:
+    """Our CSR asks for the first name that fits (or none); whatever a CA puts there among
+    the names must not renew on every pass."""
+    want = CertificateSpec(domain=LONG, names=(LONG, "www.a.test"))
+    stored = pair(LONG, "www.a.test")
+    s = replace(BASE, domain=LONG, spec=want,
+                stored=replace(stored, info=replace(stored.info, common_name=cn)))
+    assert names_changed(s) is None
+    assert decide(DESIRED, s).act is None
+
+
+def test_a_first_name_too_long_for_the_cn_still_renews_for_a_foreign_cn() -> None:
+    want = CertificateSpec(domain=LONG, names=(LONG, "www.a.test"))
+    stored = pair(LONG, "www.a.test")
+    s = replace(BASE, domain=LONG, spec=want,
+                stored=replace(stored, info=replace(stored.info, common_name="other.test")))
+    found = names_changed(s)
+    assert found is not None and found.message == "names changed: CN other.test -> www.a.test"
+    # a first name that fits must still be the CN
+    base = pair()
+    fits = replace(BASE, stored=replace(base, info=replace(base.info, common_name=None)))
+    assert names_changed(fits) is not None

@@ -134,7 +134,8 @@ async def test_the_store_changed_since_the_plan_was_made_is_skipped_in_a_pass() 
     planned issue is skipped, nothing is ordered, no failure is counted; the next pass sees the
     new pair and applies it."""
     w = world(A)
-    other = make_cert(["a.test", "www.a.test"]).issued()
+    other = make_cert(["a.test", "www.a.test"],
+                      not_before=w.clock() - timedelta(hours=1)).issued()  # valid by the clock
 
     def meanwhile() -> None:
         w.store.on_load_all = None

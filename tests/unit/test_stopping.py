@@ -9,6 +9,7 @@ import signal
 import threading
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -17,12 +18,13 @@ from controller.admin_backend import ControllerBackend
 from controller.config import parse_config
 from controller.execute import Executor, store_write
 from controller.metrics import ControllerMetrics
-from controller.model import KeyType
+from controller.model import IssuedCert, KeyType, StoredCert
 from controller.observe import Gatherer
 from controller.policy import PolicySettings
 from controller.reconcile import Loop, Reconciler
 from controller.service import Service
 from tests.fakes import FakeClock, FakeDesired, FakeIssuer, MemoryStatus, MemoryStore
+from tests.faults.helpers import store_problems
 from tests.support.hackmods import free_tcp_port
 
 CONF = """http {
@@ -74,9 +76,7 @@ def test_healthz_says_stopping_once_the_loop_is_asked_to_stop() -> None:
     assert backend.health()["status"] == "stopping"
 
 
-async def test_a_stop_signal_cancels_the_order_in_flight_and_releases_the_lock(
-    tmp_path: Path,
-) -> None:
+def store_only_service(tmp_path: Path) -> Service:
     prefix = tmp_path / "njet"
     (prefix / "conf").mkdir(parents=True)
     (prefix / "conf" / "njet.conf").write_text(CONF)
@@ -85,7 +85,13 @@ async def test_a_stop_signal_cancels_the_order_in_flight_and_releases_the_lock(
          "admin": {"address": f"127.0.0.1:{free_tcp_port()}"}},
         prefix=prefix,
     )
-    service = Service(config)
+    return Service(config)
+
+
+async def test_a_stop_signal_cancels_the_order_in_flight_and_releases_the_lock(
+    tmp_path: Path,
+) -> None:
+    service = store_only_service(tmp_path)
     issuer = FakeIssuer()
     issuer.hold = asyncio.Event()  # a CA that never answers
     service.app._issuer = issuer
@@ -102,3 +108,45 @@ async def test_a_stop_signal_cancels_the_order_in_flight_and_releases_the_lock(
         run.cancel()
     assert issuer.in_flight == 0 and issuer.closed
     assert StoreLock(service.app.paths).try_acquire(), "the store lock was not released"
+
+
+class HeldPut:
+    """The real store, with `put` held until `release` is set."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def put(self, domain: str, issued: IssuedCert) -> StoredCert:
+        self.started.set()
+        self.release.wait(30)
+        stored: StoredCert = self.inner.put(domain, issued)
+        return stored
+
+
+async def test_a_stop_signal_during_a_store_write_keeps_the_lock_until_the_write_is_done(
+    tmp_path: Path,
+) -> None:
+    service = store_only_service(tmp_path)
+    service.app._issuer = FakeIssuer()
+    held = HeldPut(service.app.store)
+    service.app.reconciler.executor.store = held
+    run = asyncio.ensure_future(service.run())
+    try:
+        assert await asyncio.to_thread(held.started.wait, 10)
+        service.stop(signal.SIGTERM)
+        done, _ = await asyncio.wait([run], timeout=1.0)
+        assert not done, "run() ended while the store write was still running"
+        assert not StoreLock(service.app.paths).try_acquire(), "the lock was released early"
+        held.release.set()
+        done, _ = await asyncio.wait([run], timeout=10)
+        assert run in done and run.result() == 0
+    finally:
+        held.release.set()
+        run.cancel()
+    assert (service.app.paths.certificates / "a.test.crt").exists()
+    assert not store_problems(service.app.paths.prefix)

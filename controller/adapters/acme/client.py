@@ -6,9 +6,9 @@ exit) while the challenge servers (a ports.ChallengeSolver) answer on the event 
 
 Stopping: every issue/revoke call has a stop flag that its networks check before each request
 and its retry and poll waits end on (acme/network.py). It is set when the calling task is
-cancelled, and for every call in flight or to come by `stop()` (app.py calls it on SIGTERM) and
-`close()`. Requests have connect/read timeouts (5 s / 15 s), so a CA that hangs holds a thread
-no longer than that, and a stopping process never waits for it.
+cancelled, and for every call in flight or to come by `stop()` (on SIGTERM: service.py through
+App.stop) and `close()`. Requests have connect/read timeouts (5 s / 15 s), so a CA that hangs
+holds a thread no longer than that, and a stopping process never waits for it.
 
 issue(spec, key_type): fresh private key -> CSR (CN = names[0], SAN = names) -> newOrder ->
 present the solver's challenge type for each pending authorization -> answer -> poll fast ->

@@ -3,15 +3,21 @@
 Routes (NJet's docs print `/api/v1//cert…` with a double slash; both spellings work):
   GET    /api/v1/cert                  {"certificates": [CertView…]}
   GET    /api/v1/cert/{domain}         CertView | 404
-  DELETE /api/v1/cert/{domain}         200 {deleted, still_desired, message} | 404
-  POST   /api/v1/cert/{domain}/renew   202 | 404 (not a desired name)
+  DELETE /api/v1/cert/{domain}         200 {deleted, still_desired, quarantined_to, message}
+                                       | 404 (the pair moves to quarantine/, never unlinked)
+  POST   /api/v1/cert/{domain}/renew   202 (requested, or already pending) | 404 (not a
+                                       desired name) | 409 (refused: the hourly cap, or a
+                                       young certificate without `?force=true`)
   GET    /api/v1/plan                  the backend's plan JSON
   POST   /api/v1/reconcile             202
+  POST   /api/v1/gc/confirm            200 {released, count, stored} | 409 (nothing held)
   GET    /healthz                      backend.health(); 503 when it says "ok": false
   GET    /metrics                      Prometheus text format 0.0.4
+Every call of a mutating route (POST, DELETE) that reaches its handler is written to the event
+log through backend.record_event, with the peer's address and the answer's status and reason.
 Errors are JSON `{"error": "<message>"}`. With a token set every route except /healthz needs
 `Authorization: Bearer <token>` (401 otherwise; constant-time compare); /healthz stays open
-for supervisors and reveals only what health() returns.
+for supervisors: without the token (when one is set) it shows only ports.PUBLIC_HEALTH_FIELDS.
 
 Path safety: routing of /api/* is done here on the raw request target (aiohttp decodes
 `%2e%2e` / `%2F` before its own matching). Any `%` or a `.`/`..` segment in the path is
@@ -46,7 +52,7 @@ from controller.adapters.admin.limits import ConnectionGate, ConnectionLimits
 from controller.errors import ConfigError
 from controller.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from controller.paths import validate_domain
-from controller.ports import AdminBackend
+from controller.ports import PUBLIC_HEALTH_FIELDS, AdminBackend
 from controller.ports import CertView as CertView  # re-exported: admin_backend.py imports it here
 from controller.ports import DeleteResult as DeleteResult  # likewise
 
@@ -92,6 +98,7 @@ class _Api:
             "cert/{d}/renew": {"POST": self.renew},
             "plan": {"GET": self.plan},
             "reconcile": {"POST": self.reconcile},
+            "gc/confirm": {"POST": self.gc_confirm},
         }
 
     def resolve(self, raw_path: str) -> tuple[str, str | None]:
@@ -122,7 +129,24 @@ class _Api:
             allowed = ", ".join(sorted(methods))
             raise _ApiError(405, f"{request.method} is not allowed here (use {allowed})",
                             Allow=allowed)  # fmt: skip
-        return await handler(request, domain)
+        if request.method not in _MUTATING:
+            return await handler(request, domain)
+        action = _action(key, request.method)
+        try:
+            response = await handler(request, domain)
+        except _ApiError as exc:
+            self._record(request, action, domain, exc.status, str(exc))
+            raise
+        except Exception as exc:
+            self._record(request, action, domain, 500, f"internal error: {type(exc).__name__}")
+            raise
+        self._record(request, action, domain, response.status, _summary(response))
+        return response
+
+    def _record(self, request: web.Request, action: str, domain: str | None, status: int,
+                text: str) -> None:
+        self.b.record_event(peer=_peer(request), action=action, domain=domain,
+                            result=str(status), detail=text or None)
 
     async def list_certs(self, _r: web.Request, _d: str | None) -> web.StreamResponse:
         return _json({"certificates": await self.b.list_certs()})
@@ -142,6 +166,8 @@ class _Api:
             "deleted": res.deleted,
             "still_desired": res.still_desired,
         }
+        if res.quarantined_to:
+            body["quarantined_to"] = res.quarantined_to
         if res.still_desired:
             body["message"] = (
                 f"{d} is still wanted by NJet's configuration or events; "
@@ -152,11 +178,15 @@ class _Api:
             return _json(body, 404)
         return _json(body)
 
-    async def renew(self, _r: web.Request, d: str | None) -> web.StreamResponse:
+    async def renew(self, r: web.Request, d: str | None) -> web.StreamResponse:
         assert d is not None
-        if not await self.b.force_renew(d):
+        result = await self.b.force_renew(d, force=_flag(r, "force"))
+        if result.outcome == "unknown":
             raise _ApiError(404, f"{d} is not a desired certificate; nothing to renew")
-        return _json({"domain": d, "status": "renewal requested"}, 202)
+        if result.outcome == "refused":
+            raise _ApiError(409, f"renewal of {d} refused: {result.reason}")
+        status = "already pending" if result.outcome == "pending" else "renewal requested"
+        return _json({"domain": d, "status": status}, 202)
 
     async def plan(self, _r: web.Request, _d: str | None) -> web.StreamResponse:
         plan = await self.b.plan_json()
@@ -167,6 +197,61 @@ class _Api:
     async def reconcile(self, _r: web.Request, _d: str | None) -> web.StreamResponse:
         self.b.request_reconcile()
         return _json({"status": "reconcile requested"}, 202)
+
+    async def gc_confirm(self, r: web.Request, _d: str | None) -> web.StreamResponse:
+        res = await self.b.gc_confirm(by=f"admin {_peer(r)}")
+        if not res.released:
+            raise _ApiError(409, "the deletion guard holds no deletion; nothing to confirm")
+        return _json({"released": list(res.released), "count": len(res.released),
+                      "stored": res.stored,
+                      "message": "released once: the next reconcile pass moves these "
+                                 "certificates to quarantine/"})
+
+
+_MUTATING = frozenset({"POST", "DELETE", "PUT", "PATCH"})
+_TRUE, _FALSE = frozenset({"true", "1", "yes"}), frozenset({"false", "0", "no", ""})
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    """A boolean query parameter (`?force=true`); absent is False, a bad value a 400."""
+    values = request.query.getall(name, [])
+    if not values:
+        return False
+    value = values[-1].strip().lower()
+    if value not in _TRUE | _FALSE:
+        raise _ApiError(400, f"query parameter {name!r} must be true or false")
+    return value in _TRUE
+
+
+def _action(key: str, method: str) -> str:
+    """The event log's name of a mutating call: "renew", "delete", "reconcile", "gc confirm"."""
+    if key == "cert/{d}":
+        return method.lower()
+    return key.removeprefix("cert/{d}/").replace("/", " ")
+
+
+def _peer(request: web.Request) -> str:
+    """The caller's address as "host:port" ("unknown" when the transport has none)."""
+    peer = request.transport.get_extra_info("peername") if request.transport else None
+    if isinstance(peer, tuple) and len(peer) >= 2:
+        host = str(peer[0])
+        return f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
+    return request.remote or "unknown"
+
+
+def _summary(response: web.StreamResponse) -> str:
+    """What a JSON answer says in a few words: its "status", else its "error"."""
+    body = getattr(response, "body", None)
+    if not isinstance(body, bytes):
+        return ""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return ""
+    if not isinstance(doc, dict):
+        return ""
+    text = doc.get("status") or doc.get("message") or doc.get("error") or ""
+    return str(text)
 
 
 def _unsafe_path(raw_path: str) -> str | None:
@@ -210,8 +295,10 @@ def build_app(backend: AdminBackend, token: str) -> web.Application:
             log.exception("admin API: %s %s failed", request.method, request.path[:200])
             return _error(500, "internal error; see the controller log")
 
-    async def healthz(_request: web.Request) -> web.StreamResponse:
+    async def healthz(request: web.Request) -> web.StreamResponse:
         health = backend.health()
+        if token and not _authorized(request, token):
+            health = {k: v for k, v in health.items() if k in PUBLIC_HEALTH_FIELDS}
         return _json(health, 503 if health.get("ok") is False else 200)
 
     async def metrics(_request: web.Request) -> web.StreamResponse:

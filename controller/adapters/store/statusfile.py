@@ -5,7 +5,9 @@ atomic (fsutil.atomic_write). A file that cannot be parsed, or is not a regular 
 1 MiB (fsutil.read_regular: a symlink, a FIFO, a device), is logged as a warning and treated as
 absent (the certificate then simply starts with a fresh status), never a crash or a hang.
 Parsed files are cached by (st_size, st_mtime_ns, st_ino), so re-reading an unchanged folder
-costs one stat each. Write failures raise StoreError naming the path; so does any write of
+costs one stat each. A `backoff_until` more than 24 h + the 6 h backoff cap ahead (a hand edit,
+or a file written before Retry-After was bounded) is read as now + 24 h, with a warning. Write
+failures raise StoreError naming the path; so does any write of
 `StatusFiles(paths, read_only=True)` (what `diff` uses).
 """
 
@@ -14,14 +16,24 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from controller.adapters.store import fsutil
+from controller.clock import utc_now
 from controller.errors import ConfigError, StoreError
 from controller.paths import StorePaths, safe_file_name
-from controller.status import CertStatus, status_from_json, status_to_json
+from controller.status import (
+    BACKOFF_CAP,
+    MAX_RETRY_AFTER,
+    CertStatus,
+    status_from_json,
+    status_to_json,
+)
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +46,11 @@ _Ident = tuple[int, int, int]
 class StatusFiles:
     """Load and save CertStatus records (see the module docstring)."""
 
-    def __init__(self, paths: StorePaths, *, read_only: bool = False) -> None:
+    def __init__(self, paths: StorePaths, *, read_only: bool = False,
+                 clock: Callable[[], datetime] = utc_now) -> None:
         self.paths = paths
         self.read_only = read_only
+        self._clock = clock
         self._lock = threading.Lock()
         # file name -> (identity, parsed status or None when unusable)
         self._cache: dict[str, tuple[_Ident, CertStatus | None]] = {}
@@ -95,6 +109,8 @@ class StatusFiles:
             cache[file_name] = hit
             return hit[1]
         status = _parse(path, file_name)
+        if status is not None:
+            status = _bounded_backoff(status, path, self._clock())
         cache[file_name] = (ident, status)
         return status
 
@@ -157,3 +173,14 @@ def _parse(path: Path, file_name: str) -> CertStatus | None:
         log.warning("ignoring status file %s: it is about %r", path, status.domain)
         return None
     return status
+
+
+def _bounded_backoff(status: CertStatus, path: Path, now: datetime) -> CertStatus:
+    """`status` with a backoff_until beyond MAX_RETRY_AFTER + BACKOFF_CAP clamped to now + 24 h."""
+    until = status.backoff_until
+    if until is None or until - now <= MAX_RETRY_AFTER + BACKOFF_CAP:
+        return status
+    bounded = now + MAX_RETRY_AFTER
+    log.warning("status file %s: backoff_until %s is further ahead than any backoff; "
+                "waiting until %s instead", path, until.isoformat(), bounded.isoformat())
+    return replace(status, backoff_until=bounded)
