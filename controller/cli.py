@@ -274,6 +274,9 @@ async def cmd_certs_renew(app: object, name: str, *, force: bool) -> int:
         print(f"renewal of {domain} requested; the next `run` or `reconcile` orders it")
     elif result.outcome == "pending":
         print(f"a forced renewal of {domain} is already pending")
+    elif result.outcome == "unknown":
+        print(f"error: {result.reason}; nothing to renew", file=sys.stderr)
+        return 1
     else:
         print(f"error: renewal of {domain} refused: {result.reason}", file=sys.stderr)
         return 1

@@ -56,7 +56,8 @@ class Source(StrEnum):
 
 @dataclass(frozen=True)
 class CertificateSpec:
-    """One wanted certificate: CN = names[0], SAN = names.
+    """One wanted certificate: CN = names[0] (certinfo.csr_common_name: the first name of at
+    most 64 characters), SAN = names.
 
     `domain` is the store key (= names[0]). `listens` are NJet's listen strings as GET
     /api/v1/ssl spells them ("127.0.0.1:8443", "0.0.0.0:8444", "[::1]:8445").

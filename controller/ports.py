@@ -92,8 +92,8 @@ class CertStore(Protocol):
 class Issuer(Protocol):
     """An ACME client bound to one CA and account (adapters/acme/client.py).
 
-    `issue` orders a certificate for spec.names (CN = names[0]) with a fresh key of `key_type`,
-    solves the challenges and returns the result; it never touches the store. Raises
+    `issue` orders a certificate for spec.names (CN: certinfo.csr_common_name) with a fresh key
+    of `key_type`, solves the challenges and returns the result; it never touches the store. Raises
     TemporaryError (connection, 5xx, badNonce, rateLimited with retry_after) or PermanentError
     (rejectedIdentifier, unauthorized, malformed), ConfigError for a bad CA URL or EAB.
     Several orders may be in flight at once (up to the executor's concurrency).

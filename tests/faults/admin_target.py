@@ -38,7 +38,7 @@ http {
 # What a valid request may change (delete: certificates/, renew: the status file; any read may
 # refresh the store's parse index); everything else, the swap journal included, must be
 # byte-identical after every request.
-STORE_DIRS = (".lego/certificates", ".lego/status", ".lego/index.json")
+STORE_DIRS = (".lego/certificates", ".lego/status", ".lego/index.json", ".lego/quarantine")
 # The event log: every mutating call that reaches a route appends one line (refused ones too);
 # it is kept out of tree() and checked on its own (`event_log()`: it only ever grows).
 EVENT_LOG = ".lego/events.jsonl"

@@ -13,6 +13,8 @@ Families about planted paths also count `outside` = files created, changed or re
 the store (a sentinel tree next to it); their line ends with `outside=N`, which must be 0.
 The floods family (test_floods.py) records one trial per flood scenario, converged when the
 controller kept answering, writing its status files and its log quiet.
+The gc-guard family (test_gc_guard_faults.py) records one trial per random mass deletion:
+converged when the deletion guard held exactly when it must and no pair was lost.
 Pure bookkeeping in process memory; no pytest import, no I/O.
 """
 

@@ -377,3 +377,61 @@ async def test_a_bodyless_429_on_new_nonce_keeps_its_retry_after(
     st = rig.status()
     assert not done and st is not None and st.backoff_until is not None
     assert st.backoff_until >= started + timedelta(seconds=1200), st
+
+
+# --- a Retry-After beyond any backoff (issue 13, item 3) ------------------------------------------
+
+HUGE_RETRY_AFTER = "99999999999999999999"  # seconds; timedelta(seconds=1e20) overflows
+THREE = ("a.test", "b.test", "c.test")
+THREE_CONF = "http {\n" + "".join(
+    f"    server {{ listen 127.0.0.1:8443 ssl; server_name {d} www.{d};"
+    " ssl_certificate_management acme; }\n" for d in THREE) + "}\n"
+
+
+async def test_a_huge_retry_after_backs_off_24_hours_and_the_other_statuses_survive(
+    rig_factory: Callable[..., Rig], logs: io.StringIO
+) -> None:
+    """The first newOrder of a pass ordering three certificates gets a real 429 with
+    `Retry-After: 99999999999999999999`: the pass completes, that certificate's status says
+    now + 24 h, the other two are issued and their statuses written; a hand edit pushing the
+    backoff a year ahead is read back as 24 h."""
+    from tests.faults.helpers import edit_status
+
+    rig = rig_factory()
+    (rig.prefix / "conf" / "njet.conf").write_text(THREE_CONF)
+    rig.proxy.fail(1, status=429, retry_after=HUGE_RETRY_AFTER, path="^/order-plz$")
+    started = rig.now()
+    result = await rig.app().reconciler.converge()  # before the fix: OverflowError, no status
+    finished = rig.now()
+    statuses = rig.app().status_files.load_all()  # what is on disk
+    limited = sorted(d for d, s in statuses.items() if s.backoff_until is not None)
+    problems = []
+    if result.plan.in_sync:
+        problems.append("converged through a rate limit")
+    if len(limited) != 1 or set(statuses) != set(THREE):
+        problems.append(f"statuses on disk: {sorted(statuses)}, backing off: {limited}")
+    else:
+        until = statuses[limited[0]].backoff_until
+        assert until is not None
+        if not started + timedelta(hours=24) <= until <= finished + timedelta(hours=24):
+            problems.append(f"backoff_until {until} is not the pass's now + 24 h")
+        for domain in set(THREE) - set(limited):
+            st = statuses[domain]
+            if st.last_success_at is None or st.attempts:
+                problems.append(f"{domain}'s status lost its success: {st}")
+            if not (rig.prefix / ".lego" / "certificates" / f"{domain}.crt").exists():
+                problems.append(f"{domain} was not issued")
+        edit_status(rig.prefix, limited[0],
+                    backoff_until=(rig.now() + timedelta(days=365)).isoformat())
+        loaded = rig.app().status_files.load(limited[0])
+        bound = rig.now() + timedelta(hours=24)
+        if loaded is None or loaded.backoff_until is None or not (
+                bound - timedelta(minutes=1) <= loaded.backoff_until <= bound):
+            problems.append(f"a one-year backoff was not clamped at load: {loaded}")
+    if "Retry-After beyond the longest honoured backoff; clamped" not in logs.getvalue():
+        problems.append("the clamp was not logged")
+    if rig.proxy.count("^/order-plz$") != len(THREE):
+        problems.append(f"{rig.proxy.count('^/order-plz$')} newOrders for three certificates")
+    problems += store_problems(rig.prefix)
+    summary.record(FAMILY, trials=1, converged=int(not problems))
+    assert not problems, "\n".join(problems)

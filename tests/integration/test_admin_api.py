@@ -18,7 +18,7 @@ from controller.adapters.admin.server import AdminServer, start_admin
 from controller.certinfo import read_cert_info
 from controller.metrics import ControllerMetrics
 from controller.paths import StorePaths
-from controller.ports import CertView, DeleteResult, RenewResult
+from controller.ports import CertView, DeleteResult, GcConfirmResult, RenewResult
 from tests.certbuilder import make_cert
 
 TOKEN = "s3cret-token"
@@ -80,6 +80,10 @@ class DiskBackend:
     def record_event(self, *, peer: str, action: str, domain: str | None, result: str,
                      detail: str | None = None) -> None:
         self.events.append((peer, action, domain, result))
+
+    async def gc_confirm(self, by: str) -> GcConfirmResult:
+        self.calls.append(("gc confirm", by))
+        return GcConfirmResult(released=())
 
     def health(self) -> dict[str, Any]:
         return {"ok": True, "mqtt_connected": False}

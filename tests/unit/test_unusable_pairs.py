@@ -192,3 +192,18 @@ async def test_a_new_pair_not_valid_yet_is_stored_not_pushed_and_applied_at_its_
         (ActionKind.APPLY, Reason.NOT_SERVED)]
     assert third.plan.in_sync and w.njet.blocks[0].served["ecc"] == stored.info.fingerprint
     assert len(w.issuer.orders) == 1
+
+
+async def test_a_broken_pair_of_a_name_not_desired_is_monitored_and_left_alone() -> None:
+    """Not ours to reissue (nothing wants the name): no order, no quarantine, but it shows."""
+    w = world(A)
+    backend = watched(w)
+    w.store.put_unparsable("old.test", "certificate old.test.crt cannot be read: truncated")
+    final = await w.rec.converge()
+    seen(backend, final)
+    assert w.issuer.orders == [("a.test", KeyType.EC256)] and w.store.quarantined_unparsable == {}
+    assert ready_of(backend, "old.test") == {"ready": 0, "reasons": ["StoredUnusable"]}
+    assert ready_of(backend, "a.test") == {"ready": 1, "reasons": []}
+    health = backend.health()
+    assert (health["ok"], health["problem_count"]) == (False, 1)
+    assert [p["domain"] for p in health["problems"]] == ["old.test"]

@@ -10,7 +10,7 @@ cancelled, and for every call in flight or to come by `stop()` (on SIGTERM: serv
 App.stop) and `close()`. Requests have connect/read timeouts (5 s / 15 s), so a CA that hangs
 holds a thread no longer than that, and a stopping process never waits for it.
 
-issue(spec, key_type): fresh private key -> CSR (CN = names[0], SAN = names) -> newOrder ->
+issue(spec, key_type): fresh private key -> CSR (CN = csr_common_name, SAN = names) -> newOrder ->
 present the solver's challenge type for each pending authorization -> answer -> poll fast ->
 finalize -> download. It returns an IssuedCert and writes nothing but the account.
 
