@@ -9,9 +9,10 @@ from it, on an import against these rules, and when this list or README.md's dis
                ports, policy, policies/, plan, fold, render. Pure: no I/O, process, clock or
                randomness library, no call that touches a file or reads a clock. Uses nothing
                else.
-  support      logs, metrics, gcpause, faultpoints, clock: process-wide helpers (stderr, the
-               metrics registry, gc, SIGKILL at named points, the system clock); never a file,
-               the network or asyncio. Uses core.
+  support      logs, metrics, gcpause, faultpoints, clock, threads: process-wide helpers
+               (stderr, the metrics registry, gc, SIGKILL at named points, the system clock,
+               blocking work on daemon threads); never a file or the network, and asyncio only
+               in threads. Uses core.
   loading      config, njetconf, conffiles, desired, desired_source: where files are read (the
                TOML, njet.conf and its includes, desired state); no network or async library,
                no write. Uses core and support.
@@ -21,8 +22,8 @@ from it, on an import against these rules, and when this list or README.md's dis
                All the network and file writes. Uses core, support and loading; a subpackage
                uses another only through a listed seam (acme -> store/fsutil and challenges,
                challenges -> njet).
-  steps        observe (the one gatherer), execute (runs actions), reconcile (the loop),
-               threads (blocking work on daemon threads). Use core and support only: the
+  steps        observe (the one gatherer), execute (runs actions), reconcile (the loop).
+               Use core and support only: the
                store, the CA, NJet and njet.conf are reached through the Protocols of
                ports.py; asyncio, but no network library, and no write.
   composition  app (builds the adapters and the loop), service (the long-running process),

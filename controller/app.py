@@ -1,8 +1,11 @@
 """Composition root: builds the adapters and steps from a Config. No logic of its own.
 
 Called by cli.py. Everything NJet-facing is skipped in store-only mode (`[njet] apiAddress = ""`).
-The ACME issuer and the challenge solver are built lazily, so `diff` never registers an account
-or orders anything, and a pass with nothing to order never imports the ACME or HTTP stacks.
+The ACME issuer and the challenge solvers are built lazily, so `diff` never registers an account
+or orders anything, and a pass with nothing to order never imports the ACME or HTTP stacks. The
+solvers are a SolverSet (one per challenge type, each built when a certificate first needs it):
+http-01 on our own server or through NJet (`proxyHttpChallengeServerIp`), tls-alpn-01 on our
+own server; a certificate's `[certificates."name"] challengeType` picks one, else [acme]'s.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from controller.adapters.store.runtime import RuntimeStore
 from controller.adapters.store.statusfile import StatusFiles
 from controller.clock import utc_now
 from controller.config import Config
-from controller.desired_source import DesiredSource
+from controller.desired_source import CertSettings, DesiredSource
 from controller.errors import ControllerError
 from controller.execute import Executor
 from controller.logs import log_event
@@ -31,6 +34,7 @@ from controller.ports import ChallengeSolver, Issuer, LeftoverCleaner, ProbeOutc
 from controller.reconcile import Reconciler
 
 if TYPE_CHECKING:
+    from controller.adapters.challenges.solvers import SolverSet
     from controller.adapters.njet.api import NjetClient
 
 
@@ -57,23 +61,41 @@ def policy_settings(config: Config) -> PolicySettings:
     )
 
 
-def build_solver(config: Config, njet: NjetClient | None) -> ChallengeSolver:
-    from controller.adapters.challenges.solvers import LocalHttp01Solver, LocalTlsAlpn01Solver
+def build_solvers(config: Config, njet: NjetClient | None) -> SolverSet:
+    """Every challenge type's solver factory (each solver built on first use)."""
+    from controller.adapters.challenges.solvers import (
+        LocalHttp01Solver,
+        LocalTlsAlpn01Solver,
+        SolverSet,
+    )
 
-    if config.acme.challengeType is ChallengeType.TLS:
-        return LocalTlsAlpn01Solver(config.acme.tlsChallengeServerAddress)
-    local = LocalHttp01Solver(config.acme.httpChallengeServerAddress)
-    if config.acme.proxyHttpChallengeServerIp and njet is not None:
-        from controller.adapters.challenges.njet_http01 import NjetProxyHttp01Solver
+    acme = config.acme
 
-        return NjetProxyHttp01Solver(
-            local,
-            njet=njet,
-            listen_ip=config.acme.proxyHttpChallengeServerIp,
-            port=config.acme.httpValidationPort,
-            upstream_address=config.acme.httpChallengeServerAddress,
-        )
-    return local
+    def http01() -> ChallengeSolver:
+        local = LocalHttp01Solver(acme.httpChallengeServerAddress)
+        if acme.proxyHttpChallengeServerIp and njet is not None:
+            from controller.adapters.challenges.njet_http01 import NjetProxyHttp01Solver
+
+            return NjetProxyHttp01Solver(
+                local,
+                njet=njet,
+                listen_ip=acme.proxyHttpChallengeServerIp,
+                port=acme.httpValidationPort,
+                upstream_address=acme.httpChallengeServerAddress,
+            )
+        return local
+
+    def tls_alpn01() -> ChallengeSolver:
+        return LocalTlsAlpn01Solver(acme.tlsChallengeServerAddress)
+
+    return SolverSet({ChallengeType.HTTP: http01, ChallengeType.TLS: tls_alpn01})
+
+
+def cert_settings(config: Config) -> dict[str, CertSettings]:
+    """The TOML's [certificates."name"] tables as the desired layer takes them."""
+    return {name: CertSettings(key_type=t.keyType, challenge_type=t.challengeType,
+                               profile=t.profile)
+            for name, t in config.certificates.items()}
 
 
 @dataclass
@@ -90,7 +112,7 @@ class App:
     njet: NjetClient | None = field(init=False, default=None)
     reconciler: Reconciler = field(init=False)
     _issuer: Issuer | None = field(init=False, default=None)
-    _solver: ChallengeSolver | None = field(init=False, default=None)
+    _solvers: SolverSet | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         cfg = self.config
@@ -101,8 +123,11 @@ class App:
         self.gc_confirmations = GcConfirmFile(self.paths, read_only=self.read_only)
         self.quarantine = Quarantine(self.paths, retention=cfg.controller.quarantineRetention,
                                      read_only=self.read_only)
-        self.desired_source = DesiredSource(cfg.conf_path, cfg.acme.keyType, self.runtime,
-                                            max_conf_bytes=cfg.njet.maxConfBytes)
+        self.desired_source = DesiredSource(
+            cfg.conf_path, cfg.acme.keyType, self.runtime, max_conf_bytes=cfg.njet.maxConfBytes,
+            settings=cert_settings(cfg), default_challenge=cfg.acme.challengeType,
+            default_profile=cfg.acme.profile.strip(), settings_origin=cfg.source,
+        )
         repeated: type[BaseException] | None = None
         if not cfg.store_only:
             from controller.adapters.njet.api import NjetClient, NjetRepeated
@@ -146,7 +171,7 @@ class App:
             log_event("store recovery", detail=line)
         if not self.config.acme.proxyHttpChallengeServerIp or self.njet is None:
             return
-        solver = self.solver
+        solver = self.solvers.get(ChallengeType.HTTP)  # the NJet-proxied http-01 solver
         if not isinstance(solver, LeftoverCleaner):
             return
         try:
@@ -160,16 +185,16 @@ class App:
         return self.desired_source.load(fresh=fresh)
 
     @property
-    def solver(self) -> ChallengeSolver:
-        if self._solver is None:
-            self._solver = build_solver(self.config, self.njet)
-        return self._solver
+    def solvers(self) -> SolverSet:
+        if self._solvers is None:
+            self._solvers = build_solvers(self.config, self.njet)
+        return self._solvers
 
     async def issuer(self) -> Issuer:
         if self._issuer is None:
             from controller.adapters.acme.client import AcmeIssuer
 
-            self._issuer = AcmeIssuer.from_config(self.config, self.paths, self.solver)
+            self._issuer = AcmeIssuer.from_config(self.config, self.paths, self.solvers)
         return self._issuer
 
     def stop(self) -> None:
@@ -181,7 +206,7 @@ class App:
     async def close(self) -> None:
         if self._issuer is not None:
             await self._issuer.close()
-        if self._solver is not None:
-            await self._solver.close()
+        if self._solvers is not None:
+            await self._solvers.close()
         if self.njet is not None:
             await self.njet.close()

@@ -4,12 +4,15 @@ Called by cli.py (load_config) at start-up. Unknown keys are warnings naming the
 are ConfigErrors naming the file, the key and the expected type, never the value (it may be a
 token or an EAB key). Durations have documented minimums (MIN_INTERVAL, MIN_PROBE_TIMEOUT,
 MIN_ADMIN_TIMEOUT; a zero interval would spin the loop), refused at load like a wrong type.
+`[certificates."name"]` tables (CertificateSettings) set keyType, profile and challengeType per
+certificate; their keys are host names (certificate_name), checked here and made canonical.
 Relative paths are resolved against the NJet prefix (NJet launches copilots from an arbitrary
 working directory).
 """
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from datetime import timedelta
@@ -25,6 +28,7 @@ from pydantic import (
     ValidationError,
 )
 
+from controller.desired import canonical_name, name_problem
 from controller.errors import ConfigError
 from controller.model import ChallengeType, KeyType
 from controller.njetconf import DEFAULT_MAX_CONF_BYTES
@@ -146,6 +150,48 @@ class AdminSection(_Section):
     maxConnections: int = Field(default=256, ge=1, le=65536)
 
 
+def _one_key_type(value: object) -> object:
+    if isinstance(value, list):
+        raise ValueError("dual certificates are not supported yet: give one key type"
+                         " (rsa2048, rsa4096, ec256 or ec384)")
+    return value
+
+
+def _no_dns_yet(value: object) -> object:
+    if isinstance(value, str) and value.strip().lower() == "dns":
+        raise ValueError('"dns" (dns-01) needs a [dns] section, which this version does not'
+                         ' have yet; use "http" or "tls"')
+    return value
+
+
+class CertificateSettings(_Section):
+    """`[certificates."name"]`: settings of the certificate whose first server_name is `name`
+    (unset = the [acme] value; desired_source.py applies them to the desired specs)."""
+
+    keyType: Annotated[KeyType | None, BeforeValidator(_one_key_type)] = None
+    profile: str | None = Field(default=None, min_length=1, max_length=255)
+    challengeType: Annotated[ChallengeType | None, BeforeValidator(_no_dns_yet)] = None
+
+
+def certificate_name(key: str) -> str:
+    """A [certificates] key as the name it configures: lowercased, one trailing dot removed;
+    the wildcard spellings `*.x.test` and `.x.test` are kept as names (wildcards come with
+    dns-01). ValueError says what is wrong with a name that is none."""
+    name = canonical_name(key)
+    base = name[2:] if name.startswith("*.") else name[1:] if name.startswith(".") else name
+    problem = name_problem(base)
+    if problem is not None:
+        raise ValueError(problem)
+    return name
+
+
+def _key_path(key: object) -> str:
+    """`certificates."shop.test"` as an error or warning names it (escaped, bounded)."""
+    text = str(key)
+    shown = text if len(text) <= 80 else text[:80] + "…"
+    return "certificates." + json.dumps(shown, ensure_ascii=True)
+
+
 class Config(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
@@ -156,6 +202,8 @@ class Config(BaseModel):
     log: LogSection = LogSection()
     controller: ControllerSection = ControllerSection()
     admin: AdminSection = AdminSection()
+    # [certificates."<first server_name>"] tables, keyed by certificate_name(key)
+    certificates: dict[str, CertificateSettings] = Field(default_factory=dict)
 
     # Filled by load_config, not from the file.
     prefix: Path = Path("/usr/local/njet")
@@ -196,13 +244,39 @@ def unknown_keys(cfg: Config) -> list[str]:
     for name in _SECTIONS:
         section = getattr(cfg, name)
         out.extend(f"{name}.{k}" for k in (section.model_extra or {}))
+    for key, entry in cfg.certificates.items():
+        out.extend(f"{_key_path(key)}.{k}" for k in (entry.model_extra or {}))
     return out
 
 
 def _describe(err: dict[str, Any]) -> str:
     """One validation error: the key and what was expected, never the value given."""
-    loc = ".".join(str(p) for p in err["loc"])
-    return f"{loc}: {err['msg']}"
+    parts = [str(p) for p in err["loc"]]
+    if parts[:1] == ["certificates"] and len(parts) > 1:
+        parts = [_key_path(parts[1]), *parts[2:]]
+    return f"{'.'.join(parts)}: {err['msg']}"
+
+
+def _certificate_tables(raw: object, source: str) -> dict[str, Any]:
+    """[certificates]: a table of tables keyed by valid names, made canonical."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: [certificates] must be a table, got {type(raw).__name__}")
+    out: dict[str, Any] = {}
+    spelled: dict[str, str] = {}
+    for key, entry in raw.items():
+        try:
+            name = certificate_name(key)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {_key_path(key)}: not a host name: {exc}") from None
+        if not isinstance(entry, dict):
+            raise ConfigError(
+                f"{source}: {_key_path(key)} must be a table, got {type(entry).__name__}")
+        if name in spelled:
+            raise ConfigError(f"{source}: {_key_path(spelled[name])} and {_key_path(key)}"
+                              " name the same certificate")
+        spelled[name] = key
+        out[name] = entry
+    return out
 
 
 def parse_config(data: dict[str, Any], *, prefix: Path, source: str = "<config>") -> Config:
@@ -211,6 +285,8 @@ def parse_config(data: dict[str, Any], *, prefix: Path, source: str = "<config>"
             raise ConfigError(
                 f"{source}: [{name}] must be a table, got {type(data[name]).__name__}"
             )
+    if "certificates" in data:
+        data = {**data, "certificates": _certificate_tables(data["certificates"], source)}
     try:
         return Config.model_validate({**data, "prefix": prefix, "source": source})
     except ValidationError as exc:

@@ -6,6 +6,11 @@ the cache key is the (size, mtime, inode) of every file the parse read, of their
 file matching an include glob changes its folder), and of the runtime store. Passes that probe
 (start-up, the periodic resync, NJet's events) ask for `fresh=True` and always re-parse.
 
+The TOML's `[certificates."name"]` tables (`settings`, as CertSettings) are applied to every
+spec built, conf and runtime alike (apply_settings): a table's keyType overrides the global one;
+its challengeType and profile are set on the spec only where they differ from [acme]'s. A table
+that names no desired certificate is a warning (it may be a typo) whose origin is the TOML file.
+
 `load` may be called from the event loop and from a daemon thread (reconcile.py parses off the
 loop); a lock makes one load at a time.
 
@@ -16,12 +21,12 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from controller.desired import load_desired_and_files, merge_desired
-from controller.model import Desired, KeyType
+from controller.model import ChallengeType, Desired, KeyType, NameWarning
 from controller.njetconf import DEFAULT_MAX_CONF_BYTES
 from controller.ports import RuntimeSpecs
 
@@ -40,12 +45,69 @@ def _signature(paths: Iterable[str]) -> Signature:
     return tuple(out)
 
 
+@dataclass(frozen=True)
+class CertSettings:
+    """One `[certificates."name"]` table (config.CertificateSettings); None = not set."""
+
+    key_type: KeyType | None = None
+    challenge_type: ChallengeType | None = None
+    profile: str | None = None
+
+
+def apply_settings(
+    desired: Desired,
+    settings: Mapping[str, CertSettings],
+    *,
+    default_challenge: ChallengeType = ChallengeType.HTTP,
+    default_profile: str = "",
+    origin: str = "",
+) -> Desired:
+    """`desired` with each table applied to the spec of its name (a `.x.test` table also to
+    the spec x.test), plus a warning per table no spec uses (`origin`: the TOML file)."""
+    if not settings:
+        return desired
+    specs = dict(desired.specs)
+    used: set[str] = set()
+    for domain, spec in desired.specs.items():
+        key = domain if domain in settings else f".{domain}"
+        entry = settings.get(key)
+        if entry is None:
+            continue
+        used.add(key)
+        challenge = entry.challenge_type
+        profile = entry.profile
+        specs[domain] = replace(
+            spec,
+            key_type=entry.key_type or spec.key_type,
+            challenge_type=None if challenge in (None, default_challenge) else challenge,
+            profile=None if profile in (None, default_profile) else profile,
+        )
+    unused = [NameWarning(key, _unused(key, desired), origin)
+              for key in sorted(set(settings) - used)]
+    return replace(desired, specs=specs, warnings=(*desired.warnings, *unused))
+
+
+def _unused(key: str, desired: Desired) -> str:
+    what = f'[certificates."{key}"] has no effect'
+    if key.startswith("*."):
+        return f"{what}: wildcard certificates need dns-01, which this version does not do yet"
+    for domain, spec in sorted(desired.specs.items()):
+        if key in spec.names:
+            return f"{what}: {key} is a name of the certificate {domain}; name that instead"
+    return f"{what}: no managed server block has this first server_name (a typo?)"
+
+
 @dataclass
 class DesiredSource:
     conf_path: Path
     key_type: KeyType | None
     runtime: RuntimeSpecs
     max_conf_bytes: int = DEFAULT_MAX_CONF_BYTES  # [njet] maxConfBytes
+    # [certificates."name"] tables and the [acme] values they are compared with
+    settings: Mapping[str, CertSettings] = field(default_factory=dict)
+    default_challenge: ChallengeType = ChallengeType.HTTP
+    default_profile: str = ""
+    settings_origin: str = ""  # the TOML file, for the unused-table warnings
     _files: frozenset[str] = field(default=frozenset())
     _signature: Signature | None = None
     _value: Desired | None = None
@@ -71,7 +133,11 @@ class DesiredSource:
                                              max_conf_bytes=self.max_conf_bytes)
         self.parses += 1
         extra = self.runtime.load()
-        value = merge_desired(base, extra) if extra else base
+        value = apply_settings(
+            merge_desired(base, extra) if extra else base, self.settings,
+            default_challenge=self.default_challenge, default_profile=self.default_profile,
+            origin=self.settings_origin,
+        )
         self._files = files
         self._value = value
         self._signature = _signature(self._watched())

@@ -63,6 +63,8 @@ class CertificateSpec:
     /api/v1/ssl spells them ("127.0.0.1:8443", "0.0.0.0:8444", "[::1]:8445").
     `key_type` None means "follow the block's bootstrap certificate, else rsa2048".
     `bootstrap_cert` is the path of the block's `ssl_certificate` (for that detection).
+    `challenge_type` and `profile` come from the block's `[certificates."name"]` table; None
+    means the [acme] value (desired_source.py sets them only when they differ from it).
     """
 
     domain: str
@@ -72,6 +74,8 @@ class CertificateSpec:
     source: Source = Source.CONF
     origin: str = ""  # "conf/njet.conf:12" or "event"
     bootstrap_cert: str | None = None
+    challenge_type: ChallengeType | None = None
+    profile: str | None = None
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 Called by reconcile.py at the start of every pass (probing only when asked: after start, on
 NJet's start/reload events and at the periodic resync — never on every pass). Never raises for
-an unreachable NJet: that becomes `Observed.njet_error`, and the plan waits.
+an unreachable NJet: that becomes `Observed.njet_error`, and the plan waits. The store scan
+runs off the event loop (threads.off_loop).
 """
 
 from __future__ import annotations

@@ -107,8 +107,13 @@ class Plan:
 
 
 def spec_hash(spec: CertificateSpec, key_type: KeyType) -> str:
-    """Identity of what is wanted; a change resets the per-certificate backoff."""
-    text = "|".join([",".join(spec.names), key_type.value])
+    """Identity of what is wanted; a change resets the per-certificate backoff. The profile
+    counts when the spec sets one (unset keeps the hash of before profiles); the challenge
+    type does not (it is how to prove the names, not what is wanted)."""
+    parts = [",".join(spec.names), key_type.value]
+    if spec.profile is not None:
+        parts.append(f"profile={spec.profile}")
+    text = "|".join(parts)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 

@@ -2,7 +2,9 @@
 
 An issue or renew whose first name is too long to be the CN (over 64 characters) says which
 CN is asked for instead: ` cn=<name>` (the first name that fits) or ` cn=(none)`; the JSON has
-`common_name` on every issue and renew.
+`common_name` on every issue and renew. A certificate whose `[certificates."name"]` table picks
+another challenge type than [acme]'s says so: ` challenge=tls` (JSON: `challenge_type`, null
+for the [acme] one), and one with its own profile ` profile=<name>` (JSON: `profile`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ def plan_to_dict(p: Plan, *, now: datetime | None = None) -> dict[str, Any]:
                 "listens": [t.listens[0] for t in a.targets] or None,
                 "common_name": (csr_common_name(a.spec.names)
                                 if a.spec is not None and _orders(a) else None),
+                "challenge_type": (a.spec.challenge_type.value
+                                   if a.spec and a.spec.challenge_type and _orders(a) else None),
+                "profile": a.spec.profile if a.spec and _orders(a) else None,
             }
             for a in p.actions
         ],
@@ -70,6 +75,10 @@ def plan_to_text(p: Plan) -> str:
         extra = f" key={a.key_type}" if a.key_type and _orders(a) else ""
         if _orders(a) and a.spec and (cn := csr_common_name(a.spec.names)) != a.spec.names[0]:
             extra += f" cn={cn or '(none)'}"
+        if _orders(a) and a.spec and a.spec.challenge_type:
+            extra += f" challenge={a.spec.challenge_type.value}"
+        if _orders(a) and a.spec and a.spec.profile:
+            extra += f" profile={a.spec.profile}"
         lines.append(f"{_SIGIL[a.kind.value]} {a.kind.value:<6} {names}{extra}  "
                      f"[{a.reason.value}] {a.message}")
     for w in p.waiting:

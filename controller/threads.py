@@ -8,8 +8,10 @@ Why not asyncio.to_thread: the default executor's workers are joined when asynci
 again at interpreter exit, so a 25 s parse would hold a SIGTERM'd process for 25 s. A daemon
 thread is never joined. When the awaiting task is cancelled, `off_loop` returns at once; the
 thread finishes on its own (or dies with the process) and its result is dropped.
-acme/client.py has the same helper for CA calls (acme/threads.in_daemon_thread); they are
-meant to become one (this one lives in the steps layer, which adapters may not import).
+
+Used by reconcile.py and observe.py (desired state, the store scan) and by adapters/acme/client.py
+(every CA conversation; the stop flags that end those early are in adapters/acme/threads.py).
+A support module: the one below both the steps and the adapters that may use asyncio.
 """
 
 from __future__ import annotations
@@ -26,6 +28,16 @@ T = TypeVar("T")
 
 
 async def off_loop(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+    return await _run(fn, "off-loop", *args, **kwargs)
+
+
+async def in_daemon_thread(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+    """The same as off_loop, with threads named for a CA call (`acme-<fn>`)."""
+    return await _run(fn, "acme", *args, **kwargs)
+
+
+async def _run(fn: Callable[P, T], thread_prefix: str, /, *args: P.args,
+               **kwargs: P.kwargs) -> T:
     """`fn(*args, **kwargs)` on a new daemon thread (with this task's context variables)."""
     loop = asyncio.get_running_loop()
     future: asyncio.Future[T] = loop.create_future()
@@ -49,5 +61,5 @@ async def off_loop(fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> 
             loop.call_soon_threadsafe(deliver, *outcome)
 
     name = getattr(fn, "__name__", "call")
-    threading.Thread(target=work, name=f"off-loop-{name}", daemon=True).start()
+    threading.Thread(target=work, name=f"{thread_prefix}-{name}", daemon=True).start()
     return await future

@@ -43,6 +43,7 @@ from controller.model import (
 )
 from controller.njetmatch import NjetCertEntry, NjetServer, canonical_listen
 from controller.plan import Plan
+from controller.policy import GcRelease
 from controller.status import CertStatus
 from tests.certbuilder import LocalCA, make_cert
 
@@ -475,6 +476,39 @@ class RecordingObserver:
     def on_pass(self, *, plan: Plan, outcomes: list[Outcome], seconds: float,
                 observed: Observed, statuses: dict[str, CertStatus]) -> None:
         self.passes.append(PassRecord(plan, list(outcomes), observed, dict(statuses)))
+
+
+# -- GcConfirmations, QuarantineExpiry --------------------------------------------------------
+
+
+class MemoryGcConfirmations:
+    """GcConfirmations in memory: `release` is what is on file."""
+
+    def __init__(self) -> None:
+        self.release: GcRelease | None = None
+
+    def load(self) -> GcRelease | None:
+        return self.release
+
+    def save(self, release: GcRelease, *, stored: int = 0) -> None:
+        self.release = release
+
+    def consume(self, release: GcRelease) -> bool:
+        if self.release != release:
+            return False
+        self.release = None
+        return True
+
+
+class RecordingExpiry:
+    """QuarantineExpiry that removes nothing and records each `now` it was called with."""
+
+    def __init__(self) -> None:
+        self.calls: list[datetime] = []
+
+    def expire(self, now: datetime) -> list[str]:
+        self.calls.append(now)
+        return []
 
 
 # -- helpers -----------------------------------------------------------------------------------

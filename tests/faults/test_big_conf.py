@@ -90,12 +90,13 @@ def check(tmp_path: Path, blocks: int, *, watch: float) -> None:
         took_each = [seconds for seconds, _ in answers]
         during = [seconds for seconds, doc in answers if doc.get("reconciles") == 0]
         mid_parse = answers[-1][1].get("reconciles") == 0
-        code, took = None, float("inf")
+        code: int | None = None
+        took = float("inf")
         if mid_parse:
             proc.send_signal(signal.SIGTERM)
             sent = time.monotonic()
             try:
-                code: int | None = proc.wait(EXIT_BOUND * 5)
+                code = proc.wait(EXIT_BOUND * 5)
             except subprocess.TimeoutExpired:
                 code = None
             took = time.monotonic() - sent

@@ -61,12 +61,13 @@ class Running:
         return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-async def eventually(pred: Callable[[], bool], timeout: float = 30.0) -> None:
-    async def wait() -> None:
-        while not pred():
-            await asyncio.sleep(0.01)
-
-    await asyncio.wait_for(wait(), timeout)
+async def eventually(pred: Callable[[], bool], *, seconds: float = 30.0) -> None:
+    """Wait until `pred()` holds (polled every 10 ms); AssertionError after `seconds`."""
+    for _ in range(int(seconds / 0.01)):
+        if pred():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"not within {seconds:g}s")
 
 
 def layout(tmp_path: Path) -> Path:

@@ -18,8 +18,9 @@ import pytest
 from josepy.jwa import RS256
 
 from controller.adapters.acme.network import CONNECT_TIMEOUT, READ_TIMEOUT, AcmeNetwork
-from controller.adapters.acme.threads import StopFlags, in_daemon_thread
+from controller.adapters.acme.threads import StopFlags
 from controller.errors import TemporaryError
+from controller.threads import in_daemon_thread
 
 Behaviour = Callable[[BaseHTTPRequestHandler], None]
 
@@ -202,7 +203,7 @@ def test_a_process_whose_ca_call_hangs_still_exits() -> None:
     # asyncio.to_thread here would keep the process alive: asyncio.run joins its workers
     script = textwrap.dedent("""
         import asyncio, threading
-        from controller.adapters.acme.threads import in_daemon_thread
+        from controller.threads import in_daemon_thread
 
         async def main():
             task = asyncio.ensure_future(in_daemon_thread(threading.Event().wait))

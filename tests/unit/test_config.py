@@ -196,7 +196,8 @@ KEYS = {
     "mqtt": ["mqttServerAddress"],
     "log": ["v", "format"],
     "controller": ["interval", "deleteGracePeriod", "revokeOnDelete", "concurrency",
-                   "probeTimeout", "maxDeleteShare", "quarantineRetention"],
+                   "probeTimeout", "maxDeleteShare", "quarantineRetention",
+                   "forceRenewPerHour", "forceRenewMinAge"],
     "admin": ["address", "token", "headerTimeout", "idleTimeout", "maxConnections"],
 }  # fmt: skip
 CASES = [(s, k) for s, keys in KEYS.items() for k in keys]

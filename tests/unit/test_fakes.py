@@ -15,6 +15,7 @@ from controller.ports import (
     CertStore,
     Clock,
     DesiredLoader,
+    GcConfirmations,
     Issuer,
     IssuerFactory,
     NjetReader,
@@ -22,6 +23,7 @@ from controller.ports import (
     PassObserver,
     ProbeOutcome,
     Prober,
+    QuarantineExpiry,
     StatusPersistence,
 )
 from controller.status import CertStatus
@@ -34,9 +36,11 @@ from tests.fakes import (
     FakeNjet,
     FakeProber,
     FakeRepeated,
+    MemoryGcConfirmations,
     MemoryStatus,
     MemoryStore,
     Probed,
+    RecordingExpiry,
     RecordingObserver,
     block_for,
     spec,
@@ -59,7 +63,10 @@ def test_every_fake_is_its_protocol() -> None:
     statuses: StatusPersistence = MemoryStatus()
     desired: DesiredLoader = FakeDesired()
     observer: PassObserver = RecordingObserver()
-    ports = [store, issuer, factory, reader, writer, prober, outcome, statuses, desired, observer]
+    confirmations: GcConfirmations = MemoryGcConfirmations()
+    expiry: QuarantineExpiry = RecordingExpiry()
+    ports = [store, issuer, factory, reader, writer, prober, outcome, statuses, desired, observer,
+             confirmations, expiry]
     assert all(p is not None for p in ports)
 
 

@@ -372,3 +372,45 @@ async def test_gc_confirm_goes_through_the_running_controllers_admin_api(
         lock.release()
         await cli.close()
         await srv.stop()
+
+
+# -- the config keys -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bad", [0, -0.5, 1.5, True, "0.5", float("nan")])
+def test_max_delete_share_is_above_0_and_at_most_1(bad: object) -> None:
+    from controller.config import parse_config
+    from controller.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"controller\.maxDeleteShare"):
+        parse_config({"controller": {"maxDeleteShare": bad}}, prefix=Path("/p"))
+
+
+def test_the_config_keys_reach_the_policy_and_the_quarantine(tmp_path: Path) -> None:
+    from controller.app import App, policy_settings
+    from controller.config import parse_config
+    from controller.errors import ConfigError
+
+    defaults = parse_config({}, prefix=tmp_path)
+    assert defaults.controller.maxDeleteShare == 0.5
+    assert defaults.controller.quarantineRetention == timedelta(days=30)
+    cfg = parse_config({"njet": {"apiAddress": ""}, "controller": {
+        "maxDeleteShare": 1, "quarantineRetention": "0s"}}, prefix=tmp_path)
+    assert policy_settings(cfg).max_delete_share == 1.0
+    assert App(cfg).quarantine.retention == timedelta(0)
+    with pytest.raises(ConfigError, match=r"controller\.quarantineRetention"):
+        parse_config({"controller": {"quarantineRetention": "-1s"}}, prefix=tmp_path)
+
+
+async def test_expiry_and_consumption_happen_in_executing_passes_only() -> None:
+    from tests.fakes import MemoryGcConfirmations, RecordingExpiry
+    from tests.unit.test_reconcile_loop import world
+
+    w = world()
+    w.rec.quarantine = expiry = RecordingExpiry()
+    w.rec.gc_confirmations = confirmations = MemoryGcConfirmations()
+    confirmations.save(GcRelease(names=frozenset({"x.test"}), confirmed_at=w.clock()))
+    await w.rec.compute()  # diff, GET /api/v1/plan
+    assert expiry.calls == [] and confirmations.release is not None
+    await w.rec.pass_once()
+    assert expiry.calls == [w.clock()] and confirmations.release is None

@@ -12,13 +12,16 @@ holds a thread no longer than that, and a stopping process never waits for it.
 
 issue(spec, key_type): fresh private key -> CSR (CN = csr_common_name, SAN = names) -> newOrder ->
 present the solver's challenge type for each pending authorization -> answer -> poll fast ->
-finalize -> download. It returns an IssuedCert and writes nothing but the account.
+finalize -> download. It returns an IssuedCert and writes nothing but the account. The solver is
+the SolverSet's (challenges/solvers.py) for `spec.challenge_type`, else for [acme]
+challengeType; the profile asked for is `spec.profile`, else [acme] profile.
 
 The account lives in lego's layout (acme/account.py): registered once, reused (also when lego
 wrote it), registered again when the CA answers accountDoesNotExist (Pebble forgets accounts on
 restart). EAB (eabKid + base64url eabHmacKey) is sent when configured. A configured `profile`
-must be advertised in the directory's meta.profiles (ACME profiles draft); otherwise issuing is
-a ConfigError naming the profile, rather than silently getting the CA's default profile.
+([acme]'s, or a certificate's own) must be advertised in the directory's meta.profiles (ACME
+profiles draft); otherwise issuing is a ConfigError naming the key and the profile, rather than
+silently getting the CA's default profile. Input checks are in acme/checks.py.
 
 Errors (acme/errors.py): transient ones are retried in place (acme/network.py), then surface as
 TemporaryError(retry_after); refusals as PermanentError with the CA's detail and the failing
@@ -34,14 +37,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import requests
 from acme import client as acme_client
 from acme import errors as acme_errors
 from acme import messages
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from josepy.jwa import RS256, JWASignature
 from josepy.jwk import JWK
 
@@ -57,6 +57,7 @@ from controller.adapters.acme.account import (
     save_registration,
     validate_email,
 )
+from controller.adapters.acme.checks import check_ca_bundle, check_key_matches, check_url, names_of
 from controller.adapters.acme.errors import (
     CaResponseError,
     describe_network_error,
@@ -64,16 +65,17 @@ from controller.adapters.acme.errors import (
 )
 from controller.adapters.acme.network import CONNECT_TIMEOUT, READ_TIMEOUT, AcmeNetwork
 from controller.adapters.acme.order import AccountGone, OrderDriver, PollPolicy, split_chain
-from controller.adapters.acme.threads import StopFlags, in_daemon_thread
+from controller.adapters.acme.threads import StopFlags
 from controller.adapters.challenges import tls_alpn  # registers tls-alpn-01 with acme
-from controller.adapters.challenges.solvers import LocalHttp01Solver
+from controller.adapters.challenges.solvers import LocalHttp01Solver, SolverSet
 from controller.certinfo import generate_private_key, make_csr_pem
 from controller.config import Config
-from controller.errors import ConfigError, ControllerError, PermanentError, TemporaryError
+from controller.errors import ConfigError, ControllerError, TemporaryError
 from controller.logs import log_event
 from controller.model import CertificateSpec, ChallengeType, IssuedCert, KeyType
-from controller.paths import StorePaths, validate_domain
+from controller.paths import StorePaths
 from controller.ports import ChallengeSolver
+from controller.threads import in_daemon_thread
 
 _EAB_REJECTED = frozenset({"unauthorized", "malformed", "badSignatureAlgorithm"})
 
@@ -95,7 +97,9 @@ class AcmeIssuer:
         directory_url: str,
         email: str,
         paths: StorePaths,
-        solver: ChallengeSolver,
+        solver: ChallengeSolver | None = None,
+        solvers: SolverSet | None = None,
+        challenge_type: ChallengeType | None = None,
         ca_bundle: Path | None = None,
         eab_kid: str = "",
         eab_hmac_key: str = "",
@@ -105,12 +109,19 @@ class AcmeIssuer:
         request_timeout: tuple[float, float] = (CONNECT_TIMEOUT, READ_TIMEOUT),
         owns_solver: bool = False,
     ) -> None:
-        self.directory_url = _check_url(directory_url)
+        self.directory_url = check_url(directory_url)
         self.email = validate_email(email)
-        self.ca_bundle = _check_ca_bundle(ca_bundle)
+        self.ca_bundle = check_ca_bundle(ca_bundle)
         self._eab_kid, self._eab_hmac_key = check_eab(eab_kid, eab_hmac_key)
         self.profile = profile.strip()
-        self.solver = solver
+        if solvers is None:
+            if solver is None:
+                raise ValueError("AcmeIssuer needs a solver or a SolverSet")
+            solvers = SolverSet.of(solver)
+            challenge_type = challenge_type or next(iter(solvers.types))
+        self.solvers = solvers
+        # the challenge type of a certificate that does not choose one ([acme] challengeType)
+        self.challenge_type = challenge_type or ChallengeType.HTTP
         self.files: AccountFiles = account_files(paths, self.directory_url, self.email)
         self._policy = PollPolicy(interval=poll_interval, timeout=order_timeout)
         self._request_timeout = request_timeout
@@ -120,23 +131,31 @@ class AcmeIssuer:
         self._lock = asyncio.Lock()
         self._stop_flags = StopFlags()
 
+    @property
+    def solver(self) -> ChallengeSolver:
+        """The solver of the default challenge type ([acme] challengeType)."""
+        return self.solvers.get(self.challenge_type)
+
     @classmethod
     def from_config(
-        cls, config: Config, paths: StorePaths, solver: ChallengeSolver | None = None
+        cls, config: Config, paths: StorePaths, solvers: SolverSet | None = None
     ) -> AcmeIssuer:
-        """From the [acme] section; without `solver`, the local one of `challengeType`."""
+        """From the [acme] section; without `solvers`, the controller's own http-01 and
+        tls-alpn-01 servers (owned: closed with the issuer)."""
         acme = config.acme
-        owns = solver is None
-        if solver is None:
-            if acme.challengeType is ChallengeType.TLS:
-                solver = tls_alpn.LocalTlsAlpn01Solver(acme.tlsChallengeServerAddress)
-            else:
-                solver = LocalHttp01Solver(acme.httpChallengeServerAddress)
+        owns = solvers is None
+        if solvers is None:
+            solvers = SolverSet({
+                ChallengeType.HTTP: lambda: LocalHttp01Solver(acme.httpChallengeServerAddress),
+                ChallengeType.TLS: lambda: tls_alpn.LocalTlsAlpn01Solver(
+                    acme.tlsChallengeServerAddress),
+            })
         return cls(
             directory_url=acme.acmeCaDir,
             email=acme.email,
             paths=paths,
-            solver=solver,
+            solvers=solvers,
+            challenge_type=acme.challengeType,
             ca_bundle=config.ca_bundle,
             eab_kid=acme.eabKid,
             eab_hmac_key=acme.eabHmacKey,
@@ -146,16 +165,23 @@ class AcmeIssuer:
 
     # -- the port ------------------------------------------------------------------------------
     async def issue(self, spec: CertificateSpec, key_type: KeyType) -> IssuedCert:
-        names = _names(spec)
+        names = names_of(spec)
         context = f"ordering a certificate for {', '.join(names)}"
         started = time.monotonic()
         with self._stop_flags.flag() as stop:
             try:
                 directory = await self._get_directory(stop)
+                profile = self.profile
+                if spec.profile:
+                    profile = spec.profile
+                    self._check_profile(directory, profile,
+                                        f'[certificates."{spec.domain}"] profile')
+                solver = self.solvers.get(spec.challenge_type or self.challenge_type)
                 account = await self._get_account(directory, stop)
                 key_pem = await in_daemon_thread(generate_private_key, key_type)
                 csr_pem = make_csr_pem(key_pem, names)
-                fullchain, cert_url = await self._order(directory, account, csr_pem, stop)
+                fullchain, cert_url = await self._order(
+                    directory, account, csr_pem, stop, solver=solver, profile=profile)
             except asyncio.CancelledError:
                 stop.set()  # the thread in flight sends nothing more and ends its waits
                 raise
@@ -164,7 +190,7 @@ class AcmeIssuer:
             except Exception as exc:
                 raise to_controller_error(exc, context=context, ca_url=self.directory_url) from exc
         leaf, chain = split_chain(fullchain)
-        _check_key_matches(leaf, key_pem, names)
+        check_key_matches(leaf, key_pem, names)
         log_event(
             "certificate issued", names=",".join(names), key_type=key_type.value,
             seconds=round(time.monotonic() - started, 3), ca=self.directory_url,
@@ -207,32 +233,32 @@ class AcmeIssuer:
     async def close(self) -> None:
         self.stop()
         if self._owns_solver:
-            await self.solver.close()
+            await self.solvers.close()
 
     # -- order ---------------------------------------------------------------------------------
     async def _order(
         self, directory: messages.Directory, account: _Account, csr_pem: bytes,
-        stop: threading.Event,
+        stop: threading.Event, *, solver: ChallengeSolver, profile: str,
     ) -> tuple[bytes, str]:
         driver = self._driver(directory, account, stop)
         try:
             try:
-                orderr = await in_daemon_thread(driver.new_order, csr_pem, self.profile)
+                orderr = await in_daemon_thread(driver.new_order, csr_pem, profile)
             except AccountGone:
                 driver.close()
                 account = await self._register_again(directory, account, stop)
                 driver = self._driver(directory, account, stop)
-                orderr = await in_daemon_thread(driver.new_order, csr_pem, self.profile)
-            pending = driver.pending_challenges(orderr, self.solver.challenge_type, account.key)
+                orderr = await in_daemon_thread(driver.new_order, csr_pem, profile)
+            pending = driver.pending_challenges(orderr, solver.challenge_type, account.key)
             presented = []
             try:
                 for ch in pending:
-                    await self.solver.present(ch.domain, ch.token, ch.key_authorization)
+                    await solver.present(ch.domain, ch.token, ch.key_authorization)
                     presented.append(ch)
                 return await in_daemon_thread(driver.complete, orderr, pending, account.key)
             finally:
                 for ch in presented:
-                    await self.solver.cleanup(ch.domain, ch.token, ch.key_authorization)
+                    await solver.cleanup(ch.domain, ch.token, ch.key_authorization)
         finally:
             driver.close()
 
@@ -285,18 +311,16 @@ class AcmeIssuer:
                 raise TemporaryError(
                     f"{self.directory_url} is not an ACME directory (no {field}); check acmeCaDir"
                 ) from None
-        self._check_profile(directory)
+        if self.profile:
+            self._check_profile(directory, self.profile, "[acme] profile")
         return directory
 
-    def _check_profile(self, directory: messages.Directory) -> None:
-        if not self.profile:
-            return
+    def _check_profile(self, directory: messages.Directory, profile: str, key: str) -> None:
         offered: dict[str, str] = dict(getattr(directory.meta, "profiles", None) or {})
-        if self.profile not in offered:
+        if profile not in offered:
             what = f"it offers: {', '.join(sorted(offered))}" if offered else "it offers none"
             raise ConfigError(
-                f"[acme] profile {self.profile!r} is not offered by the CA at"
-                f" {self.directory_url} ({what})"
+                f"{key} {profile!r} is not offered by the CA at {self.directory_url} ({what})"
             )
 
     # -- account -------------------------------------------------------------------------------
@@ -374,40 +398,3 @@ class AcmeIssuer:
         save_registration(self.files, self.email, uri, body)
         log_event("acme account registered", account=uri, ca=self.directory_url)
         return _Account(key=key, alg=alg, key_pem=key_pem, uri=uri)
-
-
-def _names(spec: CertificateSpec) -> tuple[str, ...]:
-    raw = spec.names or (spec.domain,)
-    return tuple(dict.fromkeys(validate_domain(n) for n in raw))
-
-
-def _check_url(url: str) -> str:
-    url = url.strip()
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.netloc:
-        raise ConfigError(f"[acme] acmeCaDir {url!r} is not an http(s) URL")
-    return url
-
-
-def _check_ca_bundle(path: Path | None) -> Path | None:
-    if path is None:
-        return None
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"[acme] caBundle {path}: cannot read it ({exc.strerror})") from None
-    try:
-        x509.load_pem_x509_certificates(data)
-    except ValueError:
-        raise ConfigError(f"[acme] caBundle {path}: no PEM certificate in it") from None
-    return path
-
-
-def _check_key_matches(leaf_pem: bytes, key_pem: bytes, names: tuple[str, ...]) -> None:
-    leaf = x509.load_pem_x509_certificate(leaf_pem)
-    key = serialization.load_pem_private_key(key_pem, password=None)
-    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    if leaf.public_key().public_bytes(*spki) != key.public_key().public_bytes(*spki):
-        raise PermanentError(
-            f"the CA returned a certificate for {', '.join(names)} that does not match our key"
-        )

@@ -13,6 +13,10 @@ looks at the Host header (NJet's proxy sends Host = the upstream address), answe
 concurrent and repeated requests (a CA validates several times) and says 404 for unknown tokens.
 The listener exists only while at least one challenge is presented: concurrent orders share it
 (a reference count); the last cleanup closes it.
+
+`SolverSet` maps each ChallengeType to a factory (built in app.py, or by AcmeIssuer.from_config)
+and builds a type's solver on its first use, so no tls-alpn-01 solver exists, let alone listens,
+until a certificate validated that way is ordered; `close` closes the ones it built.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
 from controller.adapters.challenges.server import (
@@ -29,7 +34,10 @@ from controller.adapters.challenges.server import (
     parse_listen_address,
 )
 from controller.adapters.challenges.tls_alpn import LocalTlsAlpn01Solver
+from controller.errors import ConfigError
 from controller.logs import log_event
+from controller.model import ChallengeType
+from controller.ports import ChallengeSolver
 
 __all__ = [
     "HTTP_01",
@@ -37,8 +45,54 @@ __all__ = [
     "LocalHttp01Solver",
     "LocalTlsAlpn01Solver",
     "SharedListener",
+    "SolverFactory",
+    "SolverSet",
     "parse_listen_address",
 ]
+
+SolverFactory = Callable[[], ChallengeSolver]
+ACME_TYPE = {ChallengeType.HTTP: HTTP_01, ChallengeType.TLS: TLS_ALPN_01}
+
+
+class SolverSet:
+    """One solver per challenge type, each built by its factory on first use."""
+
+    def __init__(self, factories: Mapping[ChallengeType, SolverFactory]) -> None:
+        self._factories = dict(factories)
+        self._built: dict[ChallengeType, ChallengeSolver] = {}
+
+    @classmethod
+    def of(cls, solver: ChallengeSolver) -> SolverSet:
+        """A set of one solver, already built, for the challenge type it solves."""
+        for kind, acme_type in ACME_TYPE.items():
+            if acme_type == solver.challenge_type:
+                out = cls({kind: lambda: solver})
+                out._built[kind] = solver
+                return out
+        raise ConfigError(f"no challenge type solves {solver.challenge_type!r}")
+
+    @property
+    def types(self) -> frozenset[ChallengeType]:
+        return frozenset(self._factories)
+
+    def get(self, kind: ChallengeType) -> ChallengeSolver:
+        solver = self._built.get(kind)
+        if solver is None:
+            factory = self._factories.get(kind)
+            if factory is None:
+                offered = ", ".join(sorted(t.value for t in self._factories)) or "none"
+                raise ConfigError(f"no {ACME_TYPE[kind]} solver is configured (offered: "
+                                  f"{offered})")
+            solver = self._built[kind] = factory()
+        return solver
+
+    def built(self) -> tuple[ChallengeSolver, ...]:
+        """The solvers built so far (for start-up chores and close)."""
+        return tuple(self._built.values())
+
+    async def close(self) -> None:
+        for solver in self.built():
+            await solver.close()
 
 CHALLENGE_PATH = "/.well-known/acme-challenge/"
 _READ_TIMEOUT = 10.0

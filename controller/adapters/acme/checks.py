@@ -1,0 +1,53 @@
+"""Checks of what AcmeIssuer (acme/client.py) is given and gets back: the CA URL, the caBundle
+file, the names of a spec, and that an issued leaf carries our key. Each raises a ConfigError
+or PermanentError naming the key or names at fault, never a private key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from controller.errors import ConfigError, PermanentError
+from controller.model import CertificateSpec
+from controller.paths import validate_domain
+
+
+def names_of(spec: CertificateSpec) -> tuple[str, ...]:
+    raw = spec.names or (spec.domain,)
+    return tuple(dict.fromkeys(validate_domain(n) for n in raw))
+
+
+def check_url(url: str) -> str:
+    url = url.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.netloc:
+        raise ConfigError(f"[acme] acmeCaDir {url!r} is not an http(s) URL")
+    return url
+
+
+def check_ca_bundle(path: Path | None) -> Path | None:
+    if path is None:
+        return None
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"[acme] caBundle {path}: cannot read it ({exc.strerror})") from None
+    try:
+        x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise ConfigError(f"[acme] caBundle {path}: no PEM certificate in it") from None
+    return path
+
+
+def check_key_matches(leaf_pem: bytes, key_pem: bytes, names: tuple[str, ...]) -> None:
+    leaf = x509.load_pem_x509_certificate(leaf_pem)
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if leaf.public_key().public_bytes(*spki) != key.public_key().public_bytes(*spki):
+        raise PermanentError(
+            f"the CA returned a certificate for {', '.join(names)} that does not match our key"
+        )
