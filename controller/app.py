@@ -118,7 +118,9 @@ class App:
         cfg = self.config
         self.paths = StorePaths(cfg.prefix)
         self.store = LegoStore(self.paths, read_only=self.read_only)
-        self.status_files = StatusFiles(self.paths, read_only=self.read_only)
+        # the reconciler's clock, read when used (tests swap it after construction)
+        self.status_files = StatusFiles(self.paths, read_only=self.read_only,
+                                        clock=lambda: self.reconciler.clock())
         self.runtime = RuntimeStore(self.paths, read_only=self.read_only)
         self.gc_confirmations = GcConfirmFile(self.paths, read_only=self.read_only)
         self.quarantine = Quarantine(self.paths, retention=cfg.controller.quarantineRetention,

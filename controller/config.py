@@ -25,6 +25,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationError,
 )
 
@@ -169,7 +170,8 @@ class CertificateSettings(_Section):
     (unset = the [acme] value; desired_source.py applies them to the desired specs)."""
 
     keyType: Annotated[KeyType | None, BeforeValidator(_one_key_type)] = None
-    profile: str | None = Field(default=None, min_length=1, max_length=255)
+    profile: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
+                                              max_length=255)] | None = None
     challengeType: Annotated[ChallengeType | None, BeforeValidator(_no_dns_yet)] = None
 
 

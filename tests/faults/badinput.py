@@ -10,11 +10,13 @@ tests/faults/admin_target.py.
 
 from __future__ import annotations
 
+import json
 import tomllib
 from typing import Any
 
 from hypothesis import strategies as st
 
+from controller.desired import canonical_name
 from controller.njetconf import ConfSyntaxError
 
 # The contract's njet.conf (shared/njet-contract/njet.conf), copied so the test needs no file.
@@ -232,6 +234,10 @@ probeTimeout = 5
 [admin]
 address = "127.0.0.1:2000"
 token = "t"
+[certificates."shop.example.test"]
+keyType = "rsa2048"
+challengeType = "tls"
+profile = "classic"
 """
 
 _toml_number = st.one_of(
@@ -275,8 +281,22 @@ def _table_value(name: str) -> st.SearchStrategy[Any]:
     return st.one_of(_any_section, toml_value)
 
 
+# [certificates."name"]: tables keyed by names (good, odd, wildcard spellings, not names)
+CERTIFICATE_KEYS = ("keyType", "profile", "challengeType")
+_CERT_NAMES = ("shop.test", "Shop.Test.", "*.w.test", ".d.test", "a b", "", "~x", "localhost",
+               "127.0.0.1", "xn--bcher-kva.test", "é.test", "a" * 70 + ".test", "keyType")
+_cert_table = st.dictionaries(
+    st.one_of(st.sampled_from(CERTIFICATE_KEYS), st.sampled_from(CERTIFICATE_KEYS),
+              st.sampled_from(_all_keys)), toml_value, max_size=4)
+_certificates = st.one_of(
+    st.dictionaries(st.one_of(st.sampled_from(_CERT_NAMES), st.text(max_size=6)),
+                    st.one_of(_cert_table, _cert_table, toml_value), max_size=3),
+    toml_value,
+)
+
 toml_dict = st.lists(
-    st.one_of([st.tuples(st.just(n), _table_value(n)) for n in [*KNOWN_KEYS, *_UNKNOWN_NAMES]]),
+    st.one_of([st.tuples(st.just(n), _table_value(n)) for n in [*KNOWN_KEYS, *_UNKNOWN_NAMES]]
+              + [st.tuples(st.just("certificates"), _certificates)]),
     unique_by=lambda item: item[0],
     max_size=4,
 ).map(dict)
@@ -286,6 +306,7 @@ _TOML_TOKENS = [
     '"', "'", '"""', "#", "renewBeforeDays = ", "interval = ", "keyType = ", "v = ", "inf",
     "nan", "-inf", "1979-05-27T07:32:00Z", "1979-05-27", "{a=1}", "[1, 2]", "true", "0x1F",
     "1_000", "1e999", '"1h"', "acme.email = ", "\\u00e9", "\x00", "\ufeff",
+    '[certificates."a.test"]', "[certificates.x]", "challengeType = ", '"dns"', '["ec256"]',
 ]  # fmt: skip
 toml_text = st.one_of(
     st.lists(st.one_of(st.sampled_from(_TOML_TOKENS), st.text(max_size=6)), max_size=30).map(
@@ -306,7 +327,30 @@ def named_keys(data: Any) -> set[str]:
         names.update({section, f"[{section}]"})
         if isinstance(value, dict):
             names.update(f"{section}.{key}" for key in value)
+        if section == "certificates" and isinstance(value, dict):
+            names.update(_certificate_keys(value))
     return names
+
+
+def certificate_path(name: str) -> str:
+    """How the controller names a [certificates] table: certificates."shop.test"."""
+    return "certificates." + json.dumps(name if len(name) <= 80 else name[:80] + "…")
+
+
+def _certificate_keys(tables: dict[str, Any]) -> set[str]:
+    names: set[str] = set()
+    for name, table in tables.items():
+        for spelling in (name, canonical_name(name)):
+            names.add(certificate_path(spelling))
+            if isinstance(table, dict):
+                names.update(f"{certificate_path(spelling)}.{key}" for key in table)
+    return names
+
+
+def unknown_certificate_keys(tables: dict[str, Any]) -> set[str]:
+    """The warnings an accepted [certificates] section must give: each unknown key by table."""
+    return {f"{certificate_path(canonical_name(name))}.{key}"
+            for name, table in tables.items() for key in table if key not in CERTIFICATE_KEYS}
 
 
 def assert_config_error_names_key(message: str, data: Any) -> None:

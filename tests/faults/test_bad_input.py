@@ -160,6 +160,9 @@ def assert_usable(cfg: Config, data: dict[str, Any]) -> None:
     for section, value in data.items():
         if section in ("prefix", "source"):
             continue
+        if section == "certificates":
+            assert badinput.unknown_certificate_keys(value) <= unknown, "[certificates] unknown"
+            continue
         if section not in badinput.KNOWN_KEYS:
             assert section in unknown, f"unknown section {section!r} not reported"
         elif isinstance(value, dict):

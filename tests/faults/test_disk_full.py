@@ -307,7 +307,7 @@ async def test_a_renewal_into_a_full_store_fails_cleanly_with_a_backoff(
     assert "ENOSPC" in outcome.error and str(paths.certificates) in outcome.error, outcome.error
     assert files_of(paths) == controller.old_files and not leftovers(paths)
     assert pair_fingerprint(app.store) == controller.old_fp  # still the one served
-    status = StatusFiles(paths).load(DOMAIN)
+    status = StatusFiles(paths, clock=lambda: controller.now[0]).load(DOMAIN)
     assert status is not None and status.attempts == 1
     assert status.last_failure is not None and "ENOSPC" in status.last_failure
     assert status.backoff_until is not None and status.backoff_until > controller.now[0]
