@@ -36,6 +36,7 @@ from controller.njetconf import (
     Directive,
     parse_text,
 )
+from controller.paths import file_kind
 
 MAX_INCLUDES = 100_000  # included-file expansions per load (10,000 vhost files fit ten times)
 _GLOB_CHARS = frozenset("*?[")
@@ -94,17 +95,8 @@ def parse_file(path: Path, *, max_bytes: int = DEFAULT_MAX_CONF_BYTES) -> tuple[
     return load_conf(path, max_bytes=max_bytes).directives
 
 
-_KINDS = (
-    (stat.S_ISDIR, "a directory"),
-    (stat.S_ISFIFO, "a FIFO"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISSOCK, "a socket"),
-)
-
-
 def _kind(mode: int) -> str:
-    return next((name for test, name in _KINDS if test(mode)), "a special file")
+    return file_kind(mode, otherwise="a special file")
 
 
 def _site_error(site: Directive | None, path: Path, why: str) -> ConfSyntaxError:

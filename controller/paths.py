@@ -17,6 +17,7 @@ The layout under `<prefix>/.lego/` is lego's (and so NJet's own Go cert-manager'
 from __future__ import annotations
 
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -133,3 +134,18 @@ class StorePaths:
         parts = urlsplit(ca_dir_url)
         host = (parts.netloc or "ca").replace(":", "_")
         return self.accounts / host / (email or "noemail@example.com")
+
+
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISLNK, "a symbolic link"),
+)
+
+
+def file_kind(mode: int, *, otherwise: str = "not a regular file") -> str:
+    """What a non-regular file is, from its st_mode, for messages: "a FIFO", "a directory"..."""
+    return next((name for test, name in _FILE_KINDS if test(mode)), otherwise)

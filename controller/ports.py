@@ -61,7 +61,11 @@ class CertStore(Protocol):
     Contract:
     - `recover()` is called once at startup before anything else; it rolls an interrupted
       swap forward or back so that every name holds a complete old or a complete new pair.
-      Returns one human line per thing it did.
+      Returns one human line per thing it did. It never raises for one journal entry: a
+      record that names another entry, a path outside the store, or a symlink is moved to
+      `journal-rejected/` and reported; only a store it cannot list at all raises StoreError.
+    - Files are read only when they are regular files within the size caps (1 MiB per
+      certificate, key or metadata file); anything else makes the pair a problem (below).
     - `load_all()` returns every usable pair; pairs that cannot be used (unparsable, key does not
       match) are returned in the second mapping with a human reason, never silently skipped.
       The result is a snapshot: later writes do not change it.

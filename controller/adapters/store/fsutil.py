@@ -30,20 +30,13 @@ import shutil
 import stat
 from pathlib import Path
 
+from controller import paths
 from controller.errors import StoreError
 
 TEMP_INFIX = ".tmp-"
 MAX_FILE_BYTES = 1 << 20  # a certificate chain, a key, a .json, a status or an account file
 MAX_LARGE_FILE_BYTES = 256 << 20  # index.json and runtime/servers.json (100k entries fit)
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-_KINDS = (
-    (stat.S_ISDIR, "a directory"),
-    (stat.S_ISFIFO, "a FIFO"),
-    (stat.S_ISCHR, "a character device"),
-    (stat.S_ISBLK, "a block device"),
-    (stat.S_ISSOCK, "a socket"),
-    (stat.S_ISLNK, "a symbolic link"),
-)
 
 
 class UnsafeFileError(OSError):
@@ -59,7 +52,7 @@ class UnsafeFileError(OSError):
 
 def file_kind(mode: int) -> str:
     """What a non-regular file is, for messages: "a FIFO", "a symbolic link", ..."""
-    return next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    return paths.file_kind(mode)
 
 
 def read_regular(path: Path, *, limit: int = MAX_FILE_BYTES) -> bytes:
