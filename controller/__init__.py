@@ -27,8 +27,10 @@ from it, on an import against these rules, and when this list or README.md's dis
                store, the CA, NJet and njet.conf are reached through the Protocols of
                ports.py; asyncio, but no network library, and no write.
   composition  app (builds the adapters and the loop), service (the long-running process),
-               admin_backend (what the admin API answers), cli (the entry point), cli_gc (the
-               gc and quarantine commands). Uses all.
+               admin_backend (what the admin API answers), pass_metrics (the metrics a pass
+               feeds), cli (the entry point), cli_gc (the
+               gc and quarantine commands), cli_certs (certs list/show/delete, status),
+               cli_output (output formats, colour, reconcile's progress). Uses all.
 """
 
 __version__ = "0.1.0"

@@ -26,8 +26,9 @@ from controller.fold import Outcome
 from controller.logs import log_event
 from controller.metrics import ControllerMetrics
 from controller.model import Observed, StoredCert
+from controller.pass_metrics import PassFeed
 from controller.plan import Plan, next_renewal
-from controller.ports import GcConfirmResult, RenewResult
+from controller.ports import CertStore, GcConfirmResult, IssuerFactory, RenewResult
 from controller.reasons import Reason
 from controller.reconcile import Loop, Reconciler
 from controller.render import plan_to_dict
@@ -73,6 +74,7 @@ class ControllerBackend:
     mqtt_state: dict[str, Any]
     events: EventLog | None = None  # mutating calls are written here (service.py sets it)
     renew_limits: ForceRenewLimits = field(default_factory=ForceRenewLimits)
+    pass_feed: PassFeed = field(default_factory=PassFeed)  # action/NJet/failing-since metrics
 
     def _now(self) -> datetime:
         return self.reconciler.clock()
@@ -107,15 +109,26 @@ class ControllerBackend:
         views = self._views(only=domain)
         return views[0] if views else None
 
-    async def delete_cert(self, domain: str) -> DeleteResult:
+    async def delete_cert(self, domain: str, *, revoke: bool = False) -> DeleteResult:
         # never unlinked: moved to quarantine/ (`certs quarantine restore` brings it back)
-        where = await asyncio.to_thread(self.reconciler.gatherer.store.quarantine, domain)
+        store = self.reconciler.gatherer.store
+        revoked = False
+        if revoke:  # first: a revocation that fails deletes nothing
+            revoked = await revoke_stored(store, self.reconciler.executor.issuer_factory,
+                                          domain, now=self._now())
+        where = await asyncio.to_thread(store.quarantine, domain)
         still = domain in self._desired_names()
         if still:
             self.loop.wake()
         return DeleteResult(deleted=where is not None, still_desired=still,
                             quarantined_to=f"quarantine/{os.path.basename(where)}/"
-                            if where else None)
+                            if where else None, revoked=revoked)
+
+    async def recent_events(self, domain: str | None = None,
+                            limit: int = 100) -> list[dict[str, Any]]:
+        if self.events is None:
+            return []
+        return await asyncio.to_thread(self.events.recent, limit, domain=domain)
 
     async def gc_confirm(self, by: str) -> GcConfirmResult:
         """Release, once, the deletions the deletion guard holds now; wake the loop."""
@@ -208,6 +221,8 @@ class ControllerBackend:
         failed = any(not o.ok and not o.skipped for o in outcomes)
         self.metrics.observe_reconcile(seconds, failed=failed)
         settings = self.reconciler.settings
+        self.pass_feed.record(self.metrics, plan=plan, outcomes=outcomes, observed=observed,
+                              statuses=statuses, store_only=settings.store_only, now=self._now())
         renewals = next_renewal(observed, statuses, settings)
         not_ready = not_ready_reasons(plan, observed)
         for domain, cert in observed.stored.items():
@@ -286,6 +301,21 @@ async def forced_renewal(reconciler: Reconciler, domain: str, *, force: bool,
     if decision.status is not None:
         reconciler.update_status(decision.status)
     return RenewResult(decision.outcome, decision.reason)
+
+
+async def revoke_stored(store: CertStore, issuer_factory: IssuerFactory, domain: str, *,
+                        now: datetime) -> bool:
+    """Revoke the certificate stored for `domain` at the CA (admin DELETE ?revoke=true, `certs
+    delete --revoke`): True when revoked; False when nothing is stored or it has expired (a
+    CA does not revoke those). The CA's refusal raises its ControllerError."""
+    stored = store.get(domain)
+    cert_pem = store.cert_pem(domain) if stored is not None else None
+    if stored is None or cert_pem is None or stored.info.not_after <= now:
+        return False
+    issuer = await issuer_factory()
+    await issuer.revoke(cert_pem)
+    log_event("certificate revoked", domain=domain, serial=stored.info.serial)
+    return True
 
 
 def record_event(events: EventLog | None, *, kind: str, peer: str, action: str,

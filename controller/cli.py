@@ -1,7 +1,9 @@
-"""Command line: `njet-cert-manager [-p PREFIX] [-c TOML] [run|reconcile|diff|certs|gc|schema]`.
+"""Command line: `njet-cert-manager [-p PREFIX] [-c TOML] [run|reconcile|diff|status|certs|gc|
+schema]`.
 
-`certs list` shows the store; `certs renew NAME [--force]` asks for a forced renewal (through
-the running controller's admin API when one holds the store lock, else in the status file).
+`certs renew NAME [--force]` asks for a forced renewal (through the running controller's admin
+API when one holds the store lock, else in the status file). `certs list|show|delete` and
+`status` are in cli_certs.py (their output, and `reconcile`'s progress, in cli_output.py);
 `gc confirm` and `certs quarantine list|restore NAME` are in cli_gc.py.
 
 With no subcommand it runs the loop: that is exactly how NJet launches a copilot
@@ -29,6 +31,7 @@ from typing import TYPE_CHECKING, NoReturn
 import orjson
 
 from controller import __version__
+from controller.cli_output import OUTPUTS
 from controller.config import Config, load_config, unknown_keys
 from controller.errors import ConfigError, ControllerError, StoreError
 from controller.logs import log_event, setup_logging
@@ -82,10 +85,22 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("diff", parents=[common],
                        help="dry run: what would be done and why (0 in sync, 2 pending)")
     d.add_argument("-o", "--output", choices=["text", "json"], default="text")
+    st = sub.add_parser("status", parents=[common],
+                        help="the running controller's health, else what the store says")
+    st.add_argument("-o", "--output", choices=OUTPUTS, default="table")
     c = sub.add_parser("certs", parents=[common], help="inspect stored certificates")
     csub = c.add_subparsers(dest="certs_command", required=True)
     cl = csub.add_parser("list", parents=[common], help="table of stored certificates")
-    cl.add_argument("-o", "--output", choices=["table", "wide", "json"], default="table")
+    cl.add_argument("-o", "--output", choices=OUTPUTS, default="table")
+    cs = csub.add_parser("show", parents=[common],
+                         help="one certificate: spec, conditions, served, renewal, events")
+    cs.add_argument("name", help="the certificate (its first server_name)")
+    cs.add_argument("-o", "--output", choices=OUTPUTS, default="table")
+    cd = csub.add_parser("delete", parents=[common],
+                         help="move a certificate into quarantine/ (through the running "
+                              "controller's admin API)")
+    cd.add_argument("name", help="the certificate (its first server_name)")
+    cd.add_argument("--revoke", action="store_true", help="revoke it at the CA first")
     cr = csub.add_parser("renew", parents=[common],
                          help="force a renewal (through the running controller's admin API)")
     cr.add_argument("name", help="the certificate (its first server_name)")
@@ -153,7 +168,8 @@ async def dispatch(args: argparse.Namespace, cfg: Config) -> int:
         from controller.service import run_service
 
         return await run_service(cfg)
-    app = App(cfg, read_only=args.command == "diff")
+    certs = getattr(args, "certs_command", None)
+    app = App(cfg, read_only=args.command in ("diff", "status") or certs in ("list", "show"))
     try:
         if args.command == "diff":
             return await cmd_diff(app, args.output)
@@ -161,12 +177,14 @@ async def dispatch(args: argparse.Namespace, cfg: Config) -> int:
             return await cmd_reconcile(app)
         if args.command == "certs" and args.certs_command == "renew":
             return await cmd_certs_renew(app, args.name, force=args.force)
-        if args.command == "gc" or getattr(args, "certs_command", None) == "quarantine":
+        if args.command == "gc" or certs == "quarantine":
             from controller import cli_gc
 
             return await cli_gc.dispatch(app, args)
-        if args.command == "certs":
-            return cmd_certs_list(app, args.output)
+        if args.command in ("certs", "status"):
+            from controller import cli_certs
+
+            return await cli_certs.dispatch(app, args)
     finally:
         await app.close()
     return 1
@@ -220,13 +238,17 @@ async def take_store_lock(lock: StoreLock) -> StoreLock:
 
 
 async def cmd_reconcile(app: object) -> int:
+    from controller.adapters.store.events import EventLog, PassEvents
     from controller.adapters.store.lock import StoreLock
     from controller.app import App
+    from controller.cli_output import ReconcileProgress
 
     assert isinstance(app, App)
     lock = await take_store_lock(StoreLock(app.paths))
     try:
         await app.prepare()
+        app.reconciler.executor.progress = ReconcileProgress()  # a bar on a terminal
+        app.reconciler.observers.append(PassEvents(EventLog(app.paths)))
         result = await app.reconciler.converge(probe=True)
         final = result
         if final.plan.actions:
@@ -314,47 +336,12 @@ async def _renew_through_admin(cfg: Config, domain: str, *, force: bool, holder:
 
 
 def cmd_certs_list(app: object, output: str) -> int:
+    """`certs list` (cli_certs.cmd_list; kept here for the callers that import it from cli)."""
     from controller.app import App
+    from controller.cli_certs import cmd_list
 
     assert isinstance(app, App)
-    stored, problems = app.store.load_all()
-    now = app.reconciler.clock()
-    rows: list[dict[str, object]] = []
-    for domain in sorted(stored):
-        info = stored[domain].info
-        rows.append({
-            "domain": domain,
-            "names": list(info.names),
-            "subject_cn": info.common_name,
-            "not_after": info.not_after.isoformat(),
-            "days_left": round((info.not_after - now).total_seconds() / 86400, 1),
-            "key_type": info.key_type.value if info.key_type else "unknown",
-            "serial": info.serial,
-            "issuer": info.issuer,
-        })
-    if output == "json":
-        doc = {"certificates": rows, "problems": dict(problems)}
-        sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
-        return 0
-    cols = ["domain", "names", "not_after", "days_left", "key_type", "serial"]
-    if output == "wide":
-        cols += ["subject_cn", "issuer"]
-    table = [[str(c).upper() for c in cols]]
-    for r in rows:
-        table.append([_cell(r[c]) for c in cols])
-    for domain in sorted(problems):  # a row too, so an unusable pair is not missed
-        table.append([domain, "-", "UNUSABLE", *["-"] * (len(cols) - 3)])
-    widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
-    for row in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-    for domain, why in sorted(problems.items()):
-        print(f"problem: {domain}: {why} (a desired name's pair is quarantined and reissued "
-              "by the next reconcile)")
-    return 0
-
-
-def _cell(value: object) -> str:
-    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+    return cmd_list(app, output)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ token or an EAB key). Durations have documented minimums (MIN_INTERVAL, MIN_PROB
 MIN_ADMIN_TIMEOUT; a zero interval would spin the loop), refused at load like a wrong type.
 `[certificates."name"]` tables (CertificateSettings) set keyType, profile and challengeType per
 certificate; their keys are host names (certificate_name), checked here and made canonical.
+`[dns]` (controller/dnsconfig.py) configures dns-01; challengeType "dns" without it is an error.
 Relative paths are resolved against the NJet prefix (NJet launches copilots from an arbitrary
 working directory).
 """
@@ -18,6 +19,7 @@ import tomllib
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -30,6 +32,7 @@ from pydantic import (
 )
 
 from controller.desired import canonical_name, name_problem
+from controller.dnsconfig import DnsSection
 from controller.errors import ConfigError
 from controller.model import ChallengeType, KeyType
 from controller.njetconf import DEFAULT_MAX_CONF_BYTES
@@ -151,17 +154,81 @@ class AdminSection(_Section):
     maxConnections: int = Field(default=256, ge=1, le=65536)
 
 
+MIN_HOOK_TIMEOUT = timedelta(seconds=1)  # [hooks] timeout, [notify] timeout
+_MAX_ARGV = 256  # items of one hook command
+_MAX_ARG = 4096  # characters of one item
+
+
+def _argv(value: object) -> object:
+    """A hook command: a list of strings, the program and its arguments (no shell).
+    An empty list is no hook. Errors say what is wrong, never the value."""
+    if isinstance(value, str):
+        raise ValueError('must be a list of strings, the program and its arguments (no shell),'
+                         ' e.g. ["/usr/local/bin/reload-service", "--quiet"]')
+    if isinstance(value, tuple):
+        value = list(value)
+    if not isinstance(value, list):
+        raise ValueError("must be a list of strings, the program and its arguments")
+    if not value:
+        return None
+    if len(value) > _MAX_ARGV:
+        raise ValueError(f"must have at most {_MAX_ARGV} items")
+    if not all(isinstance(a, str) for a in value):
+        raise ValueError("every item must be a string")
+    if not value[0].strip():
+        raise ValueError("the program (the first item) is empty")
+    if any("\x00" in a or len(a) > _MAX_ARG for a in value):
+        raise ValueError(f"an item holds a NUL character or is longer than {_MAX_ARG}")
+    return tuple(value)
+
+
+HookCommand = Annotated[tuple[str, ...] | None, BeforeValidator(_argv)]
+
+
+class HooksSection(_Section):
+    """`[hooks]`: commands run after a certificate event (adapters/hooks/runner.py)."""
+
+    onIssued: HookCommand = None
+    onRenewed: HookCommand = None
+    onFailed: HookCommand = None
+    onDeleted: HookCommand = None
+    timeout: Annotated[Duration, _at_least(MIN_HOOK_TIMEOUT, "1s")] = timedelta(seconds=30)
+
+
+def _webhook_url(value: object) -> object:
+    """`[notify] webhook`: "" (none) or an http(s) URL with a host; never echoed back."""
+    if not isinstance(value, str):
+        raise ValueError("must be a string: an http:// or https:// URL")
+    url = value.strip()
+    if not url:
+        return ""
+    bad = ValueError("must be an http:// or https:// URL with a host")
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        raise bad
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # an out-of-range or non-numeric port raises ValueError
+    except ValueError:
+        raise bad from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise bad
+    return url
+
+
+class NotifySection(_Section):
+    """`[notify]`: a webhook told about every certificate event (adapters/hooks/webhook.py)."""
+
+    webhook: Annotated[str, BeforeValidator(_webhook_url)] = ""
+    template: Literal["json", "slack", "dingtalk", "wecom"] = "json"
+    retries: int = Field(default=3, ge=0, le=10, strict=True)
+    timeout: Annotated[Duration, _at_least(MIN_HOOK_TIMEOUT, "1s")] = timedelta(seconds=10)
+    secretFile: str = ""  # HMAC-SHA256 key for X-NJCM-Signature; "" = unsigned
+
+
 def _one_key_type(value: object) -> object:
     if isinstance(value, list):
         raise ValueError("dual certificates are not supported yet: give one key type"
                          " (rsa2048, rsa4096, ec256 or ec384)")
-    return value
-
-
-def _no_dns_yet(value: object) -> object:
-    if isinstance(value, str) and value.strip().lower() == "dns":
-        raise ValueError('"dns" (dns-01) needs a [dns] section, which this version does not'
-                         ' have yet; use "http" or "tls"')
     return value
 
 
@@ -172,7 +239,7 @@ class CertificateSettings(_Section):
     keyType: Annotated[KeyType | None, BeforeValidator(_one_key_type)] = None
     profile: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
                                               max_length=255)] | None = None
-    challengeType: Annotated[ChallengeType | None, BeforeValidator(_no_dns_yet)] = None
+    challengeType: ChallengeType | None = None  # "dns" only with a [dns] section
 
 
 def certificate_name(key: str) -> str:
@@ -206,6 +273,10 @@ class Config(BaseModel):
     admin: AdminSection = AdminSection()
     # [certificates."<first server_name>"] tables, keyed by certificate_name(key)
     certificates: dict[str, CertificateSettings] = Field(default_factory=dict)
+    # [dns]: the provider of dns-01 (controller/dnsconfig.py); None: no dns-01, no wildcards
+    dns: DnsSection | None = None
+    hooks: HooksSection = HooksSection()
+    notify: NotifySection = NotifySection()
 
     # Filled by load_config, not from the file.
     prefix: Path = Path("/usr/local/njet")
@@ -221,8 +292,19 @@ class Config(BaseModel):
         return resolve_path(self.prefix, self.njet.confPath)
 
     @property
+    def dns_configured(self) -> bool:
+        """A [dns] section exists: dns-01 can be used, wildcard names can be issued."""
+        return self.dns is not None
+
+    @property
     def ca_bundle(self) -> Path | None:
         return resolve_path(self.prefix, self.acme.caBundle) if self.acme.caBundle else None
+
+    @property
+    def notify_secret_file(self) -> Path | None:
+        """`[notify] secretFile`, resolved against the prefix; None: webhooks are unsigned."""
+        value = self.notify.secretFile.strip()
+        return resolve_path(self.prefix, value) if value else None
 
     @property
     def mqtt_address(self) -> str:
@@ -237,7 +319,8 @@ def resolve_path(prefix: Path, value: str) -> Path:
     return p if p.is_absolute() else prefix / p
 
 
-_SECTIONS = ("copilot", "acme", "njet", "mqtt", "log", "controller", "admin")
+_SECTIONS = ("copilot", "acme", "njet", "mqtt", "log", "controller", "admin", "hooks",
+             "notify")
 
 
 def unknown_keys(cfg: Config) -> list[str]:
@@ -248,6 +331,8 @@ def unknown_keys(cfg: Config) -> list[str]:
         out.extend(f"{name}.{k}" for k in (section.model_extra or {}))
     for key, entry in cfg.certificates.items():
         out.extend(f"{_key_path(key)}.{k}" for k in (entry.model_extra or {}))
+    if cfg.dns is not None:
+        out.extend(f"dns.{k}" for k in (cfg.dns.model_extra or {}))
     return out
 
 
@@ -287,13 +372,32 @@ def parse_config(data: dict[str, Any], *, prefix: Path, source: str = "<config>"
             raise ConfigError(
                 f"{source}: [{name}] must be a table, got {type(data[name]).__name__}"
             )
+    if "dns" in data and not isinstance(data["dns"], dict):
+        raise ConfigError(f"{source}: [dns] must be a table, got {type(data['dns']).__name__}")
     if "certificates" in data:
         data = {**data, "certificates": _certificate_tables(data["certificates"], source)}
     try:
-        return Config.model_validate({**data, "prefix": prefix, "source": source})
+        cfg = Config.model_validate({**data, "prefix": prefix, "source": source})
     except ValidationError as exc:
         details = "; ".join(_describe(e) for e in exc.errors())  # type: ignore[arg-type]
         raise ConfigError(f"{source}: {details}") from None
+    _check_dns_wanted(cfg, source)
+    return cfg
+
+
+_NEEDS_DNS = ('"dns" (dns-01) needs a [dns] section: a DNS provider, e.g. provider = "rfc2136"'
+              ' with nameserver, tsigKeyName, tsigSecretFile (README: "dns-01 and wildcards")')
+
+
+def _check_dns_wanted(cfg: Config, source: str) -> None:
+    """challengeType "dns" ([acme]'s or a certificate's) without a [dns] section is an error."""
+    if cfg.dns is not None:
+        return
+    wanting = ["acme.challengeType"] if cfg.acme.challengeType is ChallengeType.DNS else []
+    wanting += [f"{_key_path(name)}.challengeType" for name, entry in cfg.certificates.items()
+                if entry.challengeType is ChallengeType.DNS]
+    if wanting:
+        raise ConfigError(f"{source}: {', '.join(wanting)}: {_NEEDS_DNS}")
 
 
 def load_config(path: str | Path, *, prefix: str | Path | None = None) -> Config:

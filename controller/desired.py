@@ -7,8 +7,14 @@ Rules: one CertificateSpec per managed server block with an `ssl` listen; its do
 key, CN) is the block's first usable server_name, its SAN every usable name (lowercased, trailing
 dot stripped, de-duplicated in order). Blocks whose first usable name is the same share ONE spec
 (names and listens united, first block first), so the result never flips between them. Names
-that http-01/tls-alpn-01 cannot validate become NameWarnings, never silently dropped; a leading
-dot name `.x.test` (nginx: x.test and *.x.test) keeps x.test and warns about the wildcard half.
+that cannot be issued become NameWarnings, never silently dropped.
+
+Wildcards: without a [dns] section (`wildcards=False`) `*.x.test` is a warning that says to
+configure one, and a leading dot name `.x.test` (nginx: x.test and *.x.test) keeps x.test and
+warns about the wildcard half. With one (`wildcards=True`, dns-01 can prove them) `*.x.test` is
+issued as is (its store name is `_.x.test`) and `.x.test` as x.test plus *.x.test, in one
+certificate; desired_source.py then makes every certificate holding a wildcard use dns-01.
+Other wildcard forms (`x.*`, `a.*.test`, `*.*.test`) no CA issues: always warnings.
 Single-label names other than `localhost` are left to the CA to judge (private CAs issue them).
 Conf-level warnings (an include glob matching nothing) travel the same way: a NameWarning whose
 name is the directive (`include conf.d/*.conf`) and whose origin is its file:line.
@@ -32,7 +38,24 @@ from controller.paths import validate_domain
 
 _LABEL_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
 _HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-.")
-_NO_WILDCARD = "wildcard names need dns-01, which NJet's cert-manager does not offer"
+_NO_WILDCARD = ("wildcard names need dns-01: configure a DNS provider in a [dns] section of"
+                " the TOML (README: dns-01 and wildcards)")
+_BAD_WILDCARD = ("wildcard names other than *.<name> (one leading label) cannot be issued by any"
+                 " CA")
+
+
+def is_wildcard(name: str) -> bool:
+    """`*.x.test`: a name whose first label is `*` (the one wildcard form CAs issue)."""
+    return name.startswith("*.")
+
+
+def wildcard_base(name: str) -> str | None:
+    """The issuable base of a wildcard spelling: "x.test" for `*.x.test` and `.x.test`, None
+    for anything else (including `x.*` and `*.*.test`)."""
+    base = name[2:] if name.startswith("*.") else name[1:] if name.startswith(".") else None
+    if base is None or name_problem(base) is not None:
+        return None
+    return base
 
 
 def canonical_name(name: str) -> str:
@@ -52,7 +75,7 @@ def name_problem(name: str) -> str | None:
     if "$" in name:
         return "names with variables are only known at request time"
     if "*" in name:
-        return _NO_WILDCARD
+        return _NO_WILDCARD if wildcard_base(canonical_name(name)) else _BAD_WILDCARD
     if name.startswith("."):
         return f"a leading dot means {name[1:]} and *{name} ({_NO_WILDCARD})"
     host = canonical_name(name)
@@ -88,14 +111,20 @@ def name_problem(name: str) -> str | None:
 
 
 def usable_names(
-    names: Iterable[str], origin: str
+    names: Iterable[str], origin: str, *, wildcards: bool = False
 ) -> tuple[tuple[str, ...], tuple[NameWarning, ...]]:
-    """The issuable names (canonical, de-duplicated, in order) and a warning for each other."""
+    """The issuable names (canonical, de-duplicated, in order) and a warning for each other;
+    `wildcards`: dns-01 is configured, so `*.x` and `.x` (= x, *.x) are issuable too."""
     out: list[str] = []
     warnings: list[NameWarning] = []
     for raw in names:
         reason = name_problem(raw)
         candidate = canonical_name(raw)
+        base = wildcard_base(candidate) if wildcards and reason is not None else None
+        if base is not None:
+            wanted = (base, f"*.{base}") if candidate.startswith(".") else (candidate,)
+            out.extend(n for n in wanted if n not in out)
+            continue
         if reason is not None:
             warnings.append(NameWarning(raw, reason, origin))
             if not (raw.startswith(".") and name_problem(raw[1:]) is None):
@@ -125,9 +154,10 @@ def _add(specs: dict[str, CertificateSpec], spec: CertificateSpec) -> None:
 
 
 def desired_from_servers(
-    servers: Sequence[ServerBlock], *, key_type: KeyType | None = None
+    servers: Sequence[ServerBlock], *, key_type: KeyType | None = None, wildcards: bool = False
 ) -> Desired:
-    """One spec per managed block with an ssl listen (merged by first usable name)."""
+    """One spec per managed block with an ssl listen (merged by first usable name);
+    `wildcards`: see the module docstring."""
     specs: dict[str, CertificateSpec] = {}
     warnings: list[NameWarning] = []
     for block in servers:
@@ -137,7 +167,7 @@ def desired_from_servers(
         if not block.names:
             warnings.append(NameWarning("", "managed server block has no server_name", origin))
             continue
-        names, problems = usable_names(block.names, origin)
+        names, problems = usable_names(block.names, origin, wildcards=wildcards)
         warnings.extend(problems)
         if not names:
             continue
@@ -155,7 +185,7 @@ def desired_from_servers(
 
 
 def load_desired(conf_path: Path, *, key_type: KeyType | None = None,
-                 max_conf_bytes: int = DEFAULT_MAX_CONF_BYTES) -> Desired:
+                 max_conf_bytes: int = DEFAULT_MAX_CONF_BYTES, wildcards: bool = False) -> Desired:
     """Parse njet.conf (includes expanded) into the desired state.
 
     Relative ssl_certificate paths resolve against the main conf file's directory, which is
@@ -164,12 +194,12 @@ def load_desired(conf_path: Path, *, key_type: KeyType | None = None,
     is [njet] maxConfBytes).
     """
     return load_desired_and_files(conf_path, key_type=key_type,
-                                  max_conf_bytes=max_conf_bytes)[0]
+                                  max_conf_bytes=max_conf_bytes, wildcards=wildcards)[0]
 
 
 def load_desired_and_files(
     conf_path: Path, *, key_type: KeyType | None = None,
-    max_conf_bytes: int = DEFAULT_MAX_CONF_BYTES,
+    max_conf_bytes: int = DEFAULT_MAX_CONF_BYTES, wildcards: bool = False,
 ) -> tuple[Desired, frozenset[str]]:
     """load_desired, plus every file the parse read (njet.conf and its includes) and every
     folder an include glob looked into (what a cache of the result must watch)."""
@@ -177,7 +207,7 @@ def load_desired_and_files(
     with gc_paused():
         loaded = load_conf(conf_path, max_bytes=max_conf_bytes)
         servers = http_servers(loaded.directives, conf_dir=conf_dir)
-        base = desired_from_servers(servers, key_type=key_type)
+        base = desired_from_servers(servers, key_type=key_type, wildcards=wildcards)
         if loaded.warnings:
             base = replace(base, warnings=(*map(_conf_warning, loaded.warnings),
                                            *base.warnings))
@@ -188,15 +218,16 @@ def _conf_warning(w: ConfWarning) -> NameWarning:
     return NameWarning(w.subject, w.reason, w.origin)
 
 
-def merge_desired(base: Desired, extra: Iterable[CertificateSpec]) -> Desired:
+def merge_desired(base: Desired, extra: Iterable[CertificateSpec], *,
+                  wildcards: bool = False) -> Desired:
     """Unite runtime-announced specs into `base`: same domain -> names and listens united (base
-    first, base's other fields kept). Extra names are cleaned like conf names; unusable ones
-    become warnings with the spec's origin."""
+    first, base's other fields kept). Extra names are cleaned like conf names (`wildcards` as
+    there); unusable ones become warnings with the spec's origin."""
     specs = dict(base.specs)
     warnings = list(base.warnings)
     for spec in extra:
         origin = spec.origin or spec.source.value
-        names, problems = usable_names(spec.names, origin)
+        names, problems = usable_names(spec.names, origin, wildcards=wildcards)
         warnings.extend(problems)
         if not names:
             continue

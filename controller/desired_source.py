@@ -11,6 +11,10 @@ spec built, conf and runtime alike (apply_settings): a table's keyType overrides
 its challengeType and profile are set on the spec only where they differ from [acme]'s. A table
 that names no desired certificate is a warning (it may be a typo) whose origin is the TOML file.
 
+With a [dns] section (`wildcards=True`) wildcard names are issued (desired.py), and a
+certificate holding one validates all its names through dns-01 (one mechanism per order:
+use_dns_for_wildcards); a table asking for another challenge type for it gets a warning.
+
 `load` may be called from the event loop and from a daemon thread (reconcile.py parses off the
 loop); a lock makes one load at a time.
 
@@ -25,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from controller.desired import load_desired_and_files, merge_desired
+from controller.desired import is_wildcard, load_desired_and_files, merge_desired
 from controller.model import ChallengeType, Desired, KeyType, NameWarning
 from controller.njetconf import DEFAULT_MAX_CONF_BYTES
 from controller.ports import RuntimeSpecs
@@ -61,6 +65,7 @@ def apply_settings(
     default_challenge: ChallengeType = ChallengeType.HTTP,
     default_profile: str = "",
     origin: str = "",
+    wildcards: bool = False,
 ) -> Desired:
     """`desired` with each table applied to the spec of its name (a `.x.test` table also to
     the spec x.test), plus a warning per table no spec uses (`origin`: the TOML file)."""
@@ -82,15 +87,36 @@ def apply_settings(
             challenge_type=None if challenge in (None, default_challenge) else challenge,
             profile=None if profile in (None, default_profile) else profile,
         )
-    unused = [NameWarning(key, _unused(key, desired), origin)
+    unused = [NameWarning(key, _unused(key, desired, wildcards=wildcards), origin)
               for key in sorted(set(settings) - used)]
     return replace(desired, specs=specs, warnings=(*desired.warnings, *unused))
 
 
-def _unused(key: str, desired: Desired) -> str:
+def use_dns_for_wildcards(
+    desired: Desired, *, default_challenge: ChallengeType = ChallengeType.HTTP, origin: str = "",
+) -> Desired:
+    """Every spec holding a wildcard name validated through dns-01 (None when that is
+    [acme]'s challengeType); a table's other challengeType for one is overridden, with a
+    warning (`origin`: the TOML file)."""
+    specs = dict(desired.specs)
+    warnings = list(desired.warnings)
+    wanted = None if default_challenge is ChallengeType.DNS else ChallengeType.DNS
+    for domain, spec in desired.specs.items():
+        if not any(is_wildcard(n) for n in spec.names) or spec.challenge_type is wanted:
+            continue
+        if spec.challenge_type not in (None, ChallengeType.DNS):
+            warnings.append(NameWarning(domain, (
+                f'challengeType "{spec.challenge_type.value}" cannot prove a wildcard name:'
+                " this certificate is validated through dns-01"), origin))
+        specs[domain] = replace(spec, challenge_type=wanted)
+    return replace(desired, specs=specs, warnings=tuple(warnings))
+
+
+def _unused(key: str, desired: Desired, *, wildcards: bool = False) -> str:
     what = f'[certificates."{key}"] has no effect'
-    if key.startswith("*."):
-        return f"{what}: wildcard certificates need dns-01, which this version does not do yet"
+    if key.startswith("*.") and not wildcards:
+        return (f"{what}: wildcard certificates need dns-01: configure a DNS provider in a"
+                " [dns] section")
     for domain, spec in sorted(desired.specs.items()):
         if key in spec.names:
             return f"{what}: {key} is a name of the certificate {domain}; name that instead"
@@ -108,6 +134,7 @@ class DesiredSource:
     default_challenge: ChallengeType = ChallengeType.HTTP
     default_profile: str = ""
     settings_origin: str = ""  # the TOML file, for the unused-table warnings
+    wildcards: bool = False  # a [dns] section exists: wildcard names are issued (dns-01)
     _files: frozenset[str] = field(default=frozenset())
     _signature: Signature | None = None
     _value: Desired | None = None
@@ -130,14 +157,19 @@ class DesiredSource:
         ):
             return self._value
         base, files = load_desired_and_files(self.conf_path, key_type=self.key_type,
-                                             max_conf_bytes=self.max_conf_bytes)
+                                             max_conf_bytes=self.max_conf_bytes,
+                                             wildcards=self.wildcards)
         self.parses += 1
         extra = self.runtime.load()
         value = apply_settings(
-            merge_desired(base, extra) if extra else base, self.settings,
-            default_challenge=self.default_challenge, default_profile=self.default_profile,
-            origin=self.settings_origin,
+            merge_desired(base, extra, wildcards=self.wildcards) if extra else base,
+            self.settings, default_challenge=self.default_challenge,
+            default_profile=self.default_profile, origin=self.settings_origin,
+            wildcards=self.wildcards,
         )
+        if self.wildcards:
+            value = use_dns_for_wildcards(value, default_challenge=self.default_challenge,
+                                          origin=self.settings_origin)
         self._files = files
         self._value = value
         self._signature = _signature(self._watched())

@@ -6,7 +6,8 @@ are quarantined right before the new order), issue/renew go ACME → store swap 
 verify, and every apply is proved by a real TLS handshake (NJet's code 0 — or 11, "repeated" —
 proves nothing); a new pair not valid yet is stored but not applied (the plan waits for its
 notBefore). Errors become outcomes: temporary (retry after a delay) or permanent; the
-per-certificate backoff lives in status (fold.py).
+per-certificate backoff lives in status (fold.py). An optional `progress` (ports.ActionProgress,
+the CLI's `reconcile` provides one) is told as each action finishes.
 """
 
 from __future__ import annotations
@@ -31,7 +32,14 @@ from controller.fold import Outcome
 from controller.logs import log_event
 from controller.model import KeyKind, KeyType, NjetTarget
 from controller.plan import Action, ActionKind
-from controller.ports import CertStore, Clock, IssuerFactory, NjetWriter, Prober
+from controller.ports import (
+    ActionProgress,
+    CertStore,
+    Clock,
+    IssuerFactory,
+    NjetWriter,
+    Prober,
+)
 
 register("execute.after_order", "execute.after_store", "execute.after_apply",
          "execute.after_verify")
@@ -64,17 +72,28 @@ class Executor:
     repeated_error: type[BaseException] | None = None
     on_acme: AcmeObserver | None = None
     revoke_on_delete: bool = False
+    progress: ActionProgress | None = None  # told as each action finishes (the CLI's bar)
     clock: Clock = field(kw_only=True)
     sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep, kw_only=True)
 
     async def execute(self, actions: Sequence[Action]) -> list[Outcome]:
         sem = asyncio.Semaphore(self.concurrency)
+        progress = self.progress
 
         async def guarded(a: Action) -> Outcome:
             async with sem:
-                return await self._run(a)
+                outcome = await self._run(a)
+            if progress is not None:
+                progress.finished(outcome)
+            return outcome
 
-        return list(await asyncio.gather(*(guarded(a) for a in actions)))
+        if progress is None:
+            return list(await asyncio.gather(*(guarded(a) for a in actions)))
+        progress.started(len(actions))
+        try:
+            return list(await asyncio.gather(*(guarded(a) for a in actions)))
+        finally:
+            progress.ended()
 
     async def _run(self, action: Action) -> Outcome:
         started = time.monotonic()

@@ -2,8 +2,9 @@
 
 No runtime dependency on prometheus_client. `Registry` holds gauges, counters and histograms
 with labels and renders them (`# HELP`, `# TYPE`, escaped label values). `ControllerMetrics`
-creates the `njcm_*` metrics with typed setters; the reconcile loop, the ACME client wrapper
-and the MQTT listener call those, and the admin API serves `render()` on GET /metrics.
+creates the `njcm_*` metrics with typed setters; the reconcile loop (through admin_backend's
+pass observer and pass_metrics.PassFeed), the ACME client wrapper and the MQTT listener call
+those, and the admin API serves `render()` on GET /metrics (deploy/ reads them).
 Thread-safe (one lock) so executor threads may record too.
 """
 
@@ -254,6 +255,22 @@ class AcmeOutcome(StrEnum):
     CONFIG_ERROR = "config_error"
 
 
+class ActionResult(StrEnum):
+    """`result` of njcm_actions_total, njcm_certificate_renewals_total, njcm_njet_apply_total."""
+
+    SUCCESS = "success"
+    FAILURE = "failure"
+    SKIPPED = "skipped"  # the precondition no longer held: nothing was done (actions only)
+
+
+class VerifyResult(StrEnum):
+    """`result` of njcm_njet_verify_total: what a TLS probe saw against the stored pair."""
+
+    MATCH = "match"
+    MISMATCH = "mismatch"
+    ERROR = "error"  # the handshake failed
+
+
 class ControllerMetrics:
     """The `njcm_*` metric set, with typed methods for every caller."""
 
@@ -305,9 +322,57 @@ class ControllerMetrics:
         self._mqtt_connected = r.gauge(
             "njcm_mqtt_connected", "1 while subscribed to NJet's MQTT broker, else 0."
         )
+        self._actions = r.counter(
+            "njcm_actions_total",
+            "Planned actions executed, by kind (issue, renew, apply, delete) and result "
+            "(success, failure, skipped).",
+            ("action", "result"),
+        )
+        self._renewals = r.counter(
+            "njcm_certificate_renewals_total",
+            "Renewals of the certificate (renew actions) by result (success, failure).",
+            ("name", "result"),
+        )
+        self._njet_apply = r.counter(
+            "njcm_njet_apply_total",
+            "Pairs pushed to NJet's API, by result: success once a TLS handshake proved NJet "
+            "serves the pair, failure otherwise.",
+            ("result",),
+        )
+        self._njet_verify = r.counter(
+            "njcm_njet_verify_total",
+            "TLS probes of what NJet serves against the stored pair, by result (match, "
+            "mismatch, error).",
+            ("result",),
+        )
+        self._served_matches = r.gauge(
+            "njcm_certificate_served_matches_stored",
+            "1 while NJet serves the stored certificate, 0 while it serves something else "
+            "(absent in store-only mode and for names the running NJet has no block for).",
+            ("name",),
+        )
+        self._failing_since = r.gauge(
+            "njcm_certificate_failing_since_timestamp_seconds",
+            "When the certificate's current streak of failed actions began, as a unix "
+            "timestamp (absent while its last action succeeded).",
+            ("name",),
+        )
         self._per_cert = (self._not_before, self._expiration, self._renewal, self._ready,
-                          self._not_ready)
+                          self._not_ready, self._renewals, self._served_matches,
+                          self._failing_since)
         self._names: set[str] = set()
+        self._hook_runs = r.counter(
+            "njcm_hook_runs_total",
+            "[hooks] commands by hook (onIssued, onRenewed, onFailed, onDeleted) and result "
+            "(success, failure, timeout, dropped: the queue was full).",
+            ("hook", "result"),
+        )
+        self._notifications = r.counter(
+            "njcm_notifications_total",
+            "[notify] webhook deliveries by result (success, failure after the retries, "
+            "dropped: the queue was full).",
+            ("result",),
+        )
 
     def set_certificate(
         self,
@@ -357,8 +422,43 @@ class ControllerMetrics:
         if failed:
             self._reconcile_failures.inc()
 
+    def observe_action(self, action: str, result: ActionResult) -> None:
+        self._actions.inc(action=action, result=result.value)
+
+    def observe_renewal(self, name: str, result: ActionResult) -> None:
+        self._names.add(name)
+        self._renewals.inc(name=name, result=result.value)
+
+    def observe_njet_apply(self, result: ActionResult) -> None:
+        self._njet_apply.inc(result=result.value)
+
+    def observe_njet_verify(self, result: VerifyResult) -> None:
+        self._njet_verify.inc(result=result.value)
+
+    def set_served_matches_stored(self, name: str, matches: bool | None) -> None:
+        """Whether NJet serves `name`'s stored pair; None removes the series (unknown)."""
+        if matches is None:
+            self._served_matches.remove(name=name)
+            return
+        self._names.add(name)
+        self._served_matches.set(1.0 if matches else 0.0, name=name)
+
+    def set_failing_since(self, name: str, since: datetime | None) -> None:
+        """The start of `name`'s failing streak; None (it succeeded) removes the series."""
+        if since is None:
+            self._failing_since.remove(name=name)
+            return
+        self._names.add(name)
+        self._failing_since.set(since.timestamp(), name=name)
+
     def set_mqtt_connected(self, connected: bool) -> None:
         self._mqtt_connected.set(1.0 if connected else 0.0)
+
+    def observe_hook_run(self, hook: str, result: str) -> None:
+        self._hook_runs.inc(hook=hook, result=result)
+
+    def observe_notification(self, result: str) -> None:
+        self._notifications.inc(result=result)
 
     def render(self) -> str:
         return self.registry.render()

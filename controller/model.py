@@ -47,6 +47,7 @@ class ActionKind(StrEnum):
 class ChallengeType(StrEnum):
     HTTP = "http"  # http-01
     TLS = "tls"  # tls-alpn-01
+    DNS = "dns"  # dns-01: a TXT record through the [dns] provider (adapters/dns/)
 
 
 class Source(StrEnum):

@@ -7,6 +7,7 @@ The layout under `<prefix>/.lego/` is lego's (and so NJet's own Go cert-manager'
   quarantine/<name>.<ts>/  pairs taken out of service, kept quarantineRetention (adapters/store/
                            quarantine.py lists, restores and expires them)
   gc-confirm.json          an operator's release of deletions the deletion guard holds
+  dns-cleanups.json        dns-01 TXT records written and not yet removed (adapters/dns/pending.py)
   journal/                 the swap journal (adapters/store/journal.py)
   journal-rejected/        journal entries recovery refused to act on, kept for inspection
   runtime/                 event-sourced desired state (servers announced at runtime)
@@ -91,6 +92,11 @@ class StorePaths:
     def gc_confirm(self) -> Path:
         """The deletion guard's release (adapters/store/gcconfirm.py); holds no key material."""
         return self.lego / "gc-confirm.json"
+
+    @property
+    def dns_cleanups(self) -> Path:
+        """dns-01 records to remove (adapters/dns/pending.py); names and TXT values only."""
+        return self.lego / "dns-cleanups.json"
 
     @property
     def journal(self) -> Path:

@@ -4,8 +4,11 @@ Who implements what: CertStore (adapters/store/lego.py), Issuer (adapters/acme/c
 NjetReader + NjetWriter (adapters/njet/api.py), Prober (app.tls_probe over
 adapters/njet/probe.py), StatusPersistence (adapters/store/statusfile.py), RuntimeSpecs
 (adapters/store/runtime.py), GcConfirmations (adapters/store/gcconfirm.py), QuarantineExpiry
-(adapters/store/quarantine.py), ChallengeSolver + LeftoverCleaner (adapters/challenges/),
-DesiredLoader (app.py over desired_source.py), AdminBackend + PassObserver (admin_backend.py).
+(adapters/store/quarantine.py), ChallengeSolver + LeftoverCleaner (adapters/challenges/,
+adapters/dns/solver.py), DnsProvider (adapters/dns/: rfc2136.py, lexicon_provider.py,
+exec_provider.py), DesiredLoader (app.py over desired_source.py), AdminBackend +
+PassObserver (admin_backend.py; the event log's PassEvents in adapters/store/events.py is a
+PassObserver too), ActionProgress (cli_output.py; tests/unit/test_cli_certs.py records one).
 tests/fakes.py holds an in-memory fake of each that tests/unit/test_fakes.py checks against
 these Protocols (statically with mypy, and by behaviour).
 
@@ -263,13 +266,27 @@ class PassObserver(Protocol):
                 observed: Observed, statuses: dict[str, CertStatus]) -> None: ...
 
 
+class ActionProgress(Protocol):
+    """Told as one pass's actions run (the CLI's `reconcile`: a progress bar on a terminal,
+    one line per finished action otherwise; cli_output.py). The Executor calls `started(total)`
+    once before the first action, `finished(outcome)` as each one ends (in any order) and
+    `ended()` after the last, also when the pass is cancelled. On the event loop; quick; never
+    raises."""
+
+    def started(self, total: int) -> None: ...
+    def finished(self, outcome: Outcome) -> None: ...
+    def ended(self) -> None: ...
+
+
 # -- ACME challenges ---------------------------------------------------------------------------
 
 
 class ChallengeSolver(Protocol):
     """Makes one challenge answerable, then removes it (adapters/challenges/).
 
-    Contract: `challenge_type` is the ACME type solved ("http-01" or "tls-alpn-01").
+    Contract: `challenge_type` is the ACME type solved ("http-01", "tls-alpn-01" or "dns-01";
+    the dns-01 solver, adapters/dns/solver.py, writes TXT records through a DnsProvider and
+    gets the identifier's base name: "shop.test" for `*.shop.test` too).
     `present` returns only once the CA can validate (the server is listening); it raises
     TemporaryError (e.g. address in use) or ConfigError (e.g. no permission for the port).
     `cleanup` gets the same arguments, never raises, and is called exactly once per successful
@@ -281,6 +298,20 @@ class ChallengeSolver(Protocol):
 
     async def present(self, domain: str, token: str, key_authorization: str) -> None: ...
     async def cleanup(self, domain: str, token: str, key_authorization: str) -> None: ...
+    async def close(self) -> None: ...
+
+
+class DnsProvider(Protocol):
+    """Writes and removes one TXT value. `zone` is the zone apex without trailing dot
+    ("shop.test"), `fqdn` the record's absolute name without trailing dot
+    ("_acme-challenge.shop.test"), `value` the TXT value (the base64url digest).
+    present() adds the value, keeping other TXT values at that name (two values at once for
+    `*.x` + `x`); cleanup() removes exactly that value, and a value that is not there is not an
+    error. Both raise TemporaryError (unreachable, 5xx, timeout) or ConfigError (bad
+    credentials, unknown zone) with a message naming the provider and the name, never a
+    credential. Safe to call concurrently for different names."""
+    async def present(self, *, zone: str, fqdn: str, value: str) -> None: ...
+    async def cleanup(self, *, zone: str, fqdn: str, value: str) -> None: ...
     async def close(self) -> None: ...
 
 
@@ -345,6 +376,7 @@ class DeleteResult:
     deleted: bool  # a pair was removed from the store
     still_desired: bool  # the name is still wanted: the next pass issues it again
     quarantined_to: str | None = None  # where the pair was moved (quarantine/<name>.<time>/)
+    revoked: bool = False  # revoked at the CA before it was moved
 
 
 @dataclass(frozen=True)
@@ -381,8 +413,11 @@ class AdminBackend(Protocol):
     `domain` arguments are already validated and lowercased. Reads (`list_certs`, `get_cert`,
     `plan_json`, `health`, `metrics_text`) change nothing; `get_cert` is None for a name with no
     stored pair. `delete_cert` moves the pair to quarantine/ atomically (`deleted` False when
-    there was none). `gc_confirm` releases, once, the deletions the deletion guard holds now
-    (`by` says who asked, for the log) and wakes the loop. `request_reconcile` and
+    there was none); with `revoke` it revokes the certificate at the CA first (an expired one is
+    not revoked), and a revocation that fails raises its ControllerError, deleting nothing.
+    `recent_events` returns the event log's last `limit` events (oldest first), those of
+    `domain` only when given. `gc_confirm` releases, once, the deletions the deletion guard
+    holds now (`by` says who asked, for the log) and wakes the loop. `request_reconcile` and
     `force_renew` only wake the loop (never reconcile inline);
     `force_renew` answers a RenewResult (`force` lifts the minimum-age refusal, never the
     hourly cap; concurrent requests for one name record one renewal). `record_event` writes
@@ -395,7 +430,9 @@ class AdminBackend(Protocol):
 
     async def list_certs(self) -> list[CertView]: ...
     async def get_cert(self, domain: str) -> CertView | None: ...
-    async def delete_cert(self, domain: str) -> DeleteResult: ...
+    async def delete_cert(self, domain: str, *, revoke: bool = False) -> DeleteResult: ...
+    async def recent_events(self, domain: str | None = None,
+                            limit: int = 100) -> list[dict[str, Any]]: ...
     async def plan_json(self) -> bytes | dict[str, Any]: ...
     def request_reconcile(self) -> None: ...
     async def force_renew(self, domain: str, *, force: bool = False) -> RenewResult: ...

@@ -64,6 +64,8 @@ class Reconciler:
     status_store: StatusPersistence
     clock: Clock = utc_now
     observer: PassObserver | None = None
+    # more observers, told after `observer` (service.py: hooks and notifications, event log)
+    observers: list[PassObserver] = field(default_factory=list)
     max_passes: int = 10
     # the deletion guard's release (read every pass, consumed by the next executing pass) and
     # the quarantine's expiry (run at the start of every executing pass); None: not used
@@ -159,10 +161,10 @@ class Reconciler:
         self._consume_release(result)
         self._fold(result)
         self.passes_run += 1
-        if self.observer is not None:
-            self.observer.on_pass(plan=result.plan, outcomes=outcomes,
-                                  seconds=time.monotonic() - started,
-                                  observed=result.observed, statuses=self.statuses)
+        seconds = time.monotonic() - started
+        for observer in ([self.observer] if self.observer is not None else []) + self.observers:
+            observer.on_pass(plan=result.plan, outcomes=outcomes, seconds=seconds,
+                             observed=result.observed, statuses=self.statuses)
         return result
 
     async def _expire_quarantine(self) -> None:

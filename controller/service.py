@@ -24,8 +24,9 @@ import signal
 
 from controller.adapters.admin.limits import ConnectionLimits
 from controller.adapters.admin.server import AdminServer, start_admin
+from controller.adapters.hooks.build import build_notifications
 from controller.adapters.mqtt.listener import MqttListener, read_retained
-from controller.adapters.store.events import EventLog
+from controller.adapters.store.events import EventLog, PassEvents
 from controller.adapters.store.lock import StoreLock
 from controller.admin_backend import ControllerBackend, renew_limits
 from controller.app import App
@@ -54,10 +55,18 @@ class Service:
         self.loop = Loop(self.app.reconciler, config.controller.interval,
                          on_resync=self.refresh_runtime)
         self.mqtt_state: dict[str, object] = {"connected": False}
+        events = EventLog(self.app.paths)
         self.backend = ControllerBackend(self.app.reconciler, self.loop, self.metrics,
-                                         self.mqtt_state, events=EventLog(self.app.paths),
+                                         self.mqtt_state, events=events,
                                          renew_limits=renew_limits(config))
         self.app.reconciler.observer = self.backend
+        # [hooks] and [notify]: told after every pass, run in background tasks (adapters/hooks/)
+        self.notifications = build_notifications(config, store=self.app.store,
+                                                 paths=self.app.paths, metrics=self.metrics)
+        if self.notifications is not None:
+            self.app.reconciler.observers.append(self.notifications.observer)
+        # every finished action into the event log (`certs show`, GET /api/v1/events)
+        self.app.reconciler.observers.append(PassEvents(events))
         self.app.reconciler.executor.on_acme = self.metrics.observe_acme_request
         self.mqtt: MqttListener | None = None
         self.admin: AdminServer | None = None
@@ -159,7 +168,8 @@ class Service:
     async def _shutdown(self) -> None:
         for closer in (self.mqtt.stop if self.mqtt else None,
                        self.admin.stop if self.admin else None,
-                       self.app.close):
+                       self.app.close,
+                       self.notifications.close if self.notifications else None):
             if closer is None:
                 continue
             with contextlib.suppress(Exception):

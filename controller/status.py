@@ -7,7 +7,9 @@ admin_backend.py (and `certs renew`) records an operator's renewal request, afte
 `forced_renewal_refusal` allowed it (at most `per_hour` forced renewals per certificate, none of
 a certificate younger than `min_age` unless forced). Backoffs are bounded: a Retry-After counts
 up to MAX_RETRY_AFTER (24 h), so no CA answer and no hand-edited file blocks a name for longer.
-Pure.
+Its `conditions` (Ready, Issuing: `Condition`) are set by fold.py after each pass through
+`with_condition`, which moves a condition's last transition only when its status flips; `certs
+show` prints them. Pure.
 """
 
 from __future__ import annotations
@@ -15,9 +17,33 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AwareDatetime, TypeAdapter
+
+from controller.reasons import Reason
+
+READY = "Ready"
+ISSUING = "Issuing"
+CONDITION_TYPES = (READY, ISSUING)
+MAX_CONDITION_MESSAGE = 512  # an error quoted in a message never makes a status file large
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """One condition of a certificate, as cmctl shows them: `type` READY or ISSUING, `status`
+    "True" or "False", why (`reason`: one CamelCase word, `message`: a sentence) and when
+    `status` last flipped (`last_transition`; a new reason alone does not move it)."""
+
+    type: str
+    status: Literal["True", "False"]
+    reason: str
+    message: str
+    last_transition: AwareDatetime
+
+    @property
+    def true(self) -> bool:
+        return self.status == "True"
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +81,12 @@ class CertStatus:
     # when this controller last stored a new pair for the name (the certificate's age for
     # `forceRenewMinAge`; a CA may backdate notBefore)
     issued_at: AwareDatetime | None = None
+    # Ready and Issuing, set by fold.py after each pass (at most one of each type)
+    conditions: tuple[Condition, ...] = ()
+
+    def condition(self, type_: str) -> Condition | None:
+        """The condition of type `type_` (READY, ISSUING), None before it was first set."""
+        return next((c for c in self.conditions if c.type == type_), None)
 
     # -- transitions (each returns a copy) ---------------------------------------------------
 
@@ -83,6 +115,10 @@ class CertStatus:
         """A handshake proved NJet serves `fingerprint`."""
         return replace(self, applied_fingerprint=fingerprint, applied_at=at)
 
+    def with_not_served(self) -> CertStatus:
+        """A handshake showed NJet does not serve the certificate last proved served."""
+        return replace(self, applied_fingerprint=None)
+
     def with_orphaned(self, at: datetime) -> CertStatus:
         """The name left desired state at `at`: its deleteGracePeriod starts."""
         return replace(self, orphaned_at=at)
@@ -107,10 +143,31 @@ class CertStatus:
         """A forced renewal (or a fresh key) was asked for the pair stored now and is not done."""
         return self.force_renew and self.force_renew_of in (None, stored_fingerprint)
 
+    def with_condition(self, type_: str, *, true: bool, reason: str, message: str,
+                       at: datetime) -> CertStatus:
+        """Set condition `type_`: its last transition becomes `at` only when its status flips
+        (or it is new); the same status, reason and message is no change (the same object)."""
+        old = self.condition(type_)
+        status: Literal["True", "False"] = "True" if true else "False"
+        if len(message) > MAX_CONDITION_MESSAGE:
+            message = message[:MAX_CONDITION_MESSAGE] + "…"
+        if old is not None and (old.status, old.reason, old.message) == (status, reason, message):
+            return self
+        since = old.last_transition if old is not None and old.status == status else at
+        new = Condition(type_, status, reason, message, since)
+        rest = tuple(c for c in self.conditions if c.type != type_)
+        return replace(self, conditions=tuple(sorted((*rest, new), key=_condition_order)))
+
     def with_new_key_needed(self, *, of: str | None) -> CertStatus:
         """NJet's code-11 trap: only a renewal with a fresh key gets the pair `of` served.
         The backoff stays."""
         return replace(self, force_renew=True, force_renew_of=of)
+
+
+def _condition_order(c: Condition) -> tuple[int, str]:
+    """Ready first, then Issuing, then any other type by name."""
+    known = CONDITION_TYPES.index(c.type) if c.type in CONDITION_TYPES else len(CONDITION_TYPES)
+    return known, c.type
 
 
 _ADAPTER: TypeAdapter[CertStatus] = TypeAdapter(CertStatus)
@@ -243,6 +300,8 @@ def decide_forced_renewal(
                                  force=force)
     if why is not None:
         return ForcedRenewalDecision("refused", why)
-    cur = status or CertStatus(domain=domain)
-    return ForcedRenewalDecision("requested",
-                                 status=cur.with_forced_renewal(of=stored_fingerprint, at=now))
+    cur = (status or CertStatus(domain=domain)).with_forced_renewal(of=stored_fingerprint, at=now)
+    issuing = cur.with_condition(ISSUING, true=True, reason=Reason.FORCED.value,
+                                 message="an operator asked for a renewal; the next pass orders it",
+                                 at=now)
+    return ForcedRenewalDecision("requested", status=issuing)

@@ -203,6 +203,8 @@ KNOWN_KEYS: dict[str, tuple[str, ...]] = {
                    "probeTimeout", "forceRenewPerHour", "forceRenewMinAge", "maxDeleteShare",
                    "quarantineRetention"),
     "admin": ("address", "token", "maxConnections", "headerTimeout", "idleTimeout"),
+    "hooks": ("onIssued", "onRenewed", "onFailed", "onDeleted", "timeout"),
+    "notify": ("webhook", "template", "retries", "timeout", "secretFile"),
 }  # fmt: skip
 _UNKNOWN_NAMES = ("extra", "Acme", "renew_before_days", "x.y", "", "prefix", "source", "ünï")
 

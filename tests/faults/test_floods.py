@@ -53,7 +53,8 @@ BLOCK = "    server { listen 8443 ssl; server_name %s; ssl_certificate_managemen
 # "socket.accept() out of system resource"
 FLOOD_WORDS = ("admin API: connection refused", "admin API: connection closed",
                "admin API: cannot accept", "socket.accept()")
-REQUEST = b"GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n" % TOKEN.encode()
+REQUEST = (b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer %s\r\n\r\n"
+           % TOKEN.encode())
 
 
 # --- `run` as a real process ---------------------------------------------------------------
@@ -318,7 +319,7 @@ async def test_keep_alive_requests_sent_in_time_are_never_cut_between_them(
 ) -> None:
     limits = ConnectionLimits(max_connections=8, header_timeout=1.0, idle_timeout=30.0)
     body = b"x\r\n\r\nGET / HTTP/1.1\r\n"  # a blank line inside a body is not a header's end
-    post = (b"POST /api/v1/reconcile HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+    post = (b"POST /api/v1/reconcile HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
             + TOKEN.encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)  # fmt: skip
     async with _admin(tmp_path, limits) as srv:
         assert srv.port is not None

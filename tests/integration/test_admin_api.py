@@ -59,7 +59,7 @@ class DiskBackend:
         self.calls.append(("get", domain))
         return self._view(domain)
 
-    async def delete_cert(self, domain: str) -> DeleteResult:
+    async def delete_cert(self, domain: str, *, revoke: bool = False) -> DeleteResult:
         self.calls.append(("delete", domain))
         existed = self.paths.cert(domain).exists()
         for p in (self.paths.cert(domain), self.paths.key(domain), self.paths.issuer(domain)):
@@ -80,6 +80,12 @@ class DiskBackend:
     def record_event(self, *, peer: str, action: str, domain: str | None, result: str,
                      detail: str | None = None) -> None:
         self.events.append((peer, action, domain, result))
+
+    async def recent_events(self, domain: str | None = None,
+                            limit: int = 100) -> list[dict[str, Any]]:
+        self.calls.append(("events", domain or ""))
+        return [{"action": a, "domain": d, "result": r} for _, a, d, r in self.events
+                if domain is None or d == domain][-limit:]
 
     async def gc_confirm(self, by: str) -> GcConfirmResult:
         self.calls.append(("gc confirm", by))
@@ -141,7 +147,8 @@ async def raw_request(port: int, method: str, target: bytes, token: str | None =
 ]:  # fmt: skip
     """Send the request target byte-for-byte (no client-side normalisation or quoting)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    head = method.encode() + b" " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+    head = (method.encode() + b" " + target
+            + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n")
     if token is not None:
         head += f"Authorization: Bearer {token}\r\n".encode()
     writer.write(head + b"Content-Length: 0\r\n\r\n")

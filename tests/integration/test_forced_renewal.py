@@ -57,8 +57,13 @@ class Running:
             return r.status, await r.json()
 
     def events(self) -> list[dict[str, Any]]:
-        path = self.prefix / ".lego" / "events.jsonl"
-        return [json.loads(line) for line in path.read_text().splitlines()]
+        """The operator calls in the event log (not the controller's own outcomes)."""
+        return operator_events(self.prefix)
+
+
+def operator_events(prefix: Path) -> list[dict[str, Any]]:
+    lines = (prefix / ".lego" / "events.jsonl").read_text().splitlines()
+    return [e for e in map(json.loads, lines) if e["kind"] != "controller"]
 
 
 async def eventually(pred: Callable[[], bool], *, seconds: float = 30.0) -> None:
@@ -200,8 +205,7 @@ async def test_certs_renew_writes_the_status_itself_when_no_controller_runs(
 
     status = json.loads((prefix / ".lego" / "status" / "a.test.json").read_text())
     assert status["force_renew"] is True and len(status["forced_renewals"]) == 1
-    events = [json.loads(line) for line in
-              (prefix / ".lego" / "events.jsonl").read_text().splitlines()]
+    events = operator_events(prefix)
     assert [(e["kind"], e["result"]) for e in events] == [
         ("cli", "refused"), ("cli", "requested"), ("cli", "pending"), ("cli", "unknown")]
     assert all(e["peer"].startswith("cli pid ") for e in events)

@@ -202,3 +202,23 @@ def test_a_new_pair_clears_the_chosen_renewal_time_and_the_served_mark() -> None
     assert (s.renewal_at, s.applied_fingerprint, s.force_renew, s.force_renew_of) == (
         None, None, False, None)
     assert s.spec_hash == "h1" and s.last_success_at == NOW
+
+
+def test_a_probe_showing_another_cert_forgets_the_old_proof_of_serving() -> None:
+    """Otherwise a failed re-apply would look served on every pass until the next probe."""
+    from controller.model import CertInfo, Observed, ServedCert, StoredCert
+
+    info = CertInfo("a.test", ("a.test",), NOW, NOW + timedelta(days=90), KeyType.EC256, "01",
+                    "ab" * 32, "CN=CA")
+    proved = {"a.test": CertStatus(domain="a.test").with_applied("ab" * 32, at=NOW)}
+    stored = {"a.test": StoredCert("a.test", info, True)}
+    for shown in ("cd" * 32, None):  # another certificate, or a failed handshake
+        obs = Observed(stored=stored,
+                       served={"a.test": ServedCert("a.test", "127.0.0.1:8443", shown)})
+        st, _ = fold(proved, desired=DESIRED, plan=Plan(), outcomes=[], now=NOW, observed=obs)
+        assert st["a.test"].applied_fingerprint is None
+    still = Observed(stored=stored,
+                     served={"a.test": ServedCert("a.test", "127.0.0.1:8443", "ab" * 32)})
+    st, _ = fold(proved, desired=DESIRED, plan=Plan(), outcomes=[], now=NOW, observed=still)
+    assert st["a.test"].applied_fingerprint == "ab" * 32
+    assert st["a.test"].applied_at == proved["a.test"].applied_at

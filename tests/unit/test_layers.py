@@ -83,10 +83,13 @@ LAYER_OF: dict[str, str] = {
     "controller.threads": "support",  # blocking work on daemon threads, off the event loop
     # composition
     "controller.admin_backend": "composition",
+    "controller.pass_metrics": "composition",
     "controller.app": "composition",
     "controller.service": "composition",
     "controller.cli": "composition",
     "controller.cli_gc": "composition",
+    "controller.cli_certs": "composition",
+    "controller.cli_output": "composition",
 }
 
 # Adapter subpackages import no other adapter subpackage except through these seams

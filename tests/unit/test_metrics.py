@@ -1,15 +1,22 @@
-"""controller.metrics: output parsed with prometheus_client's own text parser."""
+"""controller.metrics: output parsed with prometheus_client's own text parser; the series a
+reconcile pass feeds (admin_backend.on_pass -> pass_metrics.PassFeed) over the fakes."""
 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
+from controller.admin_backend import ControllerBackend
+from controller.errors import TemporaryError
 from controller.metrics import AcmeOutcome, ControllerMetrics, Registry
+from controller.model import CertificateSpec
+from controller.reconcile import Loop
+from tests.unit.test_reconcile_loop import A, B, World, world
 
 
 def families(text: str) -> dict[str, Metric]:
@@ -134,3 +141,104 @@ def test_unlabelled_metrics_start_at_zero() -> None:
     assert s[("njcm_mqtt_connected", ())] == 0
     assert s[("njcm_reconciles_total", ())] == 0
     assert s[("njcm_reconcile_duration_seconds_bucket", (("le", "+Inf"),))] == 0
+
+
+# -- fed from passes (admin_backend.on_pass -> pass_metrics.PassFeed) ------------------------
+
+
+def fed_world(*specs: CertificateSpec) -> tuple[World, ControllerBackend]:
+    """The reconcile-loop world (fakes, real plan/execute/fold) with the real backend as its
+    pass observer, as service.py wires it."""
+    w = world(*specs)
+    b = ControllerBackend(reconciler=w.rec, loop=Loop(w.rec, timedelta(hours=1)),
+                          metrics=ControllerMetrics(), mqtt_state={"connected": False})
+    w.rec.observer = b
+    return w, b
+
+
+def value(b: ControllerBackend, metric: str, /, **labels: str) -> float | None:
+    return samples(b.metrics.render()).get((metric, tuple(sorted(labels.items()))))
+
+
+async def test_passes_count_actions_renewals_and_verified_applies() -> None:
+    w, b = fed_world(A, B)
+    await w.rec.converge(probe=True)
+    assert value(b, "njcm_actions_total", action="issue", result="success") == 2
+    assert value(b, "njcm_njet_apply_total", result="success") == 2
+    assert value(b, "njcm_certificate_served_matches_stored", name="a.test") == 1
+    assert value(b, "njcm_certificate_served_matches_stored", name="b.test") == 1
+    assert value(b, "njcm_certificate_renewals_total", name="a.test", result="success") is None
+    w.clock.advance(timedelta(days=61))  # 90-day certificates renew 30 days before the end
+    await w.rec.pass_once(probe=True)
+    assert value(b, "njcm_njet_verify_total", result="match") == 2  # probed before renewing
+    assert value(b, "njcm_actions_total", action="renew", result="success") == 2
+    assert value(b, "njcm_certificate_renewals_total", name="a.test", result="success") == 1
+    assert value(b, "njcm_njet_apply_total", result="success") == 4
+    assert value(b, "njcm_certificate_served_matches_stored", name="a.test") == 1
+
+
+async def test_a_failing_streak_starts_at_the_first_failure_and_ends_with_a_success() -> None:
+    w, b = fed_world(A)
+    w.issuer.fail = [TemporaryError("CA unreachable"), TemporaryError("CA unreachable")]
+    first = w.clock()
+    await w.rec.pass_once(probe=True)
+    since = "njcm_certificate_failing_since_timestamp_seconds"
+    assert value(b, "njcm_actions_total", action="issue", result="failure") == 1
+    assert value(b, since, name="a.test") == first.timestamp()
+    w.clock.advance(timedelta(hours=2))  # past the backoff: the second attempt fails too
+    await w.rec.pass_once()
+    assert value(b, "njcm_actions_total", action="issue", result="failure") == 2
+    assert value(b, since, name="a.test") == first.timestamp()  # the streak's start stays
+    w.clock.advance(timedelta(hours=2))
+    await w.rec.pass_once()
+    assert value(b, "njcm_actions_total", action="issue", result="success") == 1
+    assert value(b, since, name="a.test") is None
+
+
+async def test_served_not_stored_stays_zero_until_a_verified_apply() -> None:
+    w, b = fed_world(A)
+    await w.rec.converge(probe=True)
+    stored = w.fp("a.test")
+    w.njet.blocks[0].served["ecc"] = "0" * 64  # NJet restarted onto its bootstrap cert
+    w.njet.blocks[0].dynamic.clear()  # and without its dynamic records
+    w.njet.fail_puts = [TemporaryError("NJet API busy")] * 3  # and the re-apply fails
+    await w.rec.pass_once(probe=True)
+    assert value(b, "njcm_njet_verify_total", result="mismatch") == 1
+    assert value(b, "njcm_njet_apply_total", result="failure") == 1
+    assert value(b, "njcm_certificate_served_matches_stored", name="a.test") == 0
+    assert w.rec.statuses["a.test"].applied_fingerprint == stored  # the status still says so
+    await w.rec.pass_once()  # no probe: the last evidence (the probe) still counts
+    assert value(b, "njcm_certificate_served_matches_stored", name="a.test") == 0
+    w.clock.advance(timedelta(hours=1))
+    await w.rec.pass_once(probe=True)
+    assert value(b, "njcm_njet_apply_total", result="success") == 2
+    assert value(b, "njcm_certificate_served_matches_stored", name="a.test") == 1
+    assert value(b, "njcm_certificate_failing_since_timestamp_seconds", name="a.test") is None
+
+
+async def test_store_only_passes_have_no_served_series_and_no_applies() -> None:
+    w, b = fed_world(A)
+    settings = replace(w.rec.settings, store_only=True)
+    w.rec.settings = w.rec.gatherer.settings = settings
+    w.rec.gatherer.njet = w.rec.executor.njet = None
+    await w.rec.converge(probe=True)
+    text = b.metrics.render()
+    assert value(b, "njcm_actions_total", action="issue", result="success") == 1
+    assert "njcm_certificate_served_matches_stored{" not in text
+    assert "njcm_njet_apply_total{" not in text and "njcm_njet_verify_total{" not in text
+    assert "# TYPE njcm_certificate_served_matches_stored gauge" in text
+
+
+async def test_a_name_leaving_takes_its_new_series_along() -> None:
+    w, b = fed_world(A, B)
+    await w.rec.converge(probe=True)
+    w.clock.advance(timedelta(days=61))
+    await w.rec.pass_once(probe=True)  # renewals: per-name counters for both
+    w.desired.specs = [A]
+    await w.rec.pass_once()  # b.test's deleteGracePeriod starts
+    w.clock.advance(timedelta(days=2))  # and is over: b.test is deleted
+    await w.rec.converge()
+    assert value(b, "njcm_actions_total", action="delete", result="success") == 1
+    names = {s.labels.get("name") for fam in text_string_to_metric_families(b.metrics.render())
+             for s in fam.samples if "name" in s.labels}
+    assert names == {"a.test"}

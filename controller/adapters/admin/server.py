@@ -4,20 +4,30 @@ Routes (NJet's docs print `/api/v1//cert…` with a double slash; both spellings
   GET    /api/v1/cert                  {"certificates": [CertView…]}
   GET    /api/v1/cert/{domain}         CertView | 404
   DELETE /api/v1/cert/{domain}         200 {deleted, still_desired, quarantined_to, message}
-                                       | 404 (the pair moves to quarantine/, never unlinked)
+                                       | 404 (the pair moves to quarantine/, never unlinked);
+                                       `?revoke=true` revokes at the CA first (502: the CA
+                                       refused, nothing deleted)
   POST   /api/v1/cert/{domain}/renew   202 (requested, or already pending) | 404 (not a
                                        desired name) | 409 (refused: the hourly cap, or a
                                        young certificate without `?force=true`)
   GET    /api/v1/plan                  the backend's plan JSON
+  GET    /api/v1/events?domain=&limit= {"events": [...]}: the event log's last `limit` (100,
+                                       at most 1000) events, oldest first; of `domain` only
   POST   /api/v1/reconcile             202
   POST   /api/v1/gc/confirm            200 {released, count, stored} | 409 (nothing held)
   GET    /healthz                      backend.health(); 503 when it says "ok": false
   GET    /metrics                      Prometheus text format 0.0.4
+  GET    /  (and /static/page.js, .css) the status page (page.py): HTML/JS/CSS without data,
+                                       served without the token; the data comes from the API
 Every call of a mutating route (POST, DELETE) that reaches its handler is written to the event
 log through backend.record_event, with the peer's address and the answer's status and reason.
 Errors are JSON `{"error": "<message>"}`. With a token set every route except /healthz needs
 `Authorization: Bearer <token>` (401 otherwise; constant-time compare); /healthz stays open
 for supervisors: without the token (when one is set) it shows only ports.PUBLIC_HEALTH_FIELDS.
+Without a token, a bind that is not loopback answers only /healthz (public fields) and
+/metrics; the page and /api/* are refused (403). Every route checks the `Host` header against
+the bind address first (421 for a foreign name: no DNS rebinding) and every answer carries
+page.SECURITY_HEADERS (CSP, nosniff, no-referrer).
 
 Path safety: routing of /api/* is done here on the raw request target (aiohttp decodes
 `%2e%2e` / `%2F` before its own matching). Any `%` or a `.`/`..` segment in the path is
@@ -48,8 +58,9 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from controller.adapters.admin import page
 from controller.adapters.admin.limits import ConnectionGate, ConnectionLimits
-from controller.errors import ConfigError
+from controller.errors import ConfigError, ControllerError
 from controller.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from controller.paths import validate_domain
 from controller.ports import PUBLIC_HEALTH_FIELDS, AdminBackend
@@ -97,6 +108,7 @@ class _Api:
             "cert/{d}": {"GET": self.get_cert, "DELETE": self.delete_cert},
             "cert/{d}/renew": {"POST": self.renew},
             "plan": {"GET": self.plan},
+            "events": {"GET": self.events},
             "reconcile": {"POST": self.reconcile},
             "gc/confirm": {"POST": self.gc_confirm},
         }
@@ -158,9 +170,15 @@ class _Api:
             raise _ApiError(404, f"no certificate for {d} in the store")
         return _json(view)
 
-    async def delete_cert(self, _r: web.Request, d: str | None) -> web.StreamResponse:
+    async def delete_cert(self, r: web.Request, d: str | None) -> web.StreamResponse:
         assert d is not None
-        res = await self.b.delete_cert(d)
+        revoke = _flag(r, "revoke")
+        try:
+            res = await self.b.delete_cert(d, revoke=revoke)
+        except ControllerError as exc:
+            if not revoke:
+                raise
+            raise _ApiError(502, f"{d} not deleted: revoking it failed: {exc}") from None
         body: dict[str, Any] = {
             "domain": d,
             "deleted": res.deleted,
@@ -168,6 +186,8 @@ class _Api:
         }
         if res.quarantined_to:
             body["quarantined_to"] = res.quarantined_to
+        if revoke:
+            body["revoked"] = res.revoked
         if res.still_desired:
             body["message"] = (
                 f"{d} is still wanted by NJet's configuration or events; "
@@ -194,6 +214,15 @@ class _Api:
             return web.Response(body=bytes(plan), content_type="application/json")
         return _json(plan)
 
+    async def events(self, r: web.Request, _d: str | None) -> web.StreamResponse:
+        domain = r.query.get("domain", "").strip().lower().rstrip(".")
+        raw = r.query.get("limit", "").strip() or str(_EVENTS_DEFAULT)
+        if not raw.isdigit() or not 1 <= int(raw) <= _EVENTS_MAX:
+            raise _ApiError(400, f"query parameter 'limit' must be a number from 1 to "
+                                 f"{_EVENTS_MAX}")
+        events = await self.b.recent_events(_domain(domain) if domain else None, int(raw))
+        return _json({"events": events})
+
     async def reconcile(self, _r: web.Request, _d: str | None) -> web.StreamResponse:
         self.b.request_reconcile()
         return _json({"status": "reconcile requested"}, 202)
@@ -209,6 +238,7 @@ class _Api:
 
 
 _MUTATING = frozenset({"POST", "DELETE", "PUT", "PATCH"})
+_EVENTS_DEFAULT, _EVENTS_MAX = 100, 1000
 _TRUE, _FALSE = frozenset({"true", "1", "yes"}), frozenset({"false", "0", "no", ""})
 
 
@@ -271,16 +301,25 @@ def _authorized(request: web.Request, token: str) -> bool:
     return hmac.compare_digest(given.strip().encode(), token.encode())
 
 
-def build_app(backend: AdminBackend, token: str) -> web.Application:
-    """The aiohttp application; `token` "" disables authentication."""
+def build_app(backend: AdminBackend, token: str, *, host: str = "127.0.0.1") -> web.Application:
+    """The aiohttp application; `token` "" disables authentication; `host` is the bind host
+    (the Host header check allows it; without a token a non-loopback one serves no data)."""
     api = _Api(backend)
+    exposed = not token and not _is_loopback(host)
+    bind = f"[{host}]" if ":" in host else host or "*"
 
     @web.middleware
     async def guard(
         request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
     ) -> web.StreamResponse:
-        open_route = request.raw_path.split("?", 1)[0] == "/healthz"
+        path = request.raw_path.split("?", 1)[0]
+        open_route = path == "/healthz" or (path in page.PUBLIC_PATHS
+                                            and request.method == "GET")
         try:
+            if (why := page.host_refusal(request, host)) is not None:
+                raise _ApiError(421, why)
+            if exposed and (why := page.exposed_refusal(path, bind)) is not None:
+                raise _ApiError(403, why)
             if token and not open_route and not _authorized(request, token):
                 raise _ApiError(401, "missing or wrong bearer token", **_CHALLENGE)
             if (why := _unsafe_path(request.raw_path)) is not None:
@@ -297,7 +336,7 @@ def build_app(backend: AdminBackend, token: str) -> web.Application:
 
     async def healthz(request: web.Request) -> web.StreamResponse:
         health = backend.health()
-        if token and not _authorized(request, token):
+        if exposed or (token and not _authorized(request, token)):
             health = {k: v for k, v in health.items() if k in PUBLIC_HEALTH_FIELDS}
         return _json(health, 503 if health.get("ok") is False else 200)
 
@@ -306,6 +345,8 @@ def build_app(backend: AdminBackend, token: str) -> web.Application:
         return web.Response(body=text.encode(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
     app = web.Application(middlewares=[guard])
+    app.on_response_prepare.append(page.add_security_headers)
+    page.add_page_routes(app)
     app.router.add_get("/healthz", healthz, allow_head=False)
     app.router.add_get("/metrics", metrics, allow_head=False)
     app.router.add_route("*", "/api/{tail:.*}", api.dispatch)
@@ -435,10 +476,11 @@ async def start_admin(
     """
     host, port = parse_listen_address(address)
     if not token and not _is_loopback(host):
-        log.warning("admin API on %s without a token: anyone who can reach it may delete "
-                    "certificates (set [admin] token)", address)  # fmt: skip
+        log.warning("admin API on %s without a token: only /healthz and /metrics answer there; "
+                    "set [admin] token to use the page and the API", address)  # fmt: skip
     limits = limits or ConnectionLimits()
-    runner = web.AppRunner(build_app(backend, token), access_log=None, shutdown_timeout=1.0,
+    runner = web.AppRunner(build_app(backend, token, host=host), access_log=None,
+                           shutdown_timeout=1.0,
                            keepalive_timeout=limits.idle_timeout)  # fmt: skip
     await runner.setup()
     server = AdminServer(runner, host, port, max_delay=max_retry_delay, limits=limits)

@@ -16,7 +16,8 @@ The listener exists only while at least one challenge is presented: concurrent o
 
 `SolverSet` maps each ChallengeType to a factory (built in app.py, or by AcmeIssuer.from_config)
 and builds a type's solver on its first use, so no tls-alpn-01 solver exists, let alone listens,
-until a certificate validated that way is ordered; `close` closes the ones it built.
+until a certificate validated that way is ordered; `close` closes the ones it built. The
+dns-01 entry (ChallengeType.DNS) exists only when the TOML has a [dns] section.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from controller.model import ChallengeType
 from controller.ports import ChallengeSolver
 
 __all__ = [
+    "DNS_01",
     "HTTP_01",
     "TLS_ALPN_01",
     "LocalHttp01Solver",
@@ -51,7 +53,9 @@ __all__ = [
 ]
 
 SolverFactory = Callable[[], ChallengeSolver]
-ACME_TYPE = {ChallengeType.HTTP: HTTP_01, ChallengeType.TLS: TLS_ALPN_01}
+DNS_01 = "dns-01"  # solved by adapters/dns/solver.py (Dns01Solver), built by app.py
+ACME_TYPE = {ChallengeType.HTTP: HTTP_01, ChallengeType.TLS: TLS_ALPN_01,
+             ChallengeType.DNS: DNS_01}
 
 
 class SolverSet:
@@ -81,8 +85,9 @@ class SolverSet:
             factory = self._factories.get(kind)
             if factory is None:
                 offered = ", ".join(sorted(t.value for t in self._factories)) or "none"
+                hint = " (dns-01 needs a [dns] section)" if kind is ChallengeType.DNS else ""
                 raise ConfigError(f"no {ACME_TYPE[kind]} solver is configured (offered: "
-                                  f"{offered})")
+                                  f"{offered}){hint}")
             solver = self._built[kind] = factory()
         return solver
 

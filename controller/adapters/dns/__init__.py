@@ -1,0 +1,1 @@
+"""DNS providers for dns-01: RFC 2136 (dnspython), hosted services (dns-lexicon), exec"""

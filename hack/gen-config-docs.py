@@ -1,0 +1,365 @@
+"""Writes docs/config-reference.md from the pydantic models of controller/config.py.
+
+    .venv/bin/python hack/gen-config-docs.py           # rewrite docs/config-reference.md
+    .venv/bin/python hack/gen-config-docs.py --check   # exit 1 if the committed file is stale
+
+Every section, key, type, default and constraint comes from the models (walked recursively from
+`Config`: a model field is a `[table]`, a dict of models a `[table."<name>"]`); only the prose is
+kept here, in SECTIONS and KEYS. A key the models have and KEYS lacks is listed with an empty
+meaning and named on stderr; add a line for it here and rerun. tests/unit/test_docs.py fails
+when the committed file differs from what this prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import json
+import sys
+import types
+import typing
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import annotated_types
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "docs" / "config-reference.md"
+COMMAND = ".venv/bin/python hack/gen-config-docs.py"
+sys.path.insert(0, str(ROOT))
+
+from controller.config import Config  # noqa: E402
+
+# Filled by load_config, not read from the file.
+NOT_KEYS = {"prefix", "source"}
+
+SECTIONS: dict[str, str] = {
+    "copilot": "Read by NJet's copilot helper (`njt_helper_go_copilot_module.so`), which launches"
+               " the controller as `progName -p <prefix>/ -c <toml>` with an empty environment."
+               " The controller itself ignores this section.",
+    "acme": "The ACME CA, the account and the challenge servers; the defaults of every"
+            " certificate (a `[certificates.\"name\"]` table overrides some per certificate).",
+    "njet": "Where desired state comes from (njet.conf) and where certificates are applied"
+            " (NJet's control API).",
+    "mqtt": "NJet's MQTT broker, whose events (`generateCertificate`, `deleteCertificate`, the"
+            " retained `/ins/srv/*` records) wake the loop.",
+    "log": "Logging to stdout (which NJet sends to `[copilot] stdoutFile`).",
+    "controller": "The reconcile loop, deletion, the deletion guard and forced renewals.",
+    "admin": "The admin HTTP API (`/api/v1/...`, `/healthz`, `/metrics`, the status page).",
+    "certificates.*": "`[certificates.\"<first server_name>\"]`: the settings of one"
+                      " certificate, named by the first server_name of its block (compared"
+                      " lowercased, a trailing dot ignored; `*.x.test` and `.x.test` are"
+                      " accepted). Every key is optional and falls back to `[acme]`'s. A table"
+                      " that names no desired certificate is a `warning:` line in `diff`.",
+    "hooks": "Commands run after a certificate event, each as an argv list (no shell), with"
+             " `NJCM_EVENT`, `NJCM_DOMAIN`, `NJCM_NAMES`, `NJCM_CERT_PATH`, `NJCM_KEY_PATH`,"
+             " `NJCM_SERIAL`, `NJCM_NOT_AFTER`, `NJCM_ERROR` and `PATH=/usr/local/sbin:"
+             "/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin` as their whole environment (never"
+             " key material), stdin from /dev/null and the prefix as working directory. A"
+             " failing hook is logged and counted (`njcm_hook_runs_total`), never blocks a"
+             " reconcile.",
+    "notify": "A webhook told about every certificate event (issued, renewed, failed,"
+              " deleted). Only `scheme://host[:port]` of the URL is ever logged.",
+}
+
+KEYS: dict[str, str] = {
+    "copilot.progName": "the program NJet starts: use an absolute path (NJet starts it with an"
+                        " empty environment; a relative one is taken from NJet's prefix)",
+    "copilot.copilotType": '`"cert"` for a cert-manager',
+    "copilot.stdoutFile": "where NJet sends the program's stdout and stderr (truncated at each"
+                          " launch)",
+    "copilot.stderrFile": "read by NJet's helper; NJet sends stderr to `stdoutFile` too",
+    "acme.email": "ACME account contact; the account is kept in"
+                  " `.lego/accounts/<ca host>/<email>/` (lego's layout)",
+    "acme.challengeType": '`"http"` (http-01) or `"tls"` (tls-alpn-01)',
+    "acme.acmeCaDir": "the ACME directory URL (default: Let's Encrypt production)",
+    "acme.tlsChallengeServerAddress": "where our tls-alpn-01 server listens while a validation"
+                                      ' runs (e.g. `":10443"` behind NJet\'s stream'
+                                      " `ssl_preread` route)",
+    "acme.httpChallengeServerAddress": "where our http-01 server listens while a validation"
+                                       " runs",
+    "acme.proxyHttpChallengeServerIp": "set = http-01 through NJet: the listen IP of NJet's"
+                                       " port-80 server for the name, to which the controller"
+                                       " adds a `^~ /.well-known/acme-challenge/` location",
+    "acme.renewBeforeDays": "upper bound of the renewal window: renew when less than"
+                            " `min(renewBeforeDays, 1/3 of the lifetime)` is left (1/2 for"
+                            " lifetimes under 10 days)",
+    "acme.keyType": "the key type of new keys; unset = the bootstrap certificate's type in"
+                    " njet.conf, else `rsa2048`",
+    "acme.caBundle": "a PEM file trusted for the CA's HTTPS (e.g. Pebble's test CA); relative"
+                     " to the prefix",
+    "acme.eabKid": "external account binding: the key id the CA gave",
+    "acme.eabHmacKey": "external account binding: the base64url HMAC key the CA gave",
+    "acme.profile": "the ACME profile to request (the CA must advertise it)",
+    "acme.httpValidationPort": "the port the CA connects to for http-01 (where NJet's port-80"
+                               " server listens, with `proxyHttpChallengeServerIp`)",
+    "njet.confPath": "the njet.conf to read desired state from (relative to the prefix)",
+    "njet.apiAddress": 'NJet\'s control API; `""` = store-only mode (issue and renew into the'
+                       " store, never apply or probe)",
+    "njet.maxConfBytes": "cap on njet.conf plus every include, counted per expansion (a file"
+                         " included twice counts twice); at most 100,000 included files in all",
+    "mqtt.mqttServerAddress": "`host:port` or `unix:<path>`; unset = NJet's embedded broker on"
+                              " `unix:<prefix>/data/mosquitto.sock`",
+    "log.v": "verbosity: `0` info, `2` adds debug lines, `-1` keeps warnings and errors only",
+    "log.format": '`"text"` (`TS LEVEL msg key=value ...`) or `"json"` (one object per line)',
+    "controller.interval": "periodic reconcile and TLS re-probe (events wake the loop sooner)",
+    "controller.deleteGracePeriod": "how long a certificate whose name left desired state is"
+                                    " kept before it is moved to quarantine",
+    "controller.maxDeleteShare": "the deletion guard: a pass that would delete more than this"
+                                 " share of the stored certificates we manage, or all of"
+                                 " them, deletes nothing until `gc confirm`",
+    "controller.quarantineRetention": "how long deleted pairs stay in `.lego/quarantine/`"
+                                      ' before a pass removes them (`"0s"`: at the next pass)',
+    "controller.revokeOnDelete": "revoke at the CA when deleting",
+    "controller.concurrency": "ACME orders in flight at once",
+    "controller.probeTimeout": "timeout of NJet API calls and of the TLS probe",
+    "controller.forceRenewPerHour": "forced renewals per certificate within any hour (`0`"
+                                    " refuses them all)",
+    "controller.forceRenewMinAge": "a forced renewal of a younger certificate is refused unless"
+                                   " forced (`?force=true`, `--force`)",
+    "admin.address": "the admin HTTP API's `host:port`",
+    "admin.token": "bearer token required (`Authorization: Bearer ...`) on every route but"
+                   " `/healthz` when set; without one, a non-loopback bind is read-only",
+    "admin.headerTimeout": "a connection must send a complete request header this soon after"
+                           " it opens (or after a later request's first byte), else it is"
+                           " closed",
+    "admin.idleTimeout": "a connection with no request in progress is closed after this long",
+    "admin.maxConnections": "admin connections open at once; one more is answered `503` and"
+                            " closed",
+    "certificates.*.keyType": "this certificate's key type, over `[acme] keyType` and the"
+                              " bootstrap certificate's type; a list (dual RSA + ECDSA) is"
+                              " refused for now",
+    "certificates.*.profile": "the ACME profile for this certificate, over `[acme] profile`;"
+                              " changing it resets the certificate's backoff",
+    "certificates.*.challengeType": '`"http"` or `"tls"`, over `[acme] challengeType`',
+    "hooks.onIssued": "run after a first certificate for a name is stored",
+    "hooks.onRenewed": "run after a certificate is renewed",
+    "hooks.onFailed": "run after an issue, renewal or apply failed (`NJCM_ERROR` says why)",
+    "hooks.onDeleted": "run after a certificate is moved to quarantine",
+    "hooks.timeout": "a hook still running after this long is killed with its process group",
+    "notify.webhook": '`""` (none) or the `http://` / `https://` URL events are posted to'
+                      " (redirects are not followed)",
+    "notify.template": 'the body: `"json"` (the event), or the text message bodies of'
+                       ' `"slack"`, `"dingtalk"` and `"wecom"`',
+    "notify.retries": "retries after the first post, with exponential backoff, on a network"
+                      " error, a timeout, a 5xx, 408 or 429",
+    "notify.timeout": "timeout of one post",
+    "notify.secretFile": "a file holding the HMAC-SHA256 key: every post then carries"
+                         " `X-NJCM-Signature: sha256=<hex>` and `X-NJCM-Timestamp`; `\"\"` ="
+                         " unsigned (relative to the prefix)",
+}
+
+
+def _args(tp: Any) -> tuple[Any, ...]:
+    return typing.get_args(tp)
+
+
+def _is_union(tp: Any) -> bool:
+    return typing.get_origin(tp) in (typing.Union, types.UnionType)
+
+
+def _strip_annotated(tp: Any) -> tuple[Any, list[Any]]:
+    """(the type, the metadata of any Annotated wrapping it)."""
+    meta: list[Any] = []
+    while typing.get_origin(tp) is typing.Annotated:
+        meta.extend(tp.__metadata__)
+        tp = _args(tp)[0]
+    return tp, meta
+
+
+def _model(tp: Any) -> type[BaseModel] | None:
+    return tp if isinstance(tp, type) and issubclass(tp, BaseModel) else None
+
+
+def type_name(tp: Any) -> str:
+    tp, _ = _strip_annotated(tp)
+    if _is_union(tp):
+        parts = [type_name(a) for a in _args(tp) if a is not type(None)]
+        return " or ".join(parts) + (" (or unset)" if type(None) in _args(tp) else "")
+    if typing.get_origin(tp) is typing.Literal:
+        return "one of " + ", ".join(f"`{json.dumps(v)}`" for v in _args(tp))
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return "one of " + ", ".join(f"`{json.dumps(m.value)}`" for m in tp)
+    origin = typing.get_origin(tp)
+    if origin in (list, tuple):
+        items = [a for a in _args(tp) if a is not Ellipsis]
+        return "list of " + (type_name(items[0]) + "s" if items else "values")
+    if origin is dict:
+        return "table of " + type_name(_args(tp)[1])
+    simple = {bool: "boolean", int: "integer", float: "number", str: "string",
+              timedelta: "duration", Path: "path"}
+    if tp in simple:
+        return simple[tp]
+    if _model(tp):
+        return "table"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _duration(value: timedelta) -> str:
+    seconds = value.total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    if seconds == 0:
+        return "0s"
+    return f"{round(seconds * 1000)}ms"
+
+
+def toml_value(value: Any) -> str:
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, enum.Enum):
+        return toml_value(value.value)
+    if isinstance(value, timedelta):
+        return json.dumps(_duration(value))
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{}" if not value else json.dumps(value)
+    return str(value)
+
+
+def _closure_minimum(func: Any) -> str | None:
+    """The shown minimum of config.py's `_at_least` check (a string in its closure)."""
+    for cell in getattr(func, "__closure__", None) or ():
+        if isinstance(cell.cell_contents, str):
+            return cell.cell_contents
+    return None
+
+
+def constraints(field: FieldInfo) -> str:
+    meta = list(field.metadata)
+    tp = field.annotation
+    for arg in (_args(tp) if _is_union(tp) else (tp,)):
+        meta.extend(_strip_annotated(arg)[1])
+    out: list[str] = []
+    for m in meta:
+        for attr, sign in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<")):
+            bound = getattr(m, attr, None)
+            if isinstance(m, annotated_types.BaseMetadata | annotated_types.GroupedMetadata) \
+                    and bound is not None:
+                out.append(f"{sign} {bound}")
+        for attr, what in (("min_length", "at least"), ("max_length", "at most")):
+            n = getattr(m, attr, None)
+            if n is not None:
+                out.append(f"{what} {n} character{'' if n == 1 else 's'}")
+        func = getattr(m, "func", None)
+        if type(m).__name__ == "AfterValidator" and func is not None:
+            shown = _closure_minimum(func)
+            if shown is not None:
+                out.append(f'≥ "{shown}"')
+    return ", ".join(dict.fromkeys(out))
+
+
+def default_of(field: FieldInfo) -> Any:
+    if field.default_factory is not None:
+        return field.default_factory()  # type: ignore[call-arg]
+    return None if field.default is PydanticUndefined else field.default
+
+
+class Walk:
+    def __init__(self) -> None:
+        self.sections: list[tuple[str, str, list[tuple[str, str, str, str, str]]]] = []
+        self.missing: list[str] = []
+        self.seen: set[str] = set()
+
+    def model(self, model: type[BaseModel], path: str, heading: str) -> None:
+        rows: list[tuple[str, str, str, str, str]] = []
+        nested: list[tuple[type[BaseModel], str, str]] = []
+        for name, field in model.model_fields.items():
+            if not path and name in NOT_KEYS:
+                continue
+            key = name if not path else f"{path}.{name}"
+            tp, _ = _strip_annotated(field.annotation)
+            sub = _model(tp)
+            if typing.get_origin(tp) is dict and _model(_args(tp)[1]):
+                nested.append((_args(tp)[1], f"{key}.*", f'[{key}."<name>"]'))
+                continue
+            if typing.get_origin(tp) in (list, tuple) and _args(tp) and _model(_args(tp)[0]):
+                nested.append((_args(tp)[0], f"{key}[]", f"[[{key}]]"))
+                continue
+            if sub is not None:
+                nested.append((sub, key, f"[{key}]"))
+                continue
+            self.seen.add(key)
+            meaning = KEYS.get(key) or field.description or ""
+            if not meaning:
+                self.missing.append(key)
+            rows.append((f"`{name}`", type_name(field.annotation),
+                         toml_value(default_of(field)), constraints(field), meaning))
+        if path:
+            self.sections.append((heading, SECTIONS.get(path, ""), rows))
+            if path not in SECTIONS:
+                self.missing.append(f"[{path}]")
+        for sub, key, head in nested:
+            self.model(sub, key, head)
+
+
+def cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render() -> tuple[str, list[str]]:
+    """The reference's Markdown, and the keys and sections that have no text in this file."""
+    walk = Walk()
+    walk.model(Config, "", "")
+    lines = [
+        "# Configuration reference",
+        "",
+        f"Generated from the models in `controller/config.py` by `{COMMAND}`; do not edit by"
+        " hand (`tests/unit/test_docs.py` fails when this file is stale).",
+        "",
+        "The TOML is NJet's cert-manager's (`-c`, default `conf/cert-manager.toml`, relative to"
+        " the prefix `-p`). Every key is optional. Durations are written `\"100ms\"`,"
+        " `\"90s\"`, `\"15m\"`, `\"1h\"`, `\"7d\"`, `\"2w\"` or as seconds (`3600`). Relative"
+        " paths resolve against the prefix. An unknown key is a warning naming it; a wrong type"
+        " or a value out of bounds is an error naming the file and the key (never the value)."
+        " `njet-cert-manager schema` prints the same models as a JSON schema.",
+        "",
+    ]
+    for heading, text, rows in walk.sections:
+        lines += [f"## `{heading}`", ""]
+        if text:
+            lines += [text, ""]
+        if not rows:
+            continue
+        lines += ["| key | type | default | bounds | meaning |", "|---|---|---|---|---|"]
+        lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in rows]
+        lines.append("")
+    stale = [k for k in KEYS if k not in walk.seen]
+    return "\n".join(lines), walk.missing + [f"{k} (no such key any more)" for k in stale]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true",
+                        help="exit 1 if docs/config-reference.md differs from the models")
+    args = parser.parse_args(argv)
+    text, missing = render()
+    for key in missing:
+        print(f"gen-config-docs: no text for {key}: add it to KEYS/SECTIONS in"
+              f" hack/gen-config-docs.py", file=sys.stderr)
+    if args.check:
+        current = OUT.read_text(encoding="utf-8") if OUT.exists() else ""
+        if current != text:
+            print(f"{OUT.relative_to(ROOT)} is stale: run {COMMAND}", file=sys.stderr)
+            return 1
+        return 0
+    OUT.parent.mkdir(exist_ok=True)
+    OUT.write_text(text, encoding="utf-8")
+    print(f"wrote {OUT.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
