@@ -13,15 +13,17 @@ from it, on an import against these rules, and when this list or README.md's dis
                (stderr, the metrics registry, gc, SIGKILL at named points, the system clock,
                blocking work on daemon threads); never a file or the network, and asyncio only
                in threads. Uses core.
-  loading      config, njetconf, conffiles, desired, desired_source: where files are read (the
-               TOML, njet.conf and its includes, desired state); no network or async library,
-               no write. Uses core and support.
+  loading      config, dnsconfig, njetconf, conffiles, desired, desired_source: where files
+               are read (the TOML and its [dns] section, njet.conf and its includes, desired
+               state); no network or async library, no write. Uses core and support.
   adapters     controller/adapters/: store/ (lego store, journal, index, fsutil, lock, status
                files, runtime store), acme/, challenges/ (http-01, tls-alpn-01, http-01 through
-               NJet), njet/ (API client, wire models, TLS probe), mqtt/, admin/ (HTTP server).
+               NJet), njet/ (API client, wire models, TLS probe), mqtt/, admin/ (HTTP server),
+               hooks/ ([hooks] commands and the [notify] webhook, in background tasks), dns/
+               (dns-01: solver, lookups, propagation, providers).
                All the network and file writes. Uses core, support and loading; a subpackage
                uses another only through a listed seam (acme -> store/fsutil and challenges,
-               challenges -> njet).
+               challenges -> njet, dns -> store/fsutil).
   steps        observe (the one gatherer), execute (runs actions), reconcile (the loop).
                Use core and support only: the
                store, the CA, NJet and njet.conf are reached through the Protocols of
@@ -29,8 +31,9 @@ from it, on an import against these rules, and when this list or README.md's dis
   composition  app (builds the adapters and the loop), service (the long-running process),
                admin_backend (what the admin API answers), pass_metrics (the metrics a pass
                feeds), cli (the entry point), cli_gc (the
-               gc and quarantine commands), cli_certs (certs list/show/delete, status),
-               cli_output (output formats, colour, reconcile's progress). Uses all.
+               gc and quarantine commands), cli_certs (certs list/delete, status), cli_show
+               (certs show), cli_output (output formats, colour, reconcile's progress). Uses
+               all.
 """
 
 __version__ = "0.1.0"

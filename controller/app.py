@@ -5,7 +5,10 @@ The ACME issuer and the challenge solvers are built lazily, so `diff` never regi
 or orders anything, and a pass with nothing to order never imports the ACME or HTTP stacks. The
 solvers are a SolverSet (one per challenge type, each built when a certificate first needs it):
 http-01 on our own server or through NJet (`proxyHttpChallengeServerIp`), tls-alpn-01 on our
-own server; a certificate's `[certificates."name"] challengeType` picks one, else [acme]'s.
+own server, dns-01 through the `[dns]` provider (adapters/dns/, only with a [dns] section); a
+certificate's `[certificates."name"] challengeType` picks one, else [acme]'s (a certificate
+holding a wildcard always uses dns-01: desired_source.py). With [dns], start-up (`prepare`)
+removes the dns-01 records a previous run wrote and did not remove (.lego/dns-cleanups.json).
 """
 
 from __future__ import annotations
@@ -88,7 +91,16 @@ def build_solvers(config: Config, njet: NjetClient | None) -> SolverSet:
     def tls_alpn01() -> ChallengeSolver:
         return LocalTlsAlpn01Solver(acme.tlsChallengeServerAddress)
 
-    return SolverSet({ChallengeType.HTTP: http01, ChallengeType.TLS: tls_alpn01})
+    factories = {ChallengeType.HTTP: http01, ChallengeType.TLS: tls_alpn01}
+    dns = config.dns
+    if dns is not None:
+        def dns01() -> ChallengeSolver:
+            from controller.adapters.dns.providers import build_solver
+
+            return build_solver(dns, config.prefix, StorePaths(config.prefix).dns_cleanups)
+
+        factories[ChallengeType.DNS] = dns01
+    return SolverSet(factories)
 
 
 def cert_settings(config: Config) -> dict[str, CertSettings]:
@@ -129,6 +141,7 @@ class App:
             cfg.conf_path, cfg.acme.keyType, self.runtime, max_conf_bytes=cfg.njet.maxConfBytes,
             settings=cert_settings(cfg), default_challenge=cfg.acme.challengeType,
             default_profile=cfg.acme.profile.strip(), settings_origin=cfg.source,
+            wildcards=cfg.dns_configured,
         )
         repeated: type[BaseException] | None = None
         if not cfg.store_only:
@@ -167,10 +180,12 @@ class App:
 
     async def prepare(self) -> None:
         """Start-up chores before the first pass (the store lock must be held): finish or undo
-        an interrupted store swap, and remove challenge locations a previous run left in NJet
-        (NJet keeps dynamic locations across restarts)."""
+        an interrupted store swap, remove the dns-01 records a previous run left (with [dns]),
+        and remove challenge locations a previous run left in NJet (NJet keeps dynamic
+        locations across restarts)."""
         for line in self.store.recover():
             log_event("store recovery", detail=line)
+        await self._remove_dns_leftovers()
         if not self.config.acme.proxyHttpChallengeServerIp or self.njet is None:
             return
         solver = self.solvers.get(ChallengeType.HTTP)  # the NJet-proxied http-01 solver
@@ -181,6 +196,18 @@ class App:
                 log_event("removed a left-over challenge location", location=what)
         except ControllerError as exc:
             log_event("could not check for left-over challenge locations",
+                      level=logging.WARNING, error=str(exc))
+
+    async def _remove_dns_leftovers(self) -> None:
+        if self.config.dns is None or not self.paths.dns_cleanups.exists():
+            return
+        try:
+            solver = self.solvers.get(ChallengeType.DNS)
+            if isinstance(solver, LeftoverCleaner):
+                for what in await solver.remove_leftovers():
+                    log_event("removed a left-over dns-01 record", record=what)
+        except ControllerError as exc:
+            log_event("could not remove left-over dns-01 records; retried at the next start",
                       level=logging.WARNING, error=str(exc))
 
     def load_desired(self, *, fresh: bool = False) -> Desired:

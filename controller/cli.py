@@ -2,9 +2,9 @@
 schema]`.
 
 `certs renew NAME [--force]` asks for a forced renewal (through the running controller's admin
-API when one holds the store lock, else in the status file). `certs list|show|delete` and
-`status` are in cli_certs.py (their output, and `reconcile`'s progress, in cli_output.py);
-`gc confirm` and `certs quarantine list|restore NAME` are in cli_gc.py.
+API when one holds the store lock, else in the status file). `certs list|delete` and `status`
+are in cli_certs.py, `certs show` in cli_show.py (their output, and `reconcile`'s progress, in
+cli_output.py); `gc confirm` and `certs quarantine list|restore NAME` are in cli_gc.py.
 
 With no subcommand it runs the loop: that is exactly how NJet launches a copilot
 (argv `[prog, "-p", prefix, "-c", toml]`, empty environment, any working directory).

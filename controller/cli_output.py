@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from typing import Any, ClassVar, TextIO
 
 import orjson
@@ -107,6 +108,30 @@ def short(text: str, width: int) -> str:
     return one if len(one) <= width else one[: width - 1] + "…"
 
 
+def fail(message: str) -> int:
+    """Say `error: message` on stderr; the exit code 1."""
+    print(f"error: {message}", file=sys.stderr)
+    return 1
+
+
+def days_text(delta: timedelta) -> str:
+    """`30d`, `1826.5d`, `7.5h`: days, or hours under a day."""
+    days = delta.total_seconds() / 86400
+    if abs(days) >= 1:
+        return f"{days:.1f}".removesuffix(".0") + "d"
+    return f"{delta.total_seconds() / 3600:.1f}".removesuffix(".0") + "h"
+
+
+def when_text(value: object) -> str:
+    """An ISO 8601 time to the second, for tables (`-` for none)."""
+    if not isinstance(value, str) or not value:
+        return "-"
+    try:
+        return datetime.fromisoformat(value).isoformat(timespec="seconds")
+    except ValueError:
+        return value
+
+
 # -- reconcile's progress -----------------------------------------------------------------------
 
 _DONE = {ActionKind.ISSUE: "issued", ActionKind.RENEW: "renewed", ActionKind.APPLY: "applied",
@@ -122,6 +147,16 @@ def outcome_line(o: Outcome, colour: Colour) -> str:
     if o.ok:
         return f"{colour('green', _DONE[a.kind])} {where}"
     return f"{colour('red', 'failed')} {a.kind} {where}: {o.error or 'unknown error'}"
+
+
+def _size(stream: TextIO) -> tuple[int, int]:
+    """The terminal's columns and rows; 80 x 24 for a size of 0 (a fresh pty says that, and
+    tqdm then draws nothing) or when it cannot say."""
+    try:
+        size = os.get_terminal_size(stream.fileno())
+    except (OSError, ValueError, AttributeError):
+        return 80, 24
+    return size.columns or 80, size.lines or 24
 
 
 class _BarStream:
@@ -163,8 +198,9 @@ class ReconcileProgress:
             return
         from tqdm import tqdm
 
+        cols, rows = _size(self.stream)
         self._bar = tqdm(total=total, desc=f"pass {self.passes}", unit="action",
-                         file=self.stream, leave=True, dynamic_ncols=True)
+                         file=self.stream, leave=True, ncols=cols, nrows=rows)
         if sys.stderr is self.stream:  # log lines go above the bar, not through it
             self._saved_stderr = sys.stderr
             sys.stderr = _BarStream(self.stream)

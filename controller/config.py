@@ -6,6 +6,8 @@ token or an EAB key). Durations have documented minimums (MIN_INTERVAL, MIN_PROB
 MIN_ADMIN_TIMEOUT; a zero interval would spin the loop), refused at load like a wrong type.
 `[certificates."name"]` tables (CertificateSettings) set keyType, profile and challengeType per
 certificate; their keys are host names (certificate_name), checked here and made canonical.
+`[hooks]` commands are argv lists (no shell) and `[notify] webhook` an http(s) URL, both
+checked here without echoing the value (a URL may carry a token); adapters/hooks/ runs them.
 `[dns]` (controller/dnsconfig.py) configures dns-01; challengeType "dns" without it is an error.
 Relative paths are resolved against the NJet prefix (NJet launches copilots from an arbitrary
 working directory).

@@ -151,7 +151,12 @@ def _put_arrays(
 
 
 def _names(server: NjetServer) -> set[str]:
-    return {n.lower() for n in server.server_names}
+    """The server's names, lowercased; a `.x.test` name also as the x.test and *.x.test it
+    stands for (the names a desired spec of that block holds)."""
+    out = {n.lower() for n in server.server_names}
+    out.update(f"{part}{n[1:]}" for n in list(out) if n.startswith(".") and len(n) > 1
+               for part in ("", "*."))
+    return out
 
 
 def _on_spec_listens(spec: CertificateSpec, servers: Sequence[NjetServer]) -> list[NjetServer]:

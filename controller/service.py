@@ -62,7 +62,8 @@ class Service:
         self.app.reconciler.observer = self.backend
         # [hooks] and [notify]: told after every pass, run in background tasks (adapters/hooks/)
         self.notifications = build_notifications(config, store=self.app.store,
-                                                 paths=self.app.paths, metrics=self.metrics)
+                                                 paths=self.app.paths, metrics=self.metrics,
+                                                 clock=self.app.reconciler.clock)
         if self.notifications is not None:
             self.app.reconciler.observers.append(self.notifications.observer)
         # every finished action into the event log (`certs show`, GET /api/v1/events)

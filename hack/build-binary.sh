@@ -5,23 +5,33 @@
 #
 #   bash hack/build-binary.sh                 # -> dist/njet-cert-manager
 #   bash hack/build-binary.sh --dist DIR      # -> DIR/njet-cert-manager (the tests build into tmp)
+#   bash hack/build-binary.sh --runtime-tmpdir /usr/local/njet/tmp   # unpack there, not in /tmp
 #
 # Uses .venv (hack/setup.sh makes it); installs the `build` extra (PyInstaller) into it when
-# missing. Scratch files go to build/pyinstaller (or --work DIR). Every controller module is
-# bundled: app.py, cli.py and the adapters import some modules only when they are used (the ACME
-# client, the challenge solvers, the NJet client, the MQTT listener), which PyInstaller's import
-# scan alone would miss; acme, josepy, gmqtt and aiohttp are named too for the same reason.
+# missing. Scratch files go to build/pyinstaller (or --work DIR).
+#
+# Every controller module is bundled: app.py, cli.py and the adapters import some modules only
+# when they are used (the ACME client, the challenge solvers, the NJet client, the MQTT
+# listener, the DNS providers), which PyInstaller's import scan alone would miss; acme, josepy,
+# gmqtt, aiohttp and dnspython are named for the same reason, and dns-lexicon (its providers
+# are imported by name) with its data when .venv has it.
+#
+# At every start the one-file program unpacks itself into a fresh folder under $TMPDIR, else
+# /tmp (NJet gives it no environment), and removes it at exit; --runtime-tmpdir sets that
+# parent folder instead, for hosts whose /tmp is mounted noexec.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 
 dist=dist
 work=build/pyinstaller
+runtime_tmpdir=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --dist) dist=$2; shift 2 ;;
     --work) work=$2; shift 2 ;;
-    -h|--help) sed -n 2,13p "$0"; exit 0 ;;
+    --runtime-tmpdir) runtime_tmpdir=(--runtime-tmpdir "$2"); shift 2 ;;
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
     *) echo "build-binary: unknown argument: $1 (see --help)" >&2; exit 64 ;;
   esac
 done
@@ -50,8 +60,13 @@ sys.exit(main())
 EOF
 
 hidden=()
-for mod in acme josepy gmqtt aiohttp; do
+for mod in acme josepy gmqtt aiohttp dns; do
   hidden+=(--hidden-import "$mod")
+done
+for pkg in lexicon tldextract; do
+  if "$PY" -c "import $pkg" 2>/dev/null; then
+    hidden+=(--collect-all "$pkg")
+  fi
 done
 # what .venv holds for development only, reached through optional plugin modules (pydantic's
 # mypy and hypothesis plugins, ...): never imported by the controller
@@ -72,6 +87,7 @@ done
   --collect-data controller \
   "${hidden[@]}" \
   "${excluded[@]}" \
+  ${runtime_tmpdir[@]+"${runtime_tmpdir[@]}"} \
   "$entry"
 
 out=$dist/njet-cert-manager

@@ -1,6 +1,6 @@
 """Adapters: the thin I/O layer behind the Protocols of controller/ports.py.
 
 store (lego-layout certificate files), statusfile, lock, ACME client, challenge responders, NJet
-API client, TLS probe, MQTT listener, admin HTTP. Steps (observe, execute, reconcile) call them;
+API client, TLS probe, MQTT listener, admin HTTP, hooks and webhooks. Steps (observe, execute, reconcile) call them;
 the pure core never imports them.
 """

@@ -4,6 +4,8 @@ Library (used by tests/fixtures/pebble.py):
 
     h = PebbleHarness(state_dir, validity_seconds=3600)
     h.start()            # free ports, certs, config, dns.py, pebble; waits for the directory
+    PebbleHarness(state_dir, dns_server="127.0.0.1:5353")   # Pebble asks that DNS server
+                         # (e.g. a real BIND for dns-01) instead of starting dns.py
     h.directory_url, h.ca_bundle, h.http_port, h.tls_port, h.management_url
     h.restart()          # same ports and config; Pebble forgets every account and order
     h.stop()
@@ -12,6 +14,7 @@ CLI (processes keep running after the command returns, state kept in --state-dir
 
     python3 hack/pebble/run.py start [--state-dir DIR] [--validity SECONDS] [--nonce-reject PCT]
                                      [--http-port P] [--tls-port P] [--eab]
+                                     [--dns-server HOST:PORT]
     python3 hack/pebble/run.py stop  [--state-dir DIR]
 
 Pebble facts this relies on: `-strict false` would drop every flag after it, so `-strict` is
@@ -110,6 +113,7 @@ class PebbleHarness:
         tls_port: int | None = None,
         env: dict[str, str] | None = None,
         pebble_bin: str | None = None,
+        dns_server: str | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.validity_seconds = validity_seconds
@@ -122,6 +126,9 @@ class PebbleHarness:
         self.listen_port = free_tcp_port()
         self.management_port = free_tcp_port()
         self.dns_port = 0
+        # a DNS server of the caller's ("host:port"): Pebble's lookups (TXT for dns-01, A for
+        # http-01) go there and dns.py is not started
+        self.dns_server = dns_server
         self.env = dict(env or {})
         found = pebble_bin or os.environ.get("PEBBLE_BIN") or shutil.which("pebble")
         self.pebble_bin = found or "/usr/bin/pebble"
@@ -141,6 +148,11 @@ class PebbleHarness:
         return f"https://127.0.0.1:{self.management_port}"
 
     @property
+    def dns_address(self) -> str:
+        """The DNS server Pebble asks: the caller's, else dns.py's."""
+        return self.dns_server or f"127.0.0.1:{self.dns_port}"
+
+    @property
     def running(self) -> bool:
         return self._pebble is not None and self._pebble.poll() is None
 
@@ -150,7 +162,7 @@ class PebbleHarness:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         certs = _sibling("mkcerts").make_certs(self.state_dir)
         self.ca_bundle = certs.ca_cert
-        if self._dns is None or self._dns.poll() is not None:
+        if self.dns_server is None and (self._dns is None or self._dns.poll() is not None):
             self._start_dns(detach=detach)
         self._write_config(certs.server_cert, certs.server_key)
         env = {**os.environ, "PEBBLE_VA_NOSLEEP": "1", **self.env}
@@ -160,7 +172,7 @@ class PebbleHarness:
             env["PEBBLE_AUTHZREUSE"] = str(self.authz_reuse_percent)
         cmd = [
             self.pebble_bin, "-config", str(self.config_path),
-            "-dnsserver", f"127.0.0.1:{self.dns_port}",
+            "-dnsserver", self.dns_address,
         ]
         with open(self.log_path, "ab") as log:
             self._pebble = subprocess.Popen(
@@ -230,7 +242,7 @@ class PebbleHarness:
             "http_port": self.http_port,
             "tls_port": self.tls_port,
             "management_url": self.management_url,
-            "dns": f"127.0.0.1:{self.dns_port}",
+            "dns": self.dns_address,
             "pids": {
                 "pebble": self._pebble.pid if self._pebble else None,
                 "dns": self._dns.pid if self._dns else None,
@@ -327,6 +339,8 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument("--http-port", type=int, help="http-01 port Pebble validates on")
     start.add_argument("--tls-port", type=int, help="tls-alpn-01 port Pebble validates on")
     start.add_argument("--eab", action="store_true", help="require EAB (Debian example keys)")
+    start.add_argument("--dns-server", metavar="HOST:PORT",
+                       help="the DNS server Pebble asks (no dns.py), e.g. a BIND for dns-01")
     args = parser.parse_args(argv)
     if args.cmd == "stop":
         return _stop_from_state(args.state_dir)
@@ -339,6 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         eab_keys=EXAMPLE_EAB_KEYS if args.eab else None,
         http_port=args.http_port,
         tls_port=args.tls_port,
+        dns_server=args.dns_server,
     )
     harness.start(detach=True)
     state = harness.state()

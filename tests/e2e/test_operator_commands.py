@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -85,7 +86,9 @@ def test_certs_show_has_persisted_conditions_in_every_format(issued: Prefix) -> 
     assert [(e["kind"], e["action"], e["result"]) for e in doc["events"]] == [
         ("controller", "issue", "issued")]
     status_file = json.loads((issued.root / ".lego" / "status" / "a.test.json").read_text())
-    assert status_file["conditions"][0]["last_transition"] == ready["Ready"]["last_transition"]
+    saved = status_file["conditions"][0]
+    assert saved["type"] == "Ready" and datetime.fromisoformat(saved["last_transition"]) == (
+        datetime.fromisoformat(ready["Ready"]["last_transition"]))
 
     as_yaml = issued.cli("certs", "show", "a.test", "-o", "yaml")
     assert as_yaml.returncode == 0

@@ -84,7 +84,7 @@ async def test_hosts_naming_this_server_are_served(serve: Serve, host: str | Non
 ])  # fmt: skip
 async def test_other_hosts_are_refused_on_every_route(serve: Serve, host: str) -> None:
     base = await serve(TOKEN)
-    for path in ("/", "/static/page.js", "/healthz", "/metrics", "/api/v1/cert"):
+    for path in ("/", "/static/page.js", "/api/v1/cert", "/api/v1/plan"):
         status, headers, body = await fetch(base + path, host=host, token=TOKEN)
         assert status == 421, (host, path, status)
         assert headers["Content-Type"].startswith("application/json")
@@ -92,6 +92,16 @@ async def test_other_hosts_are_refused_on_every_route(serve: Serve, host: str) -
         assert "DNS rebinding" in error and "127.0.0.1" in error
     assert (await fetch(base + "/api/v1/cert/a.test/renew", method="POST", host=host,
                         token=TOKEN))[0] == 421
+
+
+async def test_scrapers_and_health_checks_may_name_the_host_as_they_like(serve: Serve) -> None:
+    """Prometheus names a target by DNS or container name: /metrics and /healthz skip the Host
+    check, and /metrics still needs the token."""
+    base = await serve(TOKEN)
+    for host in ("njcm:2000", "node-1.example.test:2000"):
+        assert (await fetch(base + "/metrics", host=host, token=TOKEN))[0] == 200
+        assert (await fetch(base + "/metrics", host=host))[0] == 401
+        assert (await fetch(base + "/healthz", host=host))[0] in (200, 503)
 
 
 async def test_the_configured_bind_host_is_accepted(serve: Serve) -> None:

@@ -259,12 +259,12 @@ def test_without_dns_lexicon_the_error_says_what_to_install(
 
 def test_the_public_suffix_list_is_never_fetched(monkeypatch: pytest.MonkeyPatch) -> None:
     import tldextract
-    import tldextract.suffix_list
+    import tldextract.cache
 
     def fetch(*args: Any, **kwargs: Any) -> str:
         raise AssertionError("tldextract tried to download the public suffix list")
 
-    monkeypatch.setattr(tldextract.suffix_list, "find_first_response", fetch)
+    monkeypatch.setattr(tldextract.cache.DiskCache, "cached_fetch_url", fetch)
     LexiconProvider("cloudflare", {"auth_token": "t"}, zone=ZONE)
     # the module-wide extractor some providers call (godaddy) now answers from its snapshot
     assert tldextract.extract("www.shop.example.co.uk").suffix == "co.uk"

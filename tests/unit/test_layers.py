@@ -74,6 +74,7 @@ LAYER_OF: dict[str, str] = {
     "controller.conffiles": "loading",
     "controller.desired": "loading",
     "controller.desired_source": "loading",
+    "controller.dnsconfig": "loading",
     # adapters
     "controller.adapters.*": "adapters",
     # steps
@@ -89,6 +90,7 @@ LAYER_OF: dict[str, str] = {
     "controller.cli": "composition",
     "controller.cli_gc": "composition",
     "controller.cli_certs": "composition",
+    "controller.cli_show": "composition",
     "controller.cli_output": "composition",
 }
 
@@ -100,6 +102,7 @@ ADAPTER_SEAMS: dict[tuple[str, str], str] = {
     ("acme", "controller.adapters.challenges.tls_alpn"): "registers tls-alpn-01 with acme",
     ("challenges", "controller.adapters.njet.api"): "http-01 through NJet edits a location",
     ("challenges", "controller.adapters.njet.wire"): "http-01 through NJet edits a location",
+    ("dns", "controller.adapters.store.fsutil"): "secrets read and pending cleanups written safely",
 }
 
 NETWORK_OR_ASYNC = ("asyncio", "aiohttp", "socket", "ssl", "_ssl", "selectors", "subprocess",

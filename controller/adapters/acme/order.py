@@ -99,6 +99,8 @@ class OrderDriver:
         out: list[PendingChallenge] = []
         for authz in orderr.authorizations:
             name = authz.body.identifier.value
+            if authz.body.wildcard:  # ACME authorizes `*.x` on "x"; say which one it is
+                name = f"*.{name}"
             status = authz.body.status
             if status == messages.STATUS_VALID:
                 continue

@@ -16,6 +16,8 @@ Guards (server.py's middleware runs them for every route, before the token check
   localhost, [::1], the configured bind host, or the address the connection arrived on.
   Anything else (a DNS name an attacker points at 127.0.0.1: DNS rebinding) is refused. The
   port is not compared, so an SSH tunnel or a port forward to another local port still works.
+  /healthz and /metrics are exempt: Prometheus and health checks name the host as they like
+  (a DNS name, a container name), and neither gives a browser anything to act with.
 - `exposed_refusal`: without a token, a bind that is not loopback serves only /healthz (its
   public fields) and /metrics; the page and the API are refused with the reason.
 `SECURITY_HEADERS` go on every answer (server.py adds them in on_response_prepare).

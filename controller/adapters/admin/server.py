@@ -49,7 +49,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import ipaddress
 import logging
 import socket
 from collections.abc import Awaitable, Callable
@@ -305,7 +304,7 @@ def build_app(backend: AdminBackend, token: str, *, host: str = "127.0.0.1") -> 
     """The aiohttp application; `token` "" disables authentication; `host` is the bind host
     (the Host header check allows it; without a token a non-loopback one serves no data)."""
     api = _Api(backend)
-    exposed = not token and not _is_loopback(host)
+    exposed = not token and not page.is_loopback(host)
     bind = f"[{host}]" if ":" in host else host or "*"
 
     @web.middleware
@@ -316,7 +315,10 @@ def build_app(backend: AdminBackend, token: str, *, host: str = "127.0.0.1") -> 
         open_route = path == "/healthz" or (path in page.PUBLIC_PATHS
                                             and request.method == "GET")
         try:
-            if (why := page.host_refusal(request, host)) is not None:
+            # machine endpoints are scraped by whatever name the scraper uses; /metrics still
+            # needs the token when one is set, /healthz then shows only its public fields
+            if (path not in page.EXPOSED_OPEN
+                    and (why := page.host_refusal(request, host)) is not None):
                 raise _ApiError(421, why)
             if exposed and (why := page.exposed_refusal(path, bind)) is not None:
                 raise _ApiError(403, why)
@@ -457,15 +459,6 @@ class AdminServer:
         self.gate.abort_all()
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 async def start_admin(
     backend: AdminBackend, address: str, token: str, *, max_retry_delay: float = 2.0,
     limits: ConnectionLimits | None = None,
@@ -475,7 +468,7 @@ async def start_admin(
     `limits` (default: the config defaults) caps connections and times out slow or idle ones.
     """
     host, port = parse_listen_address(address)
-    if not token and not _is_loopback(host):
+    if not token and not page.is_loopback(host):
         log.warning("admin API on %s without a token: only /healthz and /metrics answer there; "
                     "set [admin] token to use the page and the API", address)  # fmt: skip
     limits = limits or ConnectionLimits()

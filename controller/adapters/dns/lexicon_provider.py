@@ -201,17 +201,17 @@ class LexiconProvider:
 
     def _present_sync(self, zone: str, fqdn: str, value: str) -> None:
         with self._session("present", zone, fqdn) as provider:
-            if any(_content(r) == value for r in self._txt_at(provider, fqdn)):
+            if any(_content(r) == value for r in self._txt_at(provider, fqdn, value)):
                 return  # already there (a retried present)
             created = provider.create_record("TXT", fqdn, value)
             if created is False and not any(  # some providers only say False: look
-                    _content(r) == value for r in self._txt_at(provider, fqdn)):
+                    _content(r) == value for r in self._txt_at(provider, fqdn, value)):
                 raise TemporaryError(f"dns provider {self.name}: present TXT {fqdn}: the "
                                      "provider did not create the record")
 
     def _cleanup_sync(self, zone: str, fqdn: str, value: str) -> None:
         with self._session("cleanup", zone, fqdn) as provider:
-            records = self._txt_at(provider, fqdn)
+            records = self._txt_at(provider, fqdn, value)
             ours = [r for r in records if _content(r) == value]
             other_ids = {r.get("id") for r in records if _content(r) != value}
             for record in ours:
@@ -222,9 +222,13 @@ class LexiconProvider:
                     provider.delete_record(None, "TXT", fqdn, value)
                     break
 
-    def _txt_at(self, provider: Any, fqdn: str) -> list[dict[str, Any]]:
-        """The TXT records at exactly `fqdn` (some APIs match names and values loosely)."""
-        records = provider.list_records("TXT", fqdn)
+    def _txt_at(self, provider: Any, fqdn: str, value: str) -> list[dict[str, Any]]:
+        """The TXT records at exactly `fqdn` that the API lists when asked for `value`: ours,
+        and for route53 the other values of the record set that holds it. Asking with the value
+        keeps the answer small where the API pages and matches names loosely (Alibaba Cloud:
+        `_acme-challenge` matches every challenge name, 20 to a page); the names are then
+        compared exactly here."""
+        records = provider.list_records("TXT", fqdn, value)
         return [r for r in records if isinstance(r, dict)
                 and str(r.get("name", "")).rstrip(".").lower() == fqdn]
 

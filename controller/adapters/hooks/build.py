@@ -14,6 +14,7 @@ from controller.adapters.hooks.dispatch import SHUTDOWN_GRACE, Dispatcher
 from controller.adapters.hooks.observer import HookObserver
 from controller.adapters.hooks.runner import HookRunner
 from controller.adapters.hooks.webhook import WebhookNotifier
+from controller.clock import utc_now
 from controller.config import Config
 from controller.errors import ConfigError
 from controller.metrics import ControllerMetrics
@@ -53,7 +54,7 @@ def read_secret(config: Config) -> bytes | None:
 
 def build_notifications(config: Config, *, store: CertStore, paths: StorePaths,
                         metrics: ControllerMetrics | None = None,
-                        clock: Clock | None = None) -> Notifications | None:
+                        clock: Clock = utc_now) -> Notifications | None:
     hooks = config.hooks
     commands = {name: argv for name, argv in (("onIssued", hooks.onIssued),
                                               ("onRenewed", hooks.onRenewed),
@@ -74,6 +75,4 @@ def build_notifications(config: Config, *, store: CertStore, paths: StorePaths,
     if runner is None and notifier is None:
         return None
     dispatcher = Dispatcher(store=store, runner=runner, notifier=notifier)
-    observer = (HookObserver(dispatcher, paths) if clock is None
-                else HookObserver(dispatcher, paths, clock=clock))
-    return Notifications(observer, dispatcher)
+    return Notifications(HookObserver(dispatcher, paths, clock=clock), dispatcher)
