@@ -1,8 +1,9 @@
 """The controller's TOML config from dicts, for the tests and bench/.
 
 `render_toml({"acme": {...}, "njet": {...}})` writes one `[section]` per key (flat values
-only: bool, int, float, str); `acme_section(pebble, email=...)` is the `[acme]` table that
-points the controller at a PebbleHarness (http-01/tls-alpn-01 solvers on Pebble's VA ports).
+only: bool, int, float, str, and lists of them); `acme_section(pebble, email=...)` is the
+`[acme]` table that points the controller at a PebbleHarness (http-01/tls-alpn-01 solvers on
+Pebble's VA ports).
 Used by tests/e2e/, tests/faults/ and bench/.
 """
 
@@ -17,6 +18,8 @@ def toml_value(v: Any) -> str:
         return "true" if v else "false"
     if isinstance(v, int | float):
         return str(v)
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
     return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 

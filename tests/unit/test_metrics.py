@@ -206,11 +206,12 @@ async def test_served_not_stored_stays_zero_until_a_verified_apply() -> None:
     assert value(b, "njcm_njet_verify_total", result="mismatch") == 1
     assert value(b, "njcm_njet_apply_total", result="failure") == 1
     assert value(b, "njcm_certificate_served_matches_stored", name="a.test") == 0
-    assert w.rec.statuses["a.test"].applied_fingerprint == stored  # the status still says so
-    await w.rec.pass_once()  # no probe: the last evidence (the probe) still counts
+    assert w.rec.statuses["a.test"].applied_fingerprint is None  # the probe's word wins
+    await w.rec.pass_once()  # no probe, still in backoff: the last evidence still counts
     assert value(b, "njcm_certificate_served_matches_stored", name="a.test") == 0
     w.clock.advance(timedelta(hours=1))
-    await w.rec.pass_once(probe=True)
+    await w.rec.pass_once()  # backoff over: retried without waiting for the next probe
+    assert w.rec.statuses["a.test"].applied_fingerprint == stored
     assert value(b, "njcm_njet_apply_total", result="success") == 2
     assert value(b, "njcm_certificate_served_matches_stored", name="a.test") == 1
     assert value(b, "njcm_certificate_failing_since_timestamp_seconds", name="a.test") is None
