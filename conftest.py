@@ -2,6 +2,7 @@
 
 pytest_plugins = [
     "tests.fixtures.pebble",
+    "tests.fixtures.dns",
     "tests.fixtures.njetsim",
     "tests.fixtures.mqtt",
     "tests.fixtures.faults",

@@ -4,7 +4,9 @@ Built by service.py. Reads through the reconciler (store, status, desired), chan
 through the store and status, and wakes the loop; it never reconciles inline. Forced renewals
 go through `forced_renewal` (also used by `certs renew` when no controller runs), bounded by
 `[controller] forceRenewPerHour` / `forceRenewMinAge`; mutating calls are written to the event
-log (adapters/store/events.py) by `record_event`.
+log (adapters/store/events.py) by `record_event`, and `recent_events` reads it back (GET
+/api/v1/events). `revoke_stored` revokes a stored certificate at the CA before a delete (the
+admin DELETE `?revoke=true`, and `certs delete --revoke` when no controller runs).
 """
 
 from __future__ import annotations

@@ -61,6 +61,8 @@ def policy_settings(config: Config) -> PolicySettings:
         delete_grace=config.controller.deleteGracePeriod,
         max_delete_share=config.controller.maxDeleteShare,
         store_only=config.store_only,
+        default_profile=config.acme.profile.strip(),
+        reuse_key=config.acme.reuseKey,
     )
 
 
@@ -106,7 +108,8 @@ def build_solvers(config: Config, njet: NjetClient | None) -> SolverSet:
 def cert_settings(config: Config) -> dict[str, CertSettings]:
     """The TOML's [certificates."name"] tables as the desired layer takes them."""
     return {name: CertSettings(key_type=t.keyType, challenge_type=t.challengeType,
-                               profile=t.profile)
+                               profile=t.profile, profile_required=t.profileRequired,
+                               reuse_key=t.reuseKey)
             for name, t in config.certificates.items()}
 
 

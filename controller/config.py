@@ -4,8 +4,9 @@ Called by cli.py (load_config) at start-up. Unknown keys are warnings naming the
 are ConfigErrors naming the file, the key and the expected type, never the value (it may be a
 token or an EAB key). Durations have documented minimums (MIN_INTERVAL, MIN_PROBE_TIMEOUT,
 MIN_ADMIN_TIMEOUT; a zero interval would spin the loop), refused at load like a wrong type.
-`[certificates."name"]` tables (CertificateSettings) set keyType, profile and challengeType per
-certificate; their keys are host names (certificate_name), checked here and made canonical.
+`[certificates."name"]` tables (CertificateSettings) set keyType, profile, profileRequired,
+reuseKey and challengeType per certificate; their keys are host names (certificate_name),
+checked here and made canonical.
 `[hooks]` commands are argv lists (no shell) and `[notify] webhook` an http(s) URL, both
 checked here without echoing the value (a URL may carry a token); adapters/hooks/ runs them.
 `[dns]` (controller/dnsconfig.py) configures dns-01; challengeType "dns" without it is an error.
@@ -110,6 +111,12 @@ class AcmeSection(_Section):
     eabHmacKey: str = ""
     profile: str = ""
     httpValidationPort: int = Field(default=80, ge=1, le=65535)
+    # a profile the CA does not offer: false = a warning and the CA's default profile, true = a
+    # ConfigError (nothing is ordered)
+    profileRequired: bool = False
+    # a renewal keeps the stored key (e.g. for DANE TLSA 3 1 1 pins); a key type change always
+    # makes a new one
+    reuseKey: bool = False
 
 
 class NjetSection(_Section):
@@ -242,6 +249,8 @@ class CertificateSettings(_Section):
     profile: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
                                               max_length=255)] | None = None
     challengeType: ChallengeType | None = None  # "dns" only with a [dns] section
+    profileRequired: bool | None = None
+    reuseKey: bool | None = None
 
 
 def certificate_name(key: str) -> str:

@@ -8,7 +8,8 @@ file matching an include glob changes its folder), and of the runtime store. Pas
 
 The TOML's `[certificates."name"]` tables (`settings`, as CertSettings) are applied to every
 spec built, conf and runtime alike (apply_settings): a table's keyType overrides the global one;
-its challengeType and profile are set on the spec only where they differ from [acme]'s. A table
+its challengeType and profile are set on the spec only where they differ from [acme]'s, its
+profileRequired and reuseKey when the table sets them. A table
 that names no desired certificate is a warning (it may be a typo) whose origin is the TOML file.
 
 With a [dns] section (`wildcards=True`) wildcard names are issued (desired.py), and a
@@ -56,6 +57,8 @@ class CertSettings:
     key_type: KeyType | None = None
     challenge_type: ChallengeType | None = None
     profile: str | None = None
+    profile_required: bool | None = None
+    reuse_key: bool | None = None
 
 
 def apply_settings(
@@ -86,6 +89,8 @@ def apply_settings(
             key_type=entry.key_type or spec.key_type,
             challenge_type=None if challenge in (None, default_challenge) else challenge,
             profile=None if profile in (None, default_profile) else profile,
+            profile_required=entry.profile_required,
+            reuse_key=entry.reuse_key,
         )
     unused = [NameWarning(key, _unused(key, desired, wildcards=wildcards), origin)
               for key in sorted(set(settings) - used)]

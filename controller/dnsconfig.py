@@ -138,8 +138,7 @@ class DnsSection(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True, frozen=True)
 
     provider: Annotated[str, BeforeValidator(
-        lambda v: v.strip().lower() if isinstance(v, str) else v)] = Field(
-        pattern=_PROVIDER_RE.pattern)
+        lambda v: v.strip().lower() if isinstance(v, str) else v)] = ""
     zone: Annotated[str, BeforeValidator(_zone)] = ""
     ttl: int = Field(default=60, ge=1, le=86400, strict=True)
     resolvers: tuple[Resolver, ...] = ()
@@ -166,6 +165,11 @@ class DnsSection(BaseModel):
     @model_validator(mode="after")
     def _provider_keys(self) -> DnsSection:
         kind = self.provider
+        if not kind:
+            raise ValueError('provider is missing: "rfc2136", "exec" or a dns-lexicon provider'
+                             " name (cloudflare, aliyun, ...)")
+        if not _PROVIDER_RE.match(kind):
+            raise ValueError("provider: not a provider name (letters, digits, - and _)")
         if kind == "rfc2136":
             if not self.nameserver:
                 raise ValueError('provider "rfc2136" needs nameserver (host:port where the'

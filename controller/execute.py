@@ -3,7 +3,8 @@
 Called by reconcile.py with the actions of one pass. Each action re-checks its precondition
 right before acting (the stored fingerprint it expects, or the unusable files it saw: those
 are quarantined right before the new order), issue/renew go ACME → store swap → apply →
-verify, and every apply is proved by a real TLS handshake (NJet's code 0 — or 11, "repeated" —
+verify (a renewal the plan marks `reuse_key` orders with the stored key, read right before
+ordering), and every apply is proved by a real TLS handshake (NJet's code 0 — or 11, "repeated" —
 proves nothing); a new pair not valid yet is stored but not applied (the plan waits for its
 notBefore). Errors become outcomes: temporary (retry after a delay) or permanent; the
 per-certificate backoff lives in status (fold.py). An optional `progress` (ports.ActionProgress,
@@ -16,10 +17,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import ParamSpec, TypeVar
 
-from controller.certinfo import key_matches_cert
+from controller.certinfo import key_matches_cert, key_type_of_key
 from controller.errors import (
     ConfigError,
     ControllerError,
@@ -138,9 +139,11 @@ class Executor:
             where = await store_write(self.store.quarantine, action.domain)
             log_event("unusable pair quarantined before a new order", level=logging.WARNING,
                       domain=action.domain, moved_to=where, problem=current.unusable)
+        key_pem = self._key_to_reuse(action)
         t0 = time.monotonic()
         try:
-            issued = await issuer.issue(action.spec, action.key_type)
+            issued = await issuer.issue(action.spec, action.key_type, key_pem=key_pem,
+                                        replaces=action.replaces)
         except TemporaryError:
             self._acme("temporary", t0)
             raise
@@ -152,13 +155,15 @@ class Executor:
         stored = await store_write(self.store.put, action.domain, issued)
         fault_point("execute.after_store")
         fp = stored.info.fingerprint
+        made = Outcome(action, ok=True, stored_fingerprint=fp, ordered_profile=issued.profile,
+                       ca_profile=issued.ca_profile)
         if not action.targets or self.njet is None:
-            return Outcome(action, ok=True, stored_fingerprint=fp)
+            return made
         if stored.info.not_before > self.clock():
             # not servable yet: the next plan waits until notBefore (NotYetValid), then applies
             log_event("new certificate not applied yet: it is not valid before its notBefore",
                       domain=action.domain, not_before=stored.info.not_before.isoformat())
-            return Outcome(action, ok=True, stored_fingerprint=fp)
+            return made
         try:
             served = await self._apply_all(action.targets, action.spec.names[0],
                                            action.key_type, issued.cert_pem, issued.key_pem, fp)
@@ -167,9 +172,25 @@ class Executor:
                 where = await store_write(self.store.quarantine, action.domain)
                 log_event("first issuance could not be applied: pair quarantined",
                           level=logging.WARNING, domain=action.domain, moved_to=where)
-            return Outcome(action, ok=False, error=f"issued but not applied: {exc}",
-                           stored_fingerprint=fp, needs_new_key=_is_trap(exc))
-        return Outcome(action, ok=True, stored_fingerprint=fp, served_fingerprint=served)
+            return replace(made, ok=False, error=f"issued but not applied: {exc}",
+                           needs_new_key=_is_trap(exc))
+        return replace(made, served_fingerprint=served)
+
+    def _key_to_reuse(self, action: Action) -> bytes | None:
+        """The stored key, when the plan says this renewal keeps it (reuseKey) and it is of the
+        key type ordered; else None (a fresh key). Read right before ordering; never logged."""
+        if not action.reuse_key or action.kind is not ActionKind.RENEW:
+            return None
+        key_pem = self.store.key_pem(action.domain)
+        try:
+            usable = key_pem is not None and key_type_of_key(key_pem) is action.key_type
+        except ValueError:  # unreadable: the message never quotes the key
+            usable = False
+        if not usable:
+            log_event("the stored key cannot be reused: renewing with a new key",
+                      level=logging.WARNING, domain=action.domain)
+            return None
+        return key_pem
 
     def _current(self, domain: str) -> _Current:
         """What the store holds for `domain` right now (a pair that cannot be parsed makes

@@ -38,6 +38,10 @@ class Outcome:
     needs_new_key: bool = False
     # the precondition no longer held right before acting: nothing was done
     skipped: bool = False
+    # after issue/renew: the profile the newOrder asked for ("": none) and the one the CA's
+    # order object named (None: none), from IssuedCert
+    ordered_profile: str | None = None
+    ca_profile: str | None = None
 
 
 def fold(
@@ -102,10 +106,16 @@ def fold(
 def _succeeded(cur: CertStatus, o: Outcome, now: datetime) -> CertStatus:
     new = cur.with_success(spec_hash=o.action.spec_hash, at=now)
     if o.action.kind in (ActionKind.ISSUE, ActionKind.RENEW):
-        new = new.with_issued(at=now)
+        new = _issued(new, o, now)
     if o.served_fingerprint is not None:
         new = new.with_applied(o.served_fingerprint, at=now)
     return new
+
+
+def _issued(cur: CertStatus, o: Outcome, now: datetime) -> CertStatus:
+    """A new pair is stored: with the profile wanted for it and what the order carried."""
+    return cur.with_issued(at=now, profile=o.action.profile, ordered=o.ordered_profile,
+                           ca_profile=o.ca_profile)
 
 
 def _failed(cur: CertStatus, o: Outcome, now: datetime) -> CertStatus:
@@ -113,7 +123,7 @@ def _failed(cur: CertStatus, o: Outcome, now: datetime) -> CertStatus:
                            retry_after=o.retry_after)
     if o.stored_fingerprint is not None and o.action.kind is not ActionKind.APPLY:
         # a new pair was stored but could not be applied: it is not what NJet serves
-        new = new.with_issued(at=now)
+        new = _issued(new, o, now)
     if o.needs_new_key:  # after the reset above: the trap wins
         new = new.with_new_key_needed(of=o.stored_fingerprint or o.action.expected_fingerprint)
     return new

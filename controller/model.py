@@ -64,8 +64,9 @@ class CertificateSpec:
     /api/v1/ssl spells them ("127.0.0.1:8443", "0.0.0.0:8444", "[::1]:8445").
     `key_type` None means "follow the block's bootstrap certificate, else rsa2048".
     `bootstrap_cert` is the path of the block's `ssl_certificate` (for that detection).
-    `challenge_type` and `profile` come from the block's `[certificates."name"]` table; None
-    means the [acme] value (desired_source.py sets them only when they differ from it).
+    `challenge_type`, `profile`, `profile_required` and `reuse_key` come from the block's
+    `[certificates."name"]` table; None means the [acme] value (desired_source.py sets the first
+    two only when they differ from it, the others as the table says).
     """
 
     domain: str
@@ -77,6 +78,8 @@ class CertificateSpec:
     bootstrap_cert: str | None = None
     challenge_type: ChallengeType | None = None
     profile: str | None = None
+    profile_required: bool | None = None  # a profile the CA does not offer is a ConfigError
+    reuse_key: bool | None = None  # a renewal keeps the stored key (same key type only)
 
 
 @dataclass(frozen=True)
@@ -166,3 +169,7 @@ class IssuedCert:
     issuer_pem: bytes  # the chain without the leaf (<domain>.issuer.crt)
     key_pem: bytes
     cert_url: str
+    # the profile the newOrder asked for ("": none, the CA's default), and the one the CA's
+    # order object named (None: it named none)
+    profile: str = ""
+    ca_profile: str | None = None

@@ -38,9 +38,12 @@ from controller.policy import (
     PolicySettings,
     Subject,
     decide,
+    keeps_key,
     pass_notes,
     renewal_time,
+    wanted_profile,
 )
+from controller.policies.renewal import replaces_id
 from controller.reasons import Reason
 from controller.status import CertStatus
 
@@ -61,6 +64,14 @@ class Action:
     spec_hash: str | None = None
     # where to apply in the running NJet (empty: store-only, or not in NJet yet)
     targets: tuple[NjetTarget, ...] = ()
+    # issue/renew: the ACME profile wanted ("": the CA's default), recorded in the status
+    profile: str | None = None
+    # renew with the stored key (reuseKey; never across a key type change): the executor
+    # reads it right before ordering
+    reuse_key: bool = False
+    # renew: the ARI identifier of the certificate it replaces (RFC 9773 `replaces`), when
+    # the CA's renewal information was fetched for it
+    replaces: str | None = None
 
 
 @dataclass(frozen=True)
@@ -106,13 +117,15 @@ class Plan:
         return not self.actions and not self.waiting
 
 
-def spec_hash(spec: CertificateSpec, key_type: KeyType) -> str:
+def spec_hash(spec: CertificateSpec, key_type: KeyType, default_profile: str = "") -> str:
     """Identity of what is wanted; a change resets the per-certificate backoff. The profile
-    counts when the spec sets one (unset keeps the hash of before profiles); the challenge
-    type does not (it is how to prove the names, not what is wanted)."""
+    wanted counts (the spec's, else `default_profile`, [acme]'s), and only when there is one:
+    a certificate with no profile keeps the hash of before profiles. The challenge type,
+    profileRequired and reuseKey do not (how to get it, not what is wanted)."""
     parts = [",".join(spec.names), key_type.value]
-    if spec.profile is not None:
-        parts.append(f"profile={spec.profile}")
+    profile = spec.profile if spec.profile is not None else default_profile
+    if profile:
+        parts.append(f"profile={profile}")
     text = "|".join(parts)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -188,7 +201,7 @@ def subject(
     digest: str | None = None
     if spec is not None:
         key_type = wanted_key_type(spec, observed.bootstrap_key_types, settings)
-        digest = spec_hash(spec, key_type)
+        digest = spec_hash(spec, key_type, settings.default_profile)
     served = observed.served.get(domain)
     return Subject(
         domain=domain,
@@ -214,6 +227,9 @@ def subject(
     )
 
 
+_ORDERS = (ActionKind.ISSUE, ActionKind.RENEW)
+
+
 @dataclass
 class _Collected:
     actions: list[Action] = field(default_factory=list)
@@ -230,6 +246,10 @@ class _Collected:
                 expected_fingerprint=s.stored.info.fingerprint if s.stored else None,
                 expected_unusable=s.stored is None and s.problem is not None,
                 spec_hash=s.spec_hash, targets=s.targets,
+                profile=(wanted_profile(s.spec, s.settings)
+                         if s.spec is not None and d.act.kind in _ORDERS else None),
+                reuse_key=keeps_key(s, d.act),
+                replaces=replaces_id(s) if d.act.kind is ActionKind.RENEW else None,
             ))
         self.waiting.extend(Waiting(s.domain, w.reason, w.message, w.until) for w in d.waits)
         self.scheduled.extend(Scheduled(s.domain, x.reason, x.message, x.at) for x in d.later)
@@ -240,6 +260,6 @@ def next_renewal(
 ) -> dict[str, datetime]:
     """Renewal instant of every stored certificate (for `certs list`, metrics, the timer)."""
     return {
-        d: renewal_time(s, statuses.get(d), settings.renew_before)
+        d: renewal_time(s, statuses.get(d), settings.renew_before, ari=settings.ari)
         for d, s in observed.stored.items()
     }

@@ -13,7 +13,7 @@ desired state, and asks `decide(chain, subject)`:
 Every check handles its own inputs (subject.py), so adding a rule is adding an entry here and
 its function in controller/policies/. tests/unit/test_policy_chain.py pins the order.
 Pure: no I/O, no clock. Re-exports PolicySettings, Subject, GcRelease, PassDeletions,
-renewal_time and renewal_window.
+renewal_time, renewal_window, wanted_profile and keeps_key (whether a renewal reuses the key).
 """
 
 from __future__ import annotations
@@ -34,11 +34,15 @@ from controller.policies.orphan import deletion_guard, grace_over, grace_starts,
 from controller.policies.renewal import (
     expired,
     forced_renewal,
+    keeps_key,
     key_type_changed,
     names_changed,
+    profile_changed,
+    profile_not_offered,
     renewal_due,
     renewal_time,
     renewal_window,
+    wanted_profile,
 )
 from controller.policies.store import cert_missing, stored_unusable
 from controller.policies.subject import (
@@ -66,9 +70,11 @@ __all__ = [
     "PolicySettings",
     "Subject",
     "decide",
+    "keeps_key",
     "pass_notes",
     "renewal_time",
     "renewal_window",
+    "wanted_profile",
 ]
 
 
@@ -93,6 +99,7 @@ DESIRED = Chain(
         forced_renewal,
         names_changed,
         key_type_changed,
+        profile_changed,
         expired,
         renewal_due,
         # a good pair that is not valid yet: wait until its notBefore
@@ -105,7 +112,7 @@ DESIRED = Chain(
     ),
     holds=(backoff,),
     caveats=(issued_not_applied,),
-    notes=(bootstrap_key_type_differs,),
+    notes=(bootstrap_key_type_differs, profile_not_offered),
 )
 
 ORPHANED = Chain(

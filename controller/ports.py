@@ -1,6 +1,7 @@
 """Every Protocol between the steps and the adapters, each with its contract. No implementations.
 
 Who implements what: CertStore (adapters/store/lego.py), Issuer (adapters/acme/client.py),
+AriPoller (adapters/acme/ari.py),
 NjetReader + NjetWriter (adapters/njet/api.py), Prober (app.tls_probe over
 adapters/njet/probe.py), StatusPersistence (adapters/store/statusfile.py), RuntimeSpecs
 (adapters/store/runtime.py), GcConfirmations (adapters/store/gcconfirm.py), QuarantineExpiry
@@ -100,15 +101,25 @@ class Issuer(Protocol):
     """An ACME client bound to one CA and account (adapters/acme/client.py).
 
     `issue` orders a certificate for spec.names (CN: certinfo.csr_common_name) with a fresh key
-    of `key_type`, solves the challenges and returns the result; it never touches the store. Raises
+    of `key_type`, or with `key_pem` when given (reuseKey: the stored key, of `key_type`; it is
+    never logged), solves the challenges and returns the result, with the profile the order
+    asked for and the one the CA named (IssuedCert.profile, ca_profile); it never touches the
+    store. A profile ([acme]'s, else spec.profile) the CA does not offer is a ConfigError when
+    required (profileRequired), else a warning and an order without one. Raises
     TemporaryError (connection, 5xx, badNonce, rateLimited with retry_after) or PermanentError
     (rejectedIdentifier, unauthorized, malformed), ConfigError for a bad CA URL or EAB.
+    `replaces` (a renewal, RFC 9773 §5) is the ARI identifier of the certificate being
+    replaced, sent as the newOrder's `replaces`; a CA that rejects it (already replaced, not
+    known) gets the same order once more without it.
     Several orders may be in flight at once (up to the executor's concurrency).
     `revoke` revokes a certificate we issued; "already revoked" is not an error.
     `close` releases connections; called once at shutdown.
     """
 
-    async def issue(self, spec: CertificateSpec, key_type: KeyType) -> IssuedCert: ...
+    async def issue(
+        self, spec: CertificateSpec, key_type: KeyType, *, key_pem: bytes | None = None,
+        replaces: str | None = None,
+    ) -> IssuedCert: ...
     async def revoke(self, cert_pem: bytes) -> None: ...
     async def close(self) -> None: ...
 
@@ -116,6 +127,44 @@ class Issuer(Protocol):
 IssuerFactory = Callable[[], Awaitable[Issuer]]
 """Builds the issuer on first use and returns the same one after (so `diff` never registers an
 ACME account). May raise ConfigError (bad CA URL, unreadable caBundle) or TemporaryError."""
+
+
+@dataclass(frozen=True)
+class AriAnswer:
+    """What the CA's renewal information (RFC 9773) said about one certificate: the one whose
+    SHA-256 fingerprint is `fingerprint` and whose ARI identifier is `cert_id` ("" when it has
+    none: no authority key identifier). Either a suggested window (`window_start` <
+    `window_end`, aware UTC) with an optional `explanation_url`, or an `error` saying why
+    there is none; `retry_after` is the CA's Retry-After in seconds (None: it sent none)."""
+
+    fingerprint: str
+    cert_id: str
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    explanation_url: str | None = None
+    retry_after: float | None = None
+    error: str | None = None
+
+
+class AriPoller(Protocol):
+    """The CA's renewal information, ARI (adapters/acme/ari.py AriClient).
+
+    `supported()` says whether the CA's directory offers `renewalInfo` (fetched once, shared
+    with the Issuer); it raises TemporaryError when the directory cannot be read, ConfigError
+    for a bad CA URL. `renewal_info(cert_pem)` asks about the leaf of `cert_pem` (leaf + chain
+    as stored) with one unauthenticated GET and never raises for the CA's or the network's
+    trouble (that is an AriAnswer with `error`), nor for a certificate without an ARI
+    identifier (`cert_id` ""). Any number may run at once; `close` releases connections.
+    """
+
+    async def supported(self) -> bool: ...
+    async def renewal_info(self, cert_pem: bytes) -> AriAnswer: ...
+    async def close(self) -> None: ...
+
+
+AriPollerFactory = Callable[[], Awaitable[AriPoller]]
+"""Builds the ARI client on first use (app.py, over the issuer's directory) and returns the same
+one after. May raise ConfigError or TemporaryError."""
 
 
 # -- NJet --------------------------------------------------------------------------------------

@@ -22,6 +22,11 @@ class Reason(StrEnum):
     KEY_TYPE_CHANGED = "KeyTypeChanged"
     """The stored key is not of the wanted key type: renew with a new key."""
 
+    PROFILE_CHANGED = "ProfileChanged"
+    """The ACME profile wanted (a certificate's own, else [acme]'s) is not the one the stored
+    certificate was ordered with: renew. An unknown recorded profile (a pair adopted from lego)
+    never counts as changed."""
+
     EXPIRED = "Expired"
     """The stored certificate has expired: renew now."""
 
@@ -66,6 +71,7 @@ ACTING = frozenset(
         Reason.STORED_UNUSABLE,
         Reason.NAMES_CHANGED,
         Reason.KEY_TYPE_CHANGED,
+        Reason.PROFILE_CHANGED,
         Reason.EXPIRED,
         Reason.RENEWAL_DUE,
         Reason.FORCED,

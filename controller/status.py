@@ -1,4 +1,5 @@
-"""Per-certificate status: retry/backoff state, what NJet serves, the orphan and renewal marks.
+"""Per-certificate status: retry/backoff state, what NJet serves, the orphan and renewal marks,
+the ACME profile of the stored pair.
 
 `CertStatus` is persisted as JSON in `<prefix>/.lego/status/<name>.json`
 (adapters/store/statusfile.py). It changes only through its named transitions (`with_...`),
@@ -9,7 +10,9 @@ a certificate younger than `min_age` unless forced). Backoffs are bounded: a Ret
 up to MAX_RETRY_AFTER (24 h), so no CA answer and no hand-edited file blocks a name for longer.
 Its `conditions` (Ready, Issuing: `Condition`) are set by fold.py after each pass through
 `with_condition`, which moves a condition's last transition only when its status flips; `certs
-show` prints them. Pure.
+show` prints them. The ARI step (controller/ari.py) records the CA's renewal information
+(`AriState`: the suggested window of the stored certificate, the next poll) and the renewal
+time it chose inside that window through `with_ari`. Pure.
 """
 
 from __future__ import annotations
@@ -46,6 +49,37 @@ class Condition:
         return self.status == "True"
 
 
+RENEWAL_SOURCE_ARI = "ari"
+"""`CertStatus.renewal_source` of a renewal time chosen inside the CA's ARI window."""
+
+
+@dataclass(frozen=True, slots=True)
+class AriState:
+    """What the CA's renewal information (ARI, RFC 9773) said about one stored certificate,
+    and when to ask again; set by the ARI step (controller/ari.py) through `with_ari`.
+
+    `fingerprint` is the stored certificate it belongs to (a new pair clears it: with_issued),
+    `cert_id` that certificate's ARI identifier (the `replaces` of its renewal order).
+    `window_start`/`window_end`: the suggested window (None: no answer yet, or the last poll
+    failed before any), `explanation_url` the CA's explanation, `next_poll` when to ask again
+    (from the CA's Retry-After, jittered), `errors` the failed polls in a row (they back off).
+    """
+
+    fingerprint: str
+    cert_id: str
+    next_poll: AwareDatetime
+    window_start: AwareDatetime | None = None
+    window_end: AwareDatetime | None = None
+    explanation_url: str | None = None
+    polled_at: AwareDatetime | None = None
+    errors: int = 0
+    last_error: str | None = None
+
+    @property
+    def has_window(self) -> bool:
+        return self.window_start is not None and self.window_end is not None
+
+
 @dataclass(frozen=True, slots=True)
 class CertStatus:
     """One certificate's status. A slotted dataclass in memory (10,000 of them stay small);
@@ -60,9 +94,15 @@ class CertStatus:
     backoff_until: AwareDatetime | None = None
     # hash of the spec the attempts/backoff belong to; a changed spec resets the backoff
     spec_hash: str | None = None
-    # the renewal instant chosen once; None = use the policy default. No producer yet: the
-    # renewal issue (ARI) will set it from the CA's suggested window; issuing clears it
+    # the renewal instant chosen once; None = use the policy default. Set by the ARI step
+    # (controller/ari.py) inside the CA's suggested window; issuing clears it
     renewal_at: AwareDatetime | None = None
+    # where renewal_at came from (RENEWAL_SOURCE_ARI) and the stored certificate (fingerprint)
+    # it was chosen for: the policy ignores a time chosen for another certificate
+    renewal_source: str | None = None
+    renewal_for: str | None = None
+    # what the CA's renewal information (ARI, RFC 9773) said about the stored certificate
+    ari: AriState | None = None
     # fingerprint last verified as served by NJet, and when
     applied_fingerprint: str | None = None
     applied_at: AwareDatetime | None = None
@@ -81,6 +121,18 @@ class CertStatus:
     # when this controller last stored a new pair for the name (the certificate's age for
     # `forceRenewMinAge`; a CA may backdate notBefore)
     issued_at: AwareDatetime | None = None
+    # the ACME profile wanted when this controller ordered the stored pair ("": the CA's
+    # default); None = unknown (adopted from lego, or stored before profiles were recorded),
+    # which never triggers a renewal (policies/renewal.py profile_changed)
+    profile: str | None = None
+    # what that newOrder asked for ("": no profile; differs from `profile` when the wanted one
+    # was only preferred and the CA did not offer it), and the profile the CA's order object
+    # named (None: it named none)
+    profile_ordered: str | None = None
+    profile_ca: str | None = None
+    # NJet's code-11 trap: the next renewal needs a fresh key even with reuseKey; cleared by
+    # the next issuance
+    new_key: bool = False
     # Ready and Issuing, set by fold.py after each pass (at most one of each type)
     conditions: tuple[Condition, ...] = ()
 
@@ -105,11 +157,17 @@ class CertStatus:
                        backoff_until=at + backoff_delay(attempts, retry_after=retry_after),
                        spec_hash=spec_hash or self.spec_hash)
 
-    def with_issued(self, *, at: datetime | None = None) -> CertStatus:
-        """A new pair was stored (at `at`): a forced renewal is done, a chosen renewal time
+    def with_issued(self, *, at: datetime | None = None, profile: str | None = None,
+                    ordered: str | None = None, ca_profile: str | None = None) -> CertStatus:
+        """A new pair was stored (at `at`), ordered while `profile` was wanted (None: unknown),
+        with `ordered` in the newOrder and `ca_profile` in the CA's answer: a forced renewal
+        (or a fresh key) is done, a chosen renewal time and the CA's renewal information
         belonged to the old pair, and NJet does not serve the new one yet."""
         return replace(self, force_renew=False, force_renew_of=None, renewal_at=None,
-                       applied_fingerprint=None, issued_at=at or self.issued_at)
+                       renewal_source=None, renewal_for=None, ari=None,
+                       applied_fingerprint=None, issued_at=at or self.issued_at,
+                       profile=profile, profile_ordered=ordered, profile_ca=ca_profile,
+                       new_key=False)
 
     def with_applied(self, fingerprint: str, *, at: datetime) -> CertStatus:
         """A handshake proved NJet serves `fingerprint`."""
@@ -126,6 +184,17 @@ class CertStatus:
     def with_desired_again(self) -> CertStatus:
         """The name is desired again: no deletion is pending."""
         return replace(self, orphaned_at=None)
+
+    def with_ari(self, ari: AriState, *, renewal_at: datetime | None) -> CertStatus:
+        """The CA's renewal information for the stored certificate `ari.fingerprint`, with the
+        renewal time chosen inside its window (`renewal_at`; None: no window this time, so a
+        time chosen before for the same certificate stays and one for another goes)."""
+        if renewal_at is not None:
+            return replace(self, ari=ari, renewal_at=renewal_at,
+                           renewal_source=RENEWAL_SOURCE_ARI, renewal_for=ari.fingerprint)
+        if self.renewal_for in (None, ari.fingerprint):
+            return replace(self, ari=ari)
+        return replace(self, ari=ari, renewal_at=None, renewal_source=None, renewal_for=None)
 
     def with_forced_renewal(self, *, of: str | None, at: datetime) -> CertStatus:
         """An operator asked at `at` to renew the stored pair `of` (None: whatever is stored)
@@ -160,8 +229,8 @@ class CertStatus:
 
     def with_new_key_needed(self, *, of: str | None) -> CertStatus:
         """NJet's code-11 trap: only a renewal with a fresh key gets the pair `of` served.
-        The backoff stays."""
-        return replace(self, force_renew=True, force_renew_of=of)
+        The backoff stays, and the renewal makes a new key even with reuseKey."""
+        return replace(self, force_renew=True, force_renew_of=of, new_key=True)
 
 
 def _condition_order(c: Condition) -> tuple[int, str]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import enum
 import json
+import re
 import sys
 import types
 import typing
@@ -62,6 +63,11 @@ SECTIONS: dict[str, str] = {
              " key material), stdin from /dev/null and the prefix as working directory. A"
              " failing hook is logged and counted (`njcm_hook_runs_total`), never blocks a"
              " reconcile.",
+    "dns": "The DNS provider dns-01 writes its `_acme-challenge` TXT records through (needed for"
+           " wildcard names). Absent = no dns-01: wildcard names stay `warning:` lines."
+           " `provider` is `\"rfc2136\"` (dynamic update, with TSIG), `\"exec\"` (your"
+           " program) or a dns-lexicon provider name (`aliyun`, `dnspod`, `cloudflare`, ...)."
+           " Errors name the key, never its value.",
     "notify": "A webhook told about every certificate event (issued, renewed, failed,"
               " deleted). Only `scheme://host[:port]` of the URL is ever logged.",
 }
@@ -75,7 +81,8 @@ KEYS: dict[str, str] = {
     "copilot.stderrFile": "read by NJet's helper; NJet sends stderr to `stdoutFile` too",
     "acme.email": "ACME account contact; the account is kept in"
                   " `.lego/accounts/<ca host>/<email>/` (lego's layout)",
-    "acme.challengeType": '`"http"` (http-01) or `"tls"` (tls-alpn-01)',
+    "acme.challengeType": '`"http"` (http-01), `"tls"` (tls-alpn-01) or `"dns"` (dns-01, needs'
+                          " a `[dns]` section; the only one for wildcard names)",
     "acme.acmeCaDir": "the ACME directory URL (default: Let's Encrypt production)",
     "acme.tlsChallengeServerAddress": "where our tls-alpn-01 server listens while a validation"
                                       ' runs (e.g. `":10443"` behind NJet\'s stream'
@@ -95,6 +102,10 @@ KEYS: dict[str, str] = {
     "acme.eabKid": "external account binding: the key id the CA gave",
     "acme.eabHmacKey": "external account binding: the base64url HMAC key the CA gave",
     "acme.profile": "the ACME profile to request (the CA must advertise it)",
+    "acme.profileRequired": "a `profile` the CA does not offer: `false` = a warning and the CA's"
+                            " default profile, `true` = an error (nothing is ordered)",
+    "acme.reuseKey": "a renewal keeps the stored key (e.g. for DANE TLSA 3 1 1 pins); a key"
+                     " type change always makes a new one",
     "acme.httpValidationPort": "the port the CA connects to for http-01 (where NJet's port-80"
                                " server listens, with `proxyHttpChallengeServerIp`)",
     "njet.confPath": "the njet.conf to read desired state from (relative to the prefix)",
@@ -135,12 +146,36 @@ KEYS: dict[str, str] = {
                               " refused for now",
     "certificates.*.profile": "the ACME profile for this certificate, over `[acme] profile`;"
                               " changing it resets the certificate's backoff",
-    "certificates.*.challengeType": '`"http"` or `"tls"`, over `[acme] challengeType`',
+    "certificates.*.profileRequired": "over `[acme] profileRequired`",
+    "certificates.*.reuseKey": "over `[acme] reuseKey`",
+    "certificates.*.challengeType": '`"http"`, `"tls"` or `"dns"` (with a `[dns]` section),'
+                                    " over `[acme] challengeType`",
     "hooks.onIssued": "run after a first certificate for a name is stored",
     "hooks.onRenewed": "run after a certificate is renewed",
     "hooks.onFailed": "run after an issue, renewal or apply failed (`NJCM_ERROR` says why)",
     "hooks.onDeleted": "run after a certificate is moved to quarantine",
     "hooks.timeout": "a hook still running after this long is killed with its process group",
+    "dns.provider": '`"rfc2136"`, `"exec"` or a dns-lexicon provider name (required)',
+    "dns.zone": "the zone apex the records go into; `\"\"` = found from the SOA of each name",
+    "dns.ttl": "TTL of the TXT records, in seconds",
+    "dns.resolvers": "`host:port` IP addresses where names are looked up and, by default,"
+                     " where propagation is checked; `[]` = the nameservers of /etc/resolv.conf",
+    "dns.propagationCheck": '`"auto"`: on the resolvers when set, else on every authoritative'
+                            ' server (NS) of the zone; `"resolvers"`; `"authoritative"`: every'
+                            " NS of the zone, found through the resolvers when set",
+    "dns.propagationTimeout": "how long to wait for the TXT record to be visible before the CA"
+                              " is asked to validate",
+    "dns.nameserver": '`"rfc2136"`: the `host:port` where the updates go (required for it)',
+    "dns.tsigKeyName": '`"rfc2136"`: the TSIG key name (with `tsigSecretFile`, or neither)',
+    "dns.tsigAlgorithm": '`"rfc2136"`: the TSIG algorithm',
+    "dns.tsigSecretFile": '`"rfc2136"`: a file holding the base64 TSIG secret (mode 0600;'
+                          " relative to the prefix)",
+    "dns.credentialsFile": "a dns-lexicon provider: a TOML or JSON file with its credentials"
+                           " (mode 0600; relative to the prefix; required for it)",
+    "dns.command": '`"exec"`: the program and its arguments (no shell), run to present and'
+                   " clean up each record (required for it)",
+    "dns.timeout": '`"exec"`: a run still going after this long is killed with its process'
+                   " group",
     "notify.webhook": '`""` (none) or the `http://` / `https://` URL events are posted to'
                       " (redirects are not followed)",
     "notify.template": 'the body: `"json"` (the event), or the text message bodies of'
@@ -210,6 +245,8 @@ def _duration(value: timedelta) -> str:
 
 
 def toml_value(value: Any) -> str:
+    if value is REQUIRED:
+        return "required"
     if value is None:
         return "unset"
     if isinstance(value, bool):
@@ -229,8 +266,18 @@ def toml_value(value: Any) -> str:
     return str(value)
 
 
+def _bound_text(shown: str) -> str:
+    """config.py's `_at_least(..., "10s")` -> `≥ "10s"`; "at least X" -> `≥ X`; other texts
+    ('from "1s" to "1h"') as they are."""
+    if re.fullmatch(r"[\d.]+\s*[a-z]*", shown):
+        return f'≥ "{shown}"'
+    if shown.startswith("at least "):
+        return "≥ " + shown.removeprefix("at least ")
+    return shown
+
+
 def _closure_minimum(func: Any) -> str | None:
-    """The shown minimum of config.py's `_at_least` check (a string in its closure)."""
+    """The bound a check in config.py or dnsconfig.py shows (the string in its closure)."""
     for cell in getattr(func, "__closure__", None) or ():
         if isinstance(cell.cell_contents, str):
             return cell.cell_contents
@@ -253,18 +300,24 @@ def constraints(field: FieldInfo) -> str:
             n = getattr(m, attr, None)
             if n is not None:
                 out.append(f"{what} {n} character{'' if n == 1 else 's'}")
+        pattern = getattr(m, "pattern", None)
+        if isinstance(pattern, str):
+            out.append(f"matches `{pattern}`")
         func = getattr(m, "func", None)
         if type(m).__name__ == "AfterValidator" and func is not None:
             shown = _closure_minimum(func)
             if shown is not None:
-                out.append(f'≥ "{shown}"')
+                out.append(_bound_text(shown))
     return ", ".join(dict.fromkeys(out))
+
+
+REQUIRED = object()
 
 
 def default_of(field: FieldInfo) -> Any:
     if field.default_factory is not None:
         return field.default_factory()  # type: ignore[call-arg]
-    return None if field.default is PydanticUndefined else field.default
+    return REQUIRED if field.default is PydanticUndefined else field.default
 
 
 class Walk:
@@ -281,6 +334,10 @@ class Walk:
                 continue
             key = name if not path else f"{path}.{name}"
             tp, _ = _strip_annotated(field.annotation)
+            if _is_union(tp):  # `Section | None`: an optional table
+                models = [a for a in _args(tp) if _model(a)]
+                if len(models) == 1 and all(a is type(None) or _model(a) for a in _args(tp)):
+                    tp = models[0]
             sub = _model(tp)
             if typing.get_origin(tp) is dict and _model(_args(tp)[1]):
                 nested.append((_args(tp)[1], f"{key}.*", f'[{key}."<name>"]'))

@@ -26,7 +26,7 @@ import asyncio
 import itertools
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from controller.certinfo import fingerprint_pem, key_matches_cert, read_cert_info
@@ -210,6 +210,9 @@ class FakeIssuer:
 
     `fail` is a queue of errors the next orders raise (one each); `hold`, when set, makes every
     order wait for it (`watch` tells when `in_flight` changes). `factory` is an IssuerFactory.
+    A `key_pem` handed in is used for the certificate (`reused` records, per order, whether one
+    was). The profile ordered is spec.profile, else `profile` (this fake CA offers every one);
+    `echo_profile` makes the CA's answer name it too (IssuedCert.ca_profile).
     """
 
     def __init__(self, clock: Callable[[], datetime] | None = None, *,
@@ -220,6 +223,10 @@ class FakeIssuer:
         self.fail: list[BaseException] = []
         self.hold: asyncio.Event | None = None
         self.orders: list[tuple[str, KeyType]] = []
+        self.reused: list[bool] = []  # per order: whether a key was handed in
+        self.replaced: list[str | None] = []  # each order's `replaces` (ARI)
+        self.profile = ""  # the [acme] profile of this fake CA's issuer
+        self.echo_profile = False
         self.revoked: list[bytes] = []
         self.factory_calls = 0
         self.in_flight = 0
@@ -232,8 +239,13 @@ class FakeIssuer:
         self.factory_calls += 1
         return self
 
-    async def issue(self, spec: CertificateSpec, key_type: KeyType) -> IssuedCert:
+    async def issue(
+        self, spec: CertificateSpec, key_type: KeyType, *, key_pem: bytes | None = None,
+        replaces: str | None = None,
+    ) -> IssuedCert:
         self.orders.append((spec.domain, key_type))
+        self.reused.append(key_pem is not None)
+        self.replaced.append(replaces)
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
         self.watch.changed()
@@ -244,8 +256,11 @@ class FakeIssuer:
                 raise self.fail.pop(0)
             made = make_cert(spec.names, key_type=key_type, issuer=self.ca,
                              not_before=self.clock() - timedelta(hours=1),
-                             lifetime=self.lifetime)
-            return made.issued(f"https://ca.fake/cert/{next(self._serial)}")
+                             lifetime=self.lifetime, key_pem=key_pem)
+            profile = spec.profile or self.profile
+            return replace(made.issued(f"https://ca.fake/cert/{next(self._serial)}"),
+                           profile=profile,
+                           ca_profile=(profile or None) if self.echo_profile else None)
         finally:
             self.in_flight -= 1
             self.watch.changed()

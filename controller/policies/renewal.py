@@ -1,20 +1,26 @@
 """When and why a stored certificate of a desired name is renewed. Pure.
 
 `renewal_window()` / `renewal_time()`: the instant renewal becomes due (also used by
-plan.next_renewal for `certs list`, metrics and the timer). The checks: an operator's forced
+plan.next_renewal for `certs list`, metrics and the timer); `renewal_choice()` says which rule
+set it (a time chosen inside the CA's ARI window, the lifetime rule, the emergency override),
+for `diff`; `replaces_id()` the ARI identifier a renewal order names as the one it replaces. The checks: an operator's forced
 renewal, names or key type that changed (the CN as certinfo.csr_common_name picks it: a first
-name over 64 characters cannot be the CN), expiry, and the renewal time reached.
+name over 64 characters cannot be the CN), the ACME profile that changed, expiry, and the
+renewal time reached. `wanted_profile()` is the profile a spec wants (its own, else [acme]'s;
+plan.spec_hash counts it); `keeps_key()` whether a renewal reuses the stored key (reuseKey);
+the note `profile_not_offered` says when the pair has the CA's default profile instead.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from controller.certinfo import csr_common_name
 from controller.model import ActionKind, CertificateSpec, KeyType, StoredCert
-from controller.policies.subject import Act, Subject
+from controller.policies.subject import Act, PolicySettings, Subject
 from controller.reasons import Reason
-from controller.status import CertStatus
+from controller.status import RENEWAL_SOURCE_ARI, CertStatus
 
 SHORT_LIFETIME = timedelta(days=10)
 
@@ -29,21 +35,74 @@ def renewal_window(lifetime: timedelta, renew_before: timedelta) -> timedelta:
     return min(renew_before, fraction)
 
 
-def renewal_time(
-    stored: StoredCert, status: CertStatus | None, renew_before: timedelta
-) -> datetime:
-    """The instant renewal becomes due.
+LIFETIME_RULE = "lifetime"
+EMERGENCY_RULE = "emergency"
+CHOSEN = "chosen"
 
-    A time chosen once and persisted in status (e.g. inside an ARI window) takes over, unless
-    less than a tenth of the lifetime would be left then (emergency override).
+
+@dataclass(frozen=True)
+class RenewalChoice:
+    """When a stored certificate renews and why: `source` RENEWAL_SOURCE_ARI (a time chosen
+    inside the CA's ARI window), CHOSEN (a time chosen once by another rule), LIFETIME_RULE
+    (renewal_window()), or EMERGENCY_RULE (a chosen time leaving less than a tenth of the
+    lifetime, overridden). `window_*`/`explanation_url`: the CA's window for this certificate,
+    when one is known (also when the lifetime rule decides)."""
+
+    at: datetime
+    source: str
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    explanation_url: str | None = None
+
+
+def renewal_choice(stored: StoredCert, status: CertStatus | None, renew_before: timedelta,
+                   *, ari: bool = True) -> RenewalChoice:
+    """The instant renewal becomes due, and which rule set it.
+
+    A time chosen once and persisted in status for this certificate (e.g. inside an ARI window;
+    one chosen for another certificate is ignored, and with `ari` False one from ARI too)
+    takes over, unless less than a tenth of the lifetime would be left then (emergency
+    override). Otherwise the lifetime rule (renewal_window()).
     """
     info = stored.info
     lifetime = info.not_after - info.not_before
-    default = info.not_after - renewal_window(lifetime, renew_before)
-    if status is not None and status.renewal_at is not None:
+    state = status.ari if status is not None and ari else None
+    if state is not None and (state.fingerprint != info.fingerprint or not state.has_window):
+        state = None
+    window = ({} if state is None else
+              {"window_start": state.window_start, "window_end": state.window_end,
+               "explanation_url": state.explanation_url})
+    chosen = status.renewal_at if status is not None else None
+    if status is not None and chosen is not None and (
+            status.renewal_for not in (None, info.fingerprint)
+            or (status.renewal_source == RENEWAL_SOURCE_ARI and not ari)):
+        chosen = None
+    if chosen is not None:
         emergency = info.not_after - lifetime / 10
-        return min(status.renewal_at, emergency)
-    return default
+        if emergency < chosen:
+            return RenewalChoice(emergency, EMERGENCY_RULE, **window)
+        assert status is not None
+        return RenewalChoice(chosen, status.renewal_source or CHOSEN, **window)
+    return RenewalChoice(info.not_after - renewal_window(lifetime, renew_before), LIFETIME_RULE,
+                         **window)
+
+
+def renewal_time(
+    stored: StoredCert, status: CertStatus | None, renew_before: timedelta, *, ari: bool = True
+) -> datetime:
+    """The instant renewal becomes due (renewal_choice().at)."""
+    return renewal_choice(stored, status, renew_before, ari=ari).at
+
+
+def replaces_id(s: Subject) -> str | None:
+    """The ARI identifier of the stored certificate a renewal replaces (RFC 9773 §5: the
+    newOrder's `replaces`), when the CA gave a renewal window for it; else None."""
+    if s.stored is None or s.status is None or not s.settings.ari:
+        return None
+    state = s.status.ari
+    if state is None or state.fingerprint != s.stored.info.fingerprint or not state.has_window:
+        return None
+    return state.cert_id or None
 
 
 def _renewable(s: Subject) -> tuple[CertificateSpec, StoredCert] | None:
@@ -108,6 +167,54 @@ def key_type_changed(s: Subject) -> Act | None:
                f"key type {have or 'unknown'} -> {s.wanted_key_type}")
 
 
+def wanted_profile(spec: CertificateSpec, settings: PolicySettings) -> str:
+    """The ACME profile `spec` wants: its table's, else [acme] profile ("": the CA's default)."""
+    return spec.profile if spec.profile is not None else settings.default_profile
+
+
+def profile_changed(s: Subject) -> Act | None:
+    """The profile wanted is not the one the stored pair was ordered with. An unknown recorded
+    profile (None: a pair adopted from lego, or stored before profiles were recorded) is taken
+    as the wanted one: it never renews on its own."""
+    pair = _renewable(s)
+    if pair is None or s.status is None or s.status.profile is None:
+        return None
+    have, want = s.status.profile, wanted_profile(pair[0], s.settings)
+    if have == want:
+        return None
+    return Act(ActionKind.RENEW, Reason.PROFILE_CHANGED,
+               f"profile {have or '(CA default)'} -> {want or '(CA default)'}")
+
+
+def profile_not_offered(s: Subject) -> str | None:
+    """Note: the pair was ordered without the profile still wanted, because the CA did not
+    offer it and it is only preferred (profileRequired false)."""
+    pair = _renewable(s)
+    st = s.status
+    if pair is None or st is None or not st.profile or st.profile_ordered != "":
+        return None
+    if st.profile != wanted_profile(pair[0], s.settings):
+        return None  # a profile change renews it anyway
+    return (f"{s.domain}: the CA did not offer the profile {st.profile!r}: the certificate has "
+            "the CA's default profile (profileRequired = true refuses to order without it)")
+
+
+def keeps_key(s: Subject, act: Act) -> bool:
+    """Whether `act` renews with the stored key: reuseKey (the table's, else [acme]'s) is on,
+    the stored key is of the wanted type (a key type change always makes a new key), and NJet's
+    code-11 trap did not ask for a fresh one."""
+    pair = _renewable(s)
+    if act.kind is not ActionKind.RENEW or pair is None or not pair[1].key_matches:
+        return False
+    spec, stored = pair
+    reuse = spec.reuse_key if spec.reuse_key is not None else s.settings.reuse_key
+    if not reuse or act.reason is Reason.KEY_TYPE_CHANGED:
+        return False
+    if stored.info.key_type is None or stored.info.key_type != s.wanted_key_type:
+        return False
+    return not (s.status is not None and s.status.new_key)
+
+
 def expired(s: Subject) -> Act | None:
     pair = _renewable(s)
     if pair is None or s.now < pair[1].info.not_after:
@@ -122,7 +229,7 @@ def renewal_due(s: Subject) -> Act | None:
     if pair is None:
         return None
     stored = pair[1]
-    due = renewal_time(stored, s.status, s.settings.renew_before)
+    due = renewal_time(stored, s.status, s.settings.renew_before, ari=s.settings.ari)
     if s.now < due:
         return None
     left = stored.info.not_after - s.now

@@ -46,6 +46,11 @@ class PolicySettings:
     # the deletion guard holds a pass that would delete more than this share of the stored
     # certificates we manage ([controller] maxDeleteShare), or all of them
     max_delete_share: float = 0.5
+    # [acme] profile ("": the CA's default) and reuseKey, for certificates that set neither
+    default_profile: str = ""
+    reuse_key: bool = False
+    # [acme] ari: renewal times chosen inside the CA's ARI window count (False: ignored)
+    ari: bool = True
 
 
 @dataclass(frozen=True)

@@ -191,3 +191,24 @@ def test_status_and_events_come_from_a_running_controller(issued: Prefix) -> Non
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
         log.close()
+
+
+def test_certs_show_probes_each_listen_of_a_running_njet(pebble: Any,
+                                                         njetsim_factory: Any) -> None:
+    from tests.e2e.njet_harness import boot_files, controller_toml, sim_conf
+
+    sim = njetsim_factory(sim_conf(), files=boot_files())
+    prefix = Prefix(sim.prefix)
+    prefix.write_toml(controller_toml(pebble, sim))
+    run = prefix.cli("reconcile")
+    assert run.returncode == 0, run.stderr
+    doc = json.loads(prefix.cli("certs", "show", "a.test", "-o", "json").stdout)
+    assert doc["store_only"] is False and doc["served"], doc
+    assert all(s["matches_stored"] and s["fingerprint"] == doc["certificate"]["fingerprint"]
+               for s in doc["served"])
+    ready = doc["conditions"][0]
+    assert (ready["type"], ready["status"], ready["reason"]) == ("Ready", "True", "Issued")
+    assert "served by NJet" in ready["message"]
+    assert doc["applied"]["fingerprint"] == doc["certificate"]["fingerprint"]
+    table = prefix.cli("certs", "show", "a.test").stdout
+    assert "(= stored)" in table

@@ -195,7 +195,8 @@ KNOWN_KEYS: dict[str, tuple[str, ...]] = {
     "copilot": ("progName", "copilotType", "stdoutFile", "stderrFile"),
     "acme": ("email", "challengeType", "acmeCaDir", "tlsChallengeServerAddress",
              "httpChallengeServerAddress", "proxyHttpChallengeServerIp", "renewBeforeDays",
-             "keyType", "caBundle", "eabKid", "eabHmacKey", "profile", "httpValidationPort"),
+             "keyType", "caBundle", "eabKid", "eabHmacKey", "profile", "httpValidationPort",
+             "profileRequired", "reuseKey"),
     "njet": ("confPath", "apiAddress", "maxConfBytes"),
     "mqtt": ("mqttServerAddress",),
     "log": ("v", "format"),
@@ -205,6 +206,9 @@ KNOWN_KEYS: dict[str, tuple[str, ...]] = {
     "admin": ("address", "token", "maxConnections", "headerTimeout", "idleTimeout"),
     "hooks": ("onIssued", "onRenewed", "onFailed", "onDeleted", "timeout"),
     "notify": ("webhook", "template", "retries", "timeout", "secretFile"),
+    "dns": ("provider", "zone", "ttl", "resolvers", "propagationCheck", "propagationTimeout",
+            "nameserver", "tsigKeyName", "tsigAlgorithm", "tsigSecretFile", "credentialsFile",
+            "command", "timeout"),
 }  # fmt: skip
 _UNKNOWN_NAMES = ("extra", "Acme", "renew_before_days", "x.y", "", "prefix", "source", "ünï")
 
@@ -284,7 +288,7 @@ def _table_value(name: str) -> st.SearchStrategy[Any]:
 
 
 # [certificates."name"]: tables keyed by names (good, odd, wildcard spellings, not names)
-CERTIFICATE_KEYS = ("keyType", "profile", "challengeType")
+CERTIFICATE_KEYS = ("keyType", "profile", "challengeType", "profileRequired", "reuseKey")
 _CERT_NAMES = ("shop.test", "Shop.Test.", "*.w.test", ".d.test", "a b", "", "~x", "localhost",
                "127.0.0.1", "xn--bcher-kva.test", "é.test", "a" * 70 + ".test", "keyType")
 _cert_table = st.dictionaries(

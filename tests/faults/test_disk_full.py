@@ -252,7 +252,10 @@ class MintingIssuer:
         self.clock = clock
         self.issued: list[str] = []
 
-    async def issue(self, spec: CertificateSpec, key_type: KeyType) -> IssuedCert:
+    async def issue(
+        self, spec: CertificateSpec, key_type: KeyType, *, key_pem: bytes | None = None,
+        replaces: str | None = None,
+    ) -> IssuedCert:
         made = make_cert(list(spec.names), key_type=key_type,
                          not_before=self.clock() - timedelta(hours=1))  # fmt: skip
         self.issued.append(read_fp(made))

@@ -187,6 +187,38 @@ def test_the_dockerfile_has_a_healthcheck_a_non_root_user_and_the_prefix_volume(
     assert env["NJCM_HEALTHZ_URL"] == f"http://{AdminSection().address}/healthz"
 
 
+def test_what_the_dockerfile_copies_is_enough_to_build_the_package(tmp_path: Path) -> None:
+    """The image's `pip install .` sees only what COPY put into WORKDIR: a wheel built from
+    just that holds the whole package (no file pyproject.toml needs is left out)."""
+    instructions = dockerfile_instructions()
+    workdir = next(args for word, args in instructions if word == "WORKDIR")
+    context = tmp_path / "context"
+    for word, args in instructions:
+        if word != "COPY":
+            continue
+        *sources, dest = args.split()
+        assert not any(s.startswith("--") for s in sources), "no COPY --from/--chown here"
+        base = context / Path(workdir).relative_to("/") / dest.rstrip("/")
+        for src in sources:
+            path = ROOT / src
+            if path.is_dir():
+                shutil.copytree(path, base, ignore=shutil.ignore_patterns("__pycache__"),
+                                dirs_exist_ok=True)
+            else:
+                base.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, base / path.name)
+    src_dir = context / Path(workdir).relative_to("/")
+    if subprocess.run([PY, "-c", "import build"], capture_output=True).returncode:
+        unavailable("build is not installed (hack/setup.sh installs the dev extra)")
+    done = subprocess.run([PY, "-m", "build", "--wheel", "--no-isolation", "--outdir",
+                           str(tmp_path / "out"), str(src_dir)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (wheel,) = (tmp_path / "out").glob("*.whl")
+    missing = sorted(package_files(ROOT) - set(zipfile.ZipFile(wheel).namelist()))
+    assert not missing, f"the image would lack {missing}"
+
+
 HEALTHY_CONF = """
 http {
     server {

@@ -62,6 +62,9 @@ FORCED = CertStatus(domain="a.test", force_renew=True)
 BACKING_OFF = CertStatus(domain="a.test", attempts=3, last_failure="CA down",
                          backoff_until=NOW + timedelta(minutes=4), spec_hash=HASH)
 NOT_IN_NJET = {"njet_present": False, "served_fingerprint": None}
+# the stored pair was ordered with the "classic" profile; [acme] profile now wants "shortlived"
+CLASSIC = CertStatus(domain="a.test", profile="classic", profile_ordered="classic")
+SHORTLIVED = PolicySettings(store_only=False, default_profile="shortlived")
 ORPHAN = replace(BASE, spec=None, wanted_key_type=None, spec_hash=None, njet_present=False)
 
 
@@ -76,6 +79,7 @@ def test_the_desired_chain_order() -> None:
         "forced_renewal",
         "names_changed",
         "key_type_changed",
+        "profile_changed",
         "expired",
         "renewal_due",
         "not_yet_valid",
@@ -85,7 +89,7 @@ def test_the_desired_chain_order() -> None:
     )
     assert names(DESIRED.holds) == ("backoff",)
     assert names(DESIRED.caveats) == ("issued_not_applied",)
-    assert names(DESIRED.notes) == ("bootstrap_key_type_differs",)
+    assert names(DESIRED.notes) == ("bootstrap_key_type_differs", "profile_not_offered")
 
 
 def test_the_orphaned_chain_order() -> None:
@@ -125,6 +129,15 @@ CASES = [
          wanted_key_type=KeyType.EC256),
     case("expiry beats the renewal time", {"expired", "renewal_due"}, "expired", Reason.EXPIRED,
          stored=EXPIRED),
+    case("key type beats profile", {"key_type_changed", "profile_changed"}, "key_type_changed",
+         Reason.KEY_TYPE_CHANGED, wanted_key_type=KeyType.EC256, status=CLASSIC,
+         settings=SHORTLIVED),
+    case("profile beats expiry", {"profile_changed", "expired", "renewal_due"},
+         "profile_changed", Reason.PROFILE_CHANGED, stored=EXPIRED, status=CLASSIC,
+         settings=SHORTLIVED),
+    case("an unknown recorded profile changes nothing", {"expired", "renewal_due"}, "expired",
+         Reason.EXPIRED, stored=EXPIRED, status=CertStatus(domain="a.test"),
+         settings=SHORTLIVED),
     case("a renewal beats applying the old pair", {"renewal_due", "not_served"}, "renewal_due",
          Reason.RENEWAL_DUE, stored=pair(age=timedelta(days=70)), served_fingerprint="0" * 64),
     case("a renewal beats waiting for the reload, which becomes its caveat",

@@ -1,6 +1,7 @@
 """Checks of what AcmeIssuer (acme/client.py) is given and gets back: the CA URL, the caBundle
-file, the names of a spec, and that an issued leaf carries our key. Each raises a ConfigError
-or PermanentError naming the key or names at fault, never a private key.
+file, the names of a spec, a key handed in for reuse, and that an issued leaf carries our key.
+Each raises a ConfigError or PermanentError naming the key or names at fault, never a private
+key.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from urllib.parse import urlsplit
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from controller.certinfo import key_type_of_key
 from controller.errors import ConfigError, PermanentError
-from controller.model import CertificateSpec
+from controller.model import CertificateSpec, KeyType
 from controller.paths import validate_domain
 
 
@@ -41,6 +43,17 @@ def check_ca_bundle(path: Path | None) -> Path | None:
     except ValueError:
         raise ConfigError(f"[acme] caBundle {path}: no PEM certificate in it") from None
     return path
+
+
+def check_reused_key(key_pem: bytes, key_type: KeyType, names: tuple[str, ...]) -> None:
+    """A key handed in for reuse (reuseKey) is readable and of the key type ordered."""
+    try:
+        have = key_type_of_key(key_pem)
+    except ValueError as exc:  # says what is wrong with the format, never the key
+        raise PermanentError(f"the key to reuse for {', '.join(names)}: {exc}") from None
+    if have is not key_type:
+        raise PermanentError(f"the key to reuse for {', '.join(names)} is "
+                             f"{have or 'of an unmanaged type'}, not {key_type}")
 
 
 def check_key_matches(leaf_pem: bytes, key_pem: bytes, names: tuple[str, ...]) -> None:

@@ -10,18 +10,21 @@ cancelled, and for every call in flight or to come by `stop()` (on SIGTERM: serv
 App.stop) and `close()`. Requests have connect/read timeouts (5 s / 15 s), so a CA that hangs
 holds a thread no longer than that, and a stopping process never waits for it.
 
-issue(spec, key_type): fresh private key -> CSR (CN = csr_common_name, SAN = names) -> newOrder ->
-present the solver's challenge type for each pending authorization -> answer -> poll fast ->
-finalize -> download. It returns an IssuedCert and writes nothing but the account. The solver is
-the SolverSet's (challenges/solvers.py) for `spec.challenge_type`, else for [acme]
-challengeType; the profile asked for is `spec.profile`, else [acme] profile.
+issue(spec, key_type, key_pem=None): fresh private key (or the one handed in: reuseKey) -> CSR
+(CN = csr_common_name, SAN = names) -> newOrder -> present the solver's challenge type for each
+pending authorization -> answer -> poll fast -> finalize -> download. It returns an IssuedCert
+(with the profile ordered and the one the CA's order object named) and writes nothing but the
+account. The solver is the SolverSet's (challenges/solvers.py) for `spec.challenge_type`, else
+for [acme] challengeType; the profile asked for is `spec.profile`, else [acme] profile.
 
 The account lives in lego's layout (acme/account.py): registered once, reused (also when lego
 wrote it), registered again when the CA answers accountDoesNotExist (Pebble forgets accounts on
 restart). EAB (eabKid + base64url eabHmacKey) is sent when configured. A configured `profile`
-([acme]'s, or a certificate's own) must be advertised in the directory's meta.profiles (ACME
-profiles draft); otherwise issuing is a ConfigError naming the key and the profile, rather than
-silently getting the CA's default profile. Input checks are in acme/checks.py.
+([acme]'s, or a certificate's own) is looked up in the directory's meta.profiles (ACME profiles
+draft): when the CA does not advertise it, the order goes without a profile (the CA's default)
+and a warning is logged once per profile, unless `profileRequired` ([acme]'s, or the
+certificate's own) makes that a ConfigError naming the key and the profile. Input checks are in
+acme/checks.py.
 
 Errors (acme/errors.py): transient ones are retried in place (acme/network.py), then surface as
 TemporaryError(retry_after); refusals as PermanentError with the CA's detail and the failing
@@ -57,7 +60,13 @@ from controller.adapters.acme.account import (
     save_registration,
     validate_email,
 )
-from controller.adapters.acme.checks import check_ca_bundle, check_key_matches, check_url, names_of
+from controller.adapters.acme.checks import (
+    check_ca_bundle,
+    check_key_matches,
+    check_reused_key,
+    check_url,
+    names_of,
+)
 from controller.adapters.acme.errors import (
     CaResponseError,
     describe_network_error,
@@ -104,6 +113,7 @@ class AcmeIssuer:
         eab_kid: str = "",
         eab_hmac_key: str = "",
         profile: str = "",
+        profile_required: bool = False,
         poll_interval: float = 0.005,
         order_timeout: float = 90.0,
         request_timeout: tuple[float, float] = (CONNECT_TIMEOUT, READ_TIMEOUT),
@@ -114,6 +124,8 @@ class AcmeIssuer:
         self.ca_bundle = check_ca_bundle(ca_bundle)
         self._eab_kid, self._eab_hmac_key = check_eab(eab_kid, eab_hmac_key)
         self.profile = profile.strip()
+        self.profile_required = profile_required
+        self._profiles_warned: set[str] = set()  # not offered: warned once per profile
         if solvers is None:
             if solver is None:
                 raise ValueError("AcmeIssuer needs a solver or a SolverSet")
@@ -160,27 +172,31 @@ class AcmeIssuer:
             eab_kid=acme.eabKid,
             eab_hmac_key=acme.eabHmacKey,
             profile=acme.profile,
+            profile_required=acme.profileRequired,
             owns_solver=owns,
         )
 
     # -- the port ------------------------------------------------------------------------------
-    async def issue(self, spec: CertificateSpec, key_type: KeyType) -> IssuedCert:
+    async def issue(
+        self, spec: CertificateSpec, key_type: KeyType, *, key_pem: bytes | None = None,
+        replaces: str | None = None,
+    ) -> IssuedCert:
         names = names_of(spec)
         context = f"ordering a certificate for {', '.join(names)}"
         started = time.monotonic()
+        reused = key_pem is not None
+        if key_pem is not None:
+            check_reused_key(key_pem, key_type, names)
         with self._stop_flags.flag() as stop:
             try:
                 directory = await self._get_directory(stop)
-                profile = self.profile
-                if spec.profile:
-                    profile = spec.profile
-                    self._check_profile(directory, profile,
-                                        f'[certificates."{spec.domain}"] profile')
+                profile = self._profile_to_order(directory, spec)
                 solver = self.solvers.get(spec.challenge_type or self.challenge_type)
                 account = await self._get_account(directory, stop)
-                key_pem = await in_daemon_thread(generate_private_key, key_type)
+                if key_pem is None:
+                    key_pem = await in_daemon_thread(generate_private_key, key_type)
                 csr_pem = make_csr_pem(key_pem, names)
-                fullchain, cert_url = await self._order(
+                fullchain, cert_url, ca_profile = await self._order(
                     directory, account, csr_pem, stop, solver=solver, profile=profile)
             except asyncio.CancelledError:
                 stop.set()  # the thread in flight sends nothing more and ends its waits
@@ -193,9 +209,11 @@ class AcmeIssuer:
         check_key_matches(leaf, key_pem, names)
         log_event(
             "certificate issued", names=",".join(names), key_type=key_type.value,
-            seconds=round(time.monotonic() - started, 3), ca=self.directory_url,
+            key="reused" if reused else "new", seconds=round(time.monotonic() - started, 3),
+            ca=self.directory_url, profile=profile or None,
         )
-        return IssuedCert(cert_pem=fullchain, issuer_pem=chain, key_pem=key_pem, cert_url=cert_url)
+        return IssuedCert(cert_pem=fullchain, issuer_pem=chain, key_pem=key_pem,
+                          cert_url=cert_url, profile=profile, ca_profile=ca_profile)
 
     async def revoke(self, cert_pem: bytes, *, reason: int = 0) -> None:
         """Revoke a certificate issued to this account; already revoked is fine."""
@@ -239,7 +257,8 @@ class AcmeIssuer:
     async def _order(
         self, directory: messages.Directory, account: _Account, csr_pem: bytes,
         stop: threading.Event, *, solver: ChallengeSolver, profile: str,
-    ) -> tuple[bytes, str]:
+    ) -> tuple[bytes, str, str | None]:
+        """(full chain, certificate URL, the profile the CA's order object names or None)."""
         driver = self._driver(directory, account, stop)
         try:
             try:
@@ -255,7 +274,9 @@ class AcmeIssuer:
                 for ch in pending:
                     await solver.present(ch.domain, ch.token, ch.key_authorization)
                     presented.append(ch)
-                return await in_daemon_thread(driver.complete, orderr, pending, account.key)
+                fullchain, url = await in_daemon_thread(
+                    driver.complete, orderr, pending, account.key)
+                return fullchain, url, (getattr(orderr.body, "profile", None) or None)
             finally:
                 for ch in presented:
                     await solver.cleanup(ch.domain, ch.token, ch.key_authorization)
@@ -311,17 +332,34 @@ class AcmeIssuer:
                 raise TemporaryError(
                     f"{self.directory_url} is not an ACME directory (no {field}); check acmeCaDir"
                 ) from None
-        if self.profile:
-            self._check_profile(directory, self.profile, "[acme] profile")
         return directory
 
-    def _check_profile(self, directory: messages.Directory, profile: str, key: str) -> None:
+    def _profile_to_order(self, directory: messages.Directory, spec: CertificateSpec) -> str:
+        """The profile the newOrder asks for ("": none). A wanted profile the directory does
+        not advertise is a ConfigError naming the key when required, else a warning (once
+        per profile) and "" (the CA's default profile)."""
+        if spec.profile:
+            profile, key = spec.profile, f'[certificates."{spec.domain}"] profile'
+        else:
+            profile, key = self.profile, "[acme] profile"
+        if not profile:
+            return ""
         offered: dict[str, str] = dict(getattr(directory.meta, "profiles", None) or {})
-        if profile not in offered:
-            what = f"it offers: {', '.join(sorted(offered))}" if offered else "it offers none"
+        if profile in offered:
+            return profile
+        what = f"it offers: {', '.join(sorted(offered))}" if offered else "it offers none"
+        required = self.profile_required if spec.profile_required is None \
+            else spec.profile_required
+        if required:
             raise ConfigError(
                 f"{key} {profile!r} is not offered by the CA at {self.directory_url} ({what})"
             )
+        if profile not in self._profiles_warned:
+            self._profiles_warned.add(profile)
+            log_event("the CA does not offer the profile: ordering with its default profile"
+                      " (profileRequired = true refuses instead)", level=logging.WARNING,
+                      key=key, profile=profile, ca=self.directory_url, offered=what)
+        return ""
 
     # -- account -------------------------------------------------------------------------------
     async def _get_account(
