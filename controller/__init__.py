@@ -24,7 +24,8 @@ from it, on an import against these rules, and when this list or README.md's dis
                All the network and file writes. Uses core, support and loading; a subpackage
                uses another only through a listed seam (acme -> store/fsutil and challenges,
                challenges -> njet, dns -> store/fsutil).
-  steps        observe (the one gatherer), execute (runs actions), reconcile (the loop).
+  steps        observe (the one gatherer), execute (runs actions), reconcile (the loop),
+               ari (polls the CA's renewal windows before a pass plans).
                Use core and support only: the
                store, the CA, NJet and njet.conf are reached through the Protocols of
                ports.py; asyncio, but no network library, and no write.

@@ -1,6 +1,7 @@
 """One reconcile pass, the converge loop, and the long-running loop with coalesced wake-ups.
 
 Data flow of a pass: desired (njet.conf + runtime-announced servers) + observe() + status →
+(executing passes: the ARI step records the CA's renewal windows that are due, ari.py) →
 plan() → execute() → fold() → status saved. Entry points (cli, admin API, MQTT listener) only
 call `wake()` or `converge()`; events never carry "what to do".
 
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from controller.ari import AriStep
 from controller.clock import utc_now
 from controller.errors import ConfigError, ControllerError
 from controller.execute import Executor, store_write
@@ -71,6 +73,9 @@ class Reconciler:
     # the quarantine's expiry (run at the start of every executing pass); None: not used
     gc_confirmations: GcConfirmations | None = None
     quarantine: QuarantineExpiry | None = None
+    # the ARI step (ari.py): polls the CA's renewal windows before an executing pass plans
+    # (None: [acme] ari = false, or read-only commands)
+    ari: AriStep | None = None
     _statuses: dict[str, CertStatus] | None = None
     _last_desired: Desired | None = None
     _loads_in_flight: int = 0  # desired-state loads running on a daemon thread
@@ -138,13 +143,18 @@ class Reconciler:
 
     # -- steps ---------------------------------------------------------------------------
 
-    async def compute(self, *, probe: bool = False, keep_last_good: bool = False) -> PassResult:
+    async def compute(self, *, probe: bool = False, keep_last_good: bool = False,
+                      poll: bool = False) -> PassResult:
+        """Desired + observe + status -> plan; with `poll` (executing passes) the ARI step
+        first records the renewal windows that are due."""
         desired = await self.desired_async(keep_last_good=keep_last_good, fresh=probe)
         if self._statuses is None:  # the first scan of status/ runs off the loop too
             loaded = await off_loop(self.status_store.load_all)
             if self._statuses is None:  # not loaded meanwhile (an admin call)
                 self._statuses = loaded
         observed = await self.gatherer.observe(desired, probe=probe)
+        if poll and self.ari is not None:
+            await self._poll_ari(desired, observed)
         release = self.gc_confirmations.load() if self.gc_confirmations is not None else None
         p = plan(desired, observed, self.statuses, self.clock(), self.settings, release=release)
         return PassResult(desired, observed, p, release=release)
@@ -152,7 +162,7 @@ class Reconciler:
     async def pass_once(self, *, probe: bool = False, keep_last_good: bool = False) -> PassResult:
         started = time.monotonic()
         await self._expire_quarantine()
-        result = await self.compute(probe=probe, keep_last_good=keep_last_good)
+        result = await self.compute(probe=probe, keep_last_good=keep_last_good, poll=True)
         for a in result.plan.actions:
             log_event("decision", action=a.kind.value, domain=a.domain, reason=a.reason.value,
                       detail=a.message)
@@ -166,6 +176,13 @@ class Reconciler:
             observer.on_pass(plan=result.plan, outcomes=outcomes, seconds=seconds,
                              observed=result.observed, statuses=self.statuses)
         return result
+
+    async def _poll_ari(self, desired: Desired, observed: Observed) -> None:
+        """The ARI step's changed statuses, kept and saved before the plan reads them."""
+        assert self.ari is not None
+        for domain, st in (await self.ari.refresh(desired, observed, self.statuses)).items():
+            self.statuses[domain] = st
+            self._persist(domain, self.status_store.save, st)
 
     async def _expire_quarantine(self) -> None:
         """Start-of-pass chore: remove quarantined pairs older than quarantineRetention."""
@@ -238,6 +255,9 @@ class Reconciler:
             return deadline
         candidates = [w.until for w in result.plan.waiting if w.until is not None]
         candidates += list(next_renewal(result.observed, self.statuses, self.settings).values())
+        wake = self.ari.next_wake() if self.ari is not None else None
+        if wake is not None:
+            candidates.append(max(wake, now + timedelta(seconds=1)))
         future = [c for c in candidates if c > now]
         # a scheduled step that is already due (e.g. a deletion with no grace period) runs
         # in a moment; it leaves `scheduled` once done, so this cannot spin

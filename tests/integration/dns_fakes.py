@@ -8,7 +8,7 @@ every parameter the recording says the request carries), else it is answered 400
 recording's first record is the template). The fakes check credentials as the services do
 (Cloudflare's bearer token, Alibaba Cloud's HMAC-SHA1 signature over the query, DNSPod's
 login_token) and can be told to fail (`fail = "error_unavailable"`: every request gets that
-recording's answer) or to hang (`hang = True`).
+recording's answer), to hang until stopped (`hang`) or to answer garbage (`garble`).
 
 `point_lexicon` sends dns-lexicon's provider to a fake. lexicon has no option for the API
 endpoint: cloudflare and dnspod set `self.api_endpoint` in their constructors (wrapped here),
@@ -102,10 +102,12 @@ class FakeApi:
     calls: list[Call] = field(default_factory=list)
     mismatches: list[str] = field(default_factory=list)
     fail: str | None = None
-    hang: bool = False
+    hang: bool = False  # hold every request until stop()
+    garble: bool = False  # answer every request with a 200 that is not the API's JSON
     url: str = ""
     _runner: web.AppRunner | None = None
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1000))
+    _released: asyncio.Event = field(default_factory=asyncio.Event)
 
     def __post_init__(self) -> None:
         self.recordings = [Recording.load(p) for p in sorted((DATA / self.provider).glob("*.json"))]
@@ -123,6 +125,7 @@ class FakeApi:
         return self.url
 
     async def stop(self) -> None:
+        self._released.set()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -139,7 +142,8 @@ class FakeApi:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if self.hang:
-            await asyncio.sleep(3600)
+            await self._released.wait()
+            return web.Response(status=503)
         params: dict[str, str] = dict(request.query)
         seen: dict[str, set[str]] = {"query": set(request.query), "form": set(), "json": set(),
                                      "headers": set(request.headers)}
@@ -166,6 +170,8 @@ class FakeApi:
         self.calls.append(Call(recording.name, params))
         if self.fail is not None:
             return self.by_name[self.fail].answer()
+        if self.garble:
+            return web.Response(text="<html>captive portal</html>", content_type="text/html")
         refusal = self.refuse(request, params)
         if refusal is not None:
             return self.by_name[refusal].answer()

@@ -182,18 +182,10 @@ async def test_a_provider_that_never_answers_is_a_temporary_error(fake: FakeApi)
         await hosted(fake, timeout=0.5).present(zone=ZONE, fqdn=NAME, value=OURS)
 
 
-async def test_a_garbled_reply_is_a_temporary_error(fake: FakeApi,
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
-    for rec in fake.recordings:  # every answer: a 200 that is not the API's JSON
-        monkeypatch.setattr(rec, "answer", lambda body=None: _garbage())
+async def test_a_garbled_reply_is_a_temporary_error(fake: FakeApi) -> None:
+    fake.garble = True  # a 200 that is not the API's JSON (a captive portal, a proxy)
     with pytest.raises(TemporaryError, match="unexpected reply"):
         await hosted(fake).present(zone=ZONE, fqdn=NAME, value=OURS)
-
-
-def _garbage() -> Any:
-    from aiohttp import web
-
-    return web.Response(status=200, text="<html>captive portal</html>", content_type="text/html")
 
 
 async def test_no_credential_reaches_the_logs(fake: FakeApi) -> None:

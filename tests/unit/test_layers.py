@@ -81,6 +81,7 @@ LAYER_OF: dict[str, str] = {
     "controller.observe": "steps",
     "controller.execute": "steps",
     "controller.reconcile": "steps",
+    "controller.ari": "steps",
     "controller.threads": "support",  # blocking work on daemon threads, off the event loop
     # composition
     "controller.admin_backend": "composition",

@@ -175,9 +175,9 @@ class Rfc2136Provider:
             raise ConfigError(f"{where}: NOTAUTH (the TSIG key is not accepted, or the server"
                               f" is not authoritative for the zone); {_CHECK_KEYS}")
         if rcode == dns.rcode.REFUSED:
-            key = f"the key {self._key_name}" if self._key_name else "unsigned updates"
-            raise ConfigError(f"{where}: REFUSED (the server does not allow {key} to update"
-                              " this zone: check its update-policy / allow-update)")
+            who = f"updates signed with {self._key_name}" if self._key_name else "unsigned updates"
+            raise ConfigError(f"{where}: REFUSED (the server does not allow {who} of this zone:"
+                              " check its update-policy / allow-update)")
         if rcode == dns.rcode.NOTZONE:
             raise ConfigError(f"{where}: NOTZONE (the name is not in the zone; set [dns] zone"
                               " or check the delegation)")
