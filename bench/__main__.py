@@ -20,7 +20,7 @@ from bench.common import RESULTS_DIR, BenchError, controller_program, start_pebb
 from bench.report import markdown, write_results
 from bench.runner import BENCHES, Options, document, machine, run_benches
 
-QUICK = Options(runs=3, trials=3, names=10, peer_certs=2)
+QUICK = Options(runs=3, trials=3, names=10, peer_certs=2, dns_runs=3, wildcards=10)
 
 
 def parse(argv: list[str] | None) -> tuple[Options, Path, bool]:
@@ -38,6 +38,10 @@ def parse(argv: list[str] | None) -> tuple[Options, Path, bool]:
     p.add_argument("--sim-servers", type=int,
                    help="simulator servers for the NJet I/O figure (default min(scale, 20000))")
     p.add_argument("--events", type=int, default=1000, help="events in the burst")
+    p.add_argument("--dns-runs", type=int, help="dns01 issuances per challenge type (default 5,"
+                   " quick 3)")
+    p.add_argument("--wildcards", type=int, help="dns01 wildcard certificates in one pass"
+                   " (default 50, quick 10)")
     p.add_argument("--profile", action="store_true", help="always profile the scale bench")
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help="results directory")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -51,6 +55,7 @@ def parse(argv: list[str] | None) -> tuple[Options, Path, bool]:
         runs=a.runs or base.runs, trials=a.trials or base.trials, names=a.names or base.names,
         peer_certs=a.peer_certs or base.peer_certs, concurrency=a.concurrency, scale=a.scale,
         sim_servers=a.sim_servers, events=a.events, profile=a.profile, only=only,
+        dns_runs=a.dns_runs or base.dns_runs, wildcards=a.wildcards or base.wildcards,
         mode="quick" if a.quick else "full",
     )
     return opts, a.out, a.keep

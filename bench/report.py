@@ -87,9 +87,20 @@ def _events(f: dict[str, Any]) -> list[Row]:
             ("in sync after", "yes" if f["in_sync_after"] else "NO")]
 
 
+def _dns01(f: dict[str, Any]) -> list[Row]:
+    w = f["wildcards"]
+    return [("one issuance through http-01 (the floor of this bench)",
+             _stats(f["http01_issue_seconds"])),
+            ("one issuance through dns-01 (RFC 2136 to BIND, propagation checked)",
+             f"{_stats(f['dns01_issue_seconds'])}; {f['ratio_to_http01']:.2f}× http-01"),
+            (f"{w['certs']} wildcard certificates in one pass, concurrency {w['concurrency']}",
+             f"{_s(w['batch_seconds'])} ({_s(w['per_cert_seconds'])}/cert), "
+             f"{w['records_left']} TXT records left")]
+
+
 ROWS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "floor": _floor, "served": _served, "throughput": _throughput, "scale": _scale,
-    "events": _events,
+    "events": _events, "dns01": _dns01,
 }
 
 

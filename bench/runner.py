@@ -4,7 +4,8 @@
 and writes the results) and by tests/bench/test_bench_smoke.py (tiny sizes). A bench that raises
 is recorded as {"error": ...} and the others still run; a missed goal is just a figure.
 Order: floor (time to served needs its median), served and events (one simulator and one
-controller `run` shared), throughput (needs Pebble's http-01 port free), scale.
+controller `run` shared), throughput (needs Pebble's http-01 port free), scale, dns01 (its own
+BIND and Pebble).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 from bench.common import BenchError
 
-BENCHES = ("floor", "served", "throughput", "scale", "events")
+BENCHES = ("floor", "served", "throughput", "scale", "events", "dns01")
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,8 @@ class Options:
     scale: int = 10_000
     sim_servers: int | None = None  # scale: simulator servers (default min(scale, 20000))
     events: int = 1000
+    dns_runs: int = 5  # dns01: issuances per challenge type
+    wildcards: int = 50  # dns01: wildcard certificates in one pass
     profile: bool = False
     only: tuple[str, ...] = BENCHES
     mode: str = "full"
@@ -56,6 +59,7 @@ def _guarded(name: str, results: dict[str, Any], fn: Callable[[], dict[str, Any]
 
 
 def run_benches(opts: Options, pebble: Any, workdir: Path, stem: Path) -> dict[str, Any]:
+    from bench.dns01 import run_dns01
     from bench.events import run_events
     from bench.floor import run_floor
     from bench.scale import run_scale
@@ -92,6 +96,10 @@ def run_benches(opts: Options, pebble: Any, workdir: Path, stem: Path) -> dict[s
         _guarded("scale", results, lambda: run_scale(
             workdir / "scale", n=opts.scale, results_stem=stem, profile=opts.profile,
             sim_servers=opts.sim_servers))
+    if "dns01" in want:
+        _guarded("dns01", results, lambda: run_dns01(
+            workdir / "dns01", runs=opts.dns_runs, wildcards=opts.wildcards,
+            concurrency=opts.concurrency))
     return {name: results[name] for name in BENCHES if name in results}
 
 

@@ -231,10 +231,15 @@ class ControllerBackend:
             self.metrics.set_certificate(domain, not_before=cert.info.not_before,
                                          not_after=cert.info.not_after,
                                          renewal_at=renewals.get(domain))
+            ari = statuses[domain].ari if domain in statuses else None
+            self.metrics.set_ari_next_poll(domain, ari.next_poll if ari is not None and ari.cert_id
+                                           and ari.fingerprint == cert.info.fingerprint else None)
         names = set(observed.stored) | set(not_ready)
         for domain in sorted(names):
             self.metrics.set_certificate_ready(domain, domain not in not_ready,
                                                reason=not_ready.get(domain))
+            status = statuses.get(domain)
+            self.metrics.set_certificate_issuer(domain, status.issuer_ca if status else None)
         self.metrics.retain_certificates(names)
 
 

@@ -9,6 +9,11 @@ own server, dns-01 through the `[dns]` provider (adapters/dns/, only with a [dns
 certificate's `[certificates."name"] challengeType` picks one, else [acme]'s (a certificate
 holding a wildcard always uses dns-01: desired_source.py). With [dns], start-up (`prepare`)
 removes the dns-01 records a previous run wrote and did not remove (.lego/dns-cleanups.json).
+With `[acme] ari` (the default) executing passes ask the CA's renewal information first (the
+ARI step, controller/ari.py, over the ARI client built on first use beside the issuer).
+The rate-limit ledger of [acme]'s CA (`.lego/ledger/`, adapters/store/ledger.py) is read by
+every pass and written by the executor, for the budget of `budget_scope` ([acme.rateLimits]
+over the CA's defaults); names are grouped by the packaged public suffix list (store/psl.py).
 """
 
 from __future__ import annotations
@@ -19,10 +24,13 @@ from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from controller.adapters.store.gcconfirm import GcConfirmFile
+from controller.adapters.store.ledger import FileLedger
 from controller.adapters.store.lego import LegoStore
+from controller.adapters.store.psl import registered_domain
 from controller.adapters.store.quarantine import Quarantine
 from controller.adapters.store.runtime import RuntimeStore
 from controller.adapters.store.statusfile import StatusFiles
+from controller.ari import AriStep
 from controller.clock import utc_now
 from controller.config import Config
 from controller.desired_source import CertSettings, DesiredSource
@@ -32,8 +40,18 @@ from controller.logs import log_event
 from controller.model import DEFAULT_KEY_TYPE, ChallengeType, Desired, KeyKind
 from controller.observe import Gatherer
 from controller.paths import StorePaths
+from controller.policies.ratelimits import BudgetScope, limits_for
 from controller.policy import PolicySettings
-from controller.ports import ChallengeSolver, Issuer, LeftoverCleaner, ProbeOutcome, Prober
+from controller.ports import (
+    AriPoller,
+    CaChoices,
+    ChallengeSolver,
+    Issuer,
+    LeftoverCleaner,
+    ProbeOutcome,
+    Prober,
+    Stoppable,
+)
 from controller.reconcile import Reconciler
 
 if TYPE_CHECKING:
@@ -105,6 +123,14 @@ def build_solvers(config: Config, njet: NjetClient | None) -> SolverSet:
     return SolverSet(factories)
 
 
+def budget_scope(config: Config) -> BudgetScope:
+    """The rate-limit budget of [acme]'s CA: `[acme.rateLimits]` over the CA's defaults
+    (Let's Encrypt's published limits for its directories, none for another CA)."""
+    acme = config.acme
+    return BudgetScope(ca=acme.acmeCaDir.strip(), account=acme.email.strip(),
+                       limits=limits_for(acme.acmeCaDir, acme.rateLimits.model_dump()))
+
+
 def cert_settings(config: Config) -> dict[str, CertSettings]:
     """The TOML's [certificates."name"] tables as the desired layer takes them."""
     return {name: CertSettings(key_type=t.keyType, challenge_type=t.challengeType,
@@ -123,11 +149,13 @@ class App:
     runtime: RuntimeStore = field(init=False)
     gc_confirmations: GcConfirmFile = field(init=False)
     quarantine: Quarantine = field(init=False)
+    ledger: FileLedger = field(init=False)  # the rate-limit ledger of [acme]'s CA
     desired_source: DesiredSource = field(init=False)
     njet: NjetClient | None = field(init=False, default=None)
     reconciler: Reconciler = field(init=False)
     _issuer: Issuer | None = field(init=False, default=None)
     _solvers: SolverSet | None = field(init=False, default=None)
+    _ari: AriPoller | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         cfg = self.config
@@ -159,6 +187,8 @@ class App:
         clock = utc_now  # the one clock, handed to the reconciler and every step that needs "now"
         gatherer = Gatherer(self.store, settings, njet=self.njet, prober=prober,
                             probe_timeout=timeout)
+        scope = budget_scope(cfg)
+        self.ledger = FileLedger(self.paths, scope.ca, read_only=self.read_only)
         executor = Executor(
             store=self.store,
             issuer_factory=self.issuer,
@@ -168,6 +198,9 @@ class App:
             concurrency=cfg.controller.concurrency,
             repeated_error=repeated,
             revoke_on_delete=cfg.controller.revokeOnDelete,
+            ledger=None if self.read_only else self.ledger,
+            budget_scope=scope,
+            registered_domain=registered_domain,
             clock=clock,
         )
         self.reconciler = Reconciler(
@@ -179,7 +212,14 @@ class App:
             clock=clock,
             gc_confirmations=self.gc_confirmations,
             quarantine=None if self.read_only else self.quarantine,
+            ledger=self.ledger,
+            budget_scope=scope,
+            registered_domain=registered_domain,
         )
+        if cfg.acme.ari and not self.read_only:  # `diff` and `certs` only show what is recorded
+            self.reconciler.ari = AriStep(self.ari_poller, self.store,
+                                          clock=lambda: self.reconciler.clock(),
+                                          concurrency=cfg.controller.concurrency)
 
     async def prepare(self) -> None:
         """Start-up chores before the first pass (the store lock must be held): finish or undo
@@ -202,13 +242,22 @@ class App:
                       level=logging.WARNING, error=str(exc))
 
     async def _remove_dns_leftovers(self) -> None:
-        if self.config.dns is None or not self.paths.dns_cleanups.exists():
+        """With [dns]: build the dns-01 solver now (its provider's secrets are read and its
+        libraries loaded at start, not inside the first order; a ConfigError is logged here
+        and again by the order that needs it), then remove the records a previous run left."""
+        if self.config.dns is None:
             return
         try:
             solver = self.solvers.get(ChallengeType.DNS)
-            if isinstance(solver, LeftoverCleaner):
-                for what in await solver.remove_leftovers():
-                    log_event("removed a left-over dns-01 record", record=what)
+        except ControllerError as exc:
+            log_event("the dns-01 provider cannot be used", level=logging.WARNING,
+                      error=str(exc))
+            return
+        if not self.paths.dns_cleanups.exists() or not isinstance(solver, LeftoverCleaner):
+            return
+        try:
+            for what in await solver.remove_leftovers():
+                log_event("removed a left-over dns-01 record", record=what)
         except ControllerError as exc:
             log_event("could not remove left-over dns-01 records; retried at the next start",
                       level=logging.WARNING, error=str(exc))
@@ -223,19 +272,35 @@ class App:
         return self._solvers
 
     async def issuer(self) -> Issuer:
+        """[acme]'s CA and the [[acme.fallback]] ones (adapters/acme/multi.py), built on
+        first use; each CA's own issuer is built when an order first goes to it."""
         if self._issuer is None:
+            from controller.adapters.acme.multi import CaFallbackIssuer
+
+            self._issuer = CaFallbackIssuer.from_config(self.config, self.paths, self.solvers)
+        return self._issuer
+
+    async def ari_poller(self) -> AriPoller:
+        """The ARI client over the issuer's CA (built on first use, like the issuer); a
+        test's issuer that is no AcmeIssuer has no renewal information."""
+        if self._ari is None:
+            from controller.adapters.acme.ari import AriClient, NoAri
             from controller.adapters.acme.client import AcmeIssuer
 
-            self._issuer = AcmeIssuer.from_config(self.config, self.paths, self.solvers)
-        return self._issuer
+            issuer = await self.issuer()
+            if isinstance(issuer, CaChoices):  # renewal information from [acme]'s CA
+                issuer = await issuer.for_ca(0)
+            self._ari = AriClient(issuer) if isinstance(issuer, AcmeIssuer) else NoAri()
+        return self._ari
 
     def stop(self) -> None:
         """The process is stopping (service.py, on SIGTERM): no new request to the CA."""
-        stop = getattr(self._issuer, "stop", None)  # AcmeIssuer.stop; a test's fake may lack it
-        if stop is not None:
-            stop()
+        if isinstance(self._issuer, Stoppable):  # AcmeIssuer; a test's fake may not be
+            self._issuer.stop()
 
     async def close(self) -> None:
+        if self._ari is not None:
+            await self._ari.close()
         if self._issuer is not None:
             await self._issuer.close()
         if self._solvers is not None:

@@ -17,7 +17,9 @@ the loop when the next poll is due (never sooner than MIN_WAKE_GAP after the las
 that polled, so 10,000 certificates cost one pass a minute, not one a second).
 
 A directory without `renewalInfo` turns the step off for the process (the lifetime rule
-applies, unchanged); a directory that cannot be read is retried after 1 min, 2 min, ... 1 h.
+applies, unchanged) and marks each due certificate to be asked again after 6 h (so a fresh
+`reconcile` does not fetch the directory again); a directory that cannot be read is retried
+after 1 min, 2 min, ... 1 h.
 An answer for a certificate that is no longer the stored one is dropped, and a poll's state
 is tied to the certificate's fingerprint (CertStatus.with_ari), so a window fetched for the
 previous certificate never schedules the new one. An explanationURL is logged with its window.
@@ -56,6 +58,7 @@ MIN_WAKE_GAP = timedelta(minutes=1)
 UNAVAILABLE_BASE = timedelta(minutes=1)
 UNAVAILABLE_CAP = timedelta(hours=1)
 MAX_ERROR = 300  # characters of a poll's error kept in the status
+NOT_OFFERED = "the CA's directory offers no renewal information (renewalInfo)"
 
 AriRequestObserver = Callable[[str], None]  # "ok" | "error", per renewalInfo request
 
@@ -124,7 +127,7 @@ class AriStep:
         if take:
             poller = await self._poller(now)
             if poller is None:
-                return {}
+                return self._unsupported(due, candidates, statuses, now)
             changed = await self._poll(poller, take, candidates, statuses, now)
             self._tokens = max(0.0, tokens - len(take))
             self._last_polled = now
@@ -142,7 +145,7 @@ class AriStep:
             self._unavailable += 1
             delay = min(UNAVAILABLE_CAP, UNAVAILABLE_BASE * (1 << min(self._unavailable - 1, 10)))
             self._unavailable_until = self._next_wake = now + delay
-            log_event("ARI not checked: the CA's directory cannot be read", level=logging.WARNING,
+            log_event("ARI not checked: the CA's directory cannot be read", level=logging.INFO,
                       error=str(exc), retry_at=self._unavailable_until.isoformat())
             return None
         self._unavailable, self._unavailable_until = 0, None
@@ -154,6 +157,23 @@ class AriStep:
             return None
         self._supported = True
         return poller
+
+    def _unsupported(self, due: list[str], candidates: Mapping[str, StoredCert],
+                     statuses: Mapping[str, CertStatus], now: datetime) -> dict[str, CertStatus]:
+        """The CA offers no ARI (`_poller` said so; after a directory that could not be read:
+        nothing): every due certificate is marked to be asked again after DEFAULT_POLL, so a
+        fresh process (a `reconcile` during a backoff) does not fetch the directory again."""
+        if self._supported is not False:
+            return {}
+        out: dict[str, CertStatus] = {}
+        for domain in due:
+            fp = candidates[domain].info.fingerprint
+            state = AriState(fingerprint=fp, cert_id="",
+                             next_poll=now + poll_delay(None, jitter=self.rng.random()),
+                             polled_at=now, last_error=NOT_OFFERED)
+            cur = statuses.get(domain) or CertStatus(domain=domain)
+            out[domain] = cur.with_ari(state, renewal_at=None)
+        return out
 
     def _wake(self, candidates: Mapping[str, StoredCert], statuses: Mapping[str, CertStatus],
               now: datetime, *, backlog: bool) -> datetime | None:

@@ -35,7 +35,13 @@ from controller.cli_output import OUTPUTS
 from controller.config import Config, load_config, unknown_keys
 from controller.errors import ConfigError, ControllerError, StoreError
 from controller.logs import log_event, setup_logging
-from controller.render import plan_to_dict, plan_to_text
+from controller.render import (
+    plan_to_dict,
+    plan_to_text,
+    renewal_rows,
+    renewals_to_list,
+    renewals_to_text,
+)
 
 if TYPE_CHECKING:
     from controller.adapters.store.lock import StoreLock
@@ -172,7 +178,7 @@ async def dispatch(args: argparse.Namespace, cfg: Config) -> int:
     app = App(cfg, read_only=args.command in ("diff", "status") or certs in ("list", "show"))
     try:
         if args.command == "diff":
-            return await cmd_diff(app, args.output)
+            return await cmd_diff(app, args.output, everything=bool(args.verbose))
         if args.command == "reconcile":
             return await cmd_reconcile(app)
         if args.command == "certs" and args.certs_command == "renew":
@@ -190,17 +196,21 @@ async def dispatch(args: argparse.Namespace, cfg: Config) -> int:
     return 1
 
 
-async def cmd_diff(app: object, output: str) -> int:
+async def cmd_diff(app: object, output: str, *, everything: bool = False) -> int:
+    """The plan, then when each certificate renews and why (those due within 7 days; with
+    `everything` (-v) all of them)."""
     from controller.app import App
 
     assert isinstance(app, App)
     result = await app.reconciler.compute(probe=True)
+    now = app.reconciler.clock()
+    rows = renewal_rows(result.desired, result.observed, app.reconciler.statuses,
+                        app.reconciler.settings, now, everything=everything)
     if output == "json":
-        now = app.reconciler.clock()
-        sys.stdout.write(orjson.dumps(plan_to_dict(result.plan, now=now),
-                                      option=orjson.OPT_INDENT_2).decode() + "\n")
+        doc = {**plan_to_dict(result.plan, now=now), "renewals": renewals_to_list(rows)}
+        sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
-        print(plan_to_text(result.plan))
+        print("\n".join([plan_to_text(result.plan), *renewals_to_text(rows)]))
     return 0 if result.plan.in_sync else 2
 
 

@@ -1,6 +1,7 @@
 """The operator commands modelled on cmctl's: `certs list|show|delete` and `status`.
 
-- `certs list [-o table|wide|json|yaml]`: the stored certificates (and the unusable pairs).
+- `certs list [-o table|wide|json|yaml]`: the stored certificates (and the unusable pairs);
+  `wide` and `json` add the CA that issued each one (`ca`: its directory URL, from the status).
 - `certs show NAME [-o ...]`: in cli_show.py.
 - `certs delete NAME [--revoke]`: the pair into quarantine/ (`--revoke`: revoked at the CA
   first, nothing deleted when that fails); through the running controller's admin API
@@ -52,9 +53,11 @@ async def dispatch(app: App, args: argparse.Namespace) -> int:
 def cmd_list(app: App, output: str) -> int:
     stored, problems = app.store.load_all()
     now = app.reconciler.clock()
+    statuses = app.status_files.load_all()
     rows: list[dict[str, Any]] = []
     for domain in sorted(stored):
         info = stored[domain].info
+        status = statuses.get(domain)
         rows.append({
             "domain": domain,
             "names": list(info.names),
@@ -64,6 +67,8 @@ def cmd_list(app: App, output: str) -> int:
             "key_type": info.key_type.value if info.key_type else "unknown",
             "serial": info.serial,
             "issuer": info.issuer,
+            # the directory URL of the CA that issued it ([acme]'s or a fallback's), if known
+            "ca": status.issuer_ca if status is not None else None,
         })
     doc = {"certificates": rows, "problems": dict(problems)}
 
@@ -71,9 +76,10 @@ def cmd_list(app: App, output: str) -> int:
         c = Colour.for_stream(sys.stdout)
         cols = ["domain", "names", "not_after", "days_left", "key_type", "serial"]
         if wide:
-            cols += ["subject_cn", "issuer"]
+            cols += ["subject_cn", "issuer", "ca"]
         grid = [[col.upper() for col in cols]]
-        grid += [[_cell(r[col]) for col in cols] for r in rows]
+        grid += [[_cell(r[col] if col != "ca" else r[col] or "-") for col in cols]
+                 for r in rows]
         for domain in sorted(problems):  # a row too, so an unusable pair is not missed
             grid.append([domain, "-", "UNUSABLE", *["-"] * (len(cols) - 3)])
 

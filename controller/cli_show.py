@@ -20,7 +20,13 @@ import orjson
 
 from controller.cli_output import Colour, days_text, emit, fail, short, table, when_text
 from controller.model import CertificateSpec, KeyKind, KeyType, StoredCert
-from controller.policies.renewal import SHORT_LIFETIME, renewal_time, renewal_window
+from controller.policies.renewal import (
+    EMERGENCY_RULE,
+    LIFETIME_RULE,
+    SHORT_LIFETIME,
+    renewal_choice,
+    renewal_window,
+)
 from controller.status import ISSUING, READY, CertStatus
 
 if TYPE_CHECKING:
@@ -35,11 +41,17 @@ def renewal_why(stored: StoredCert, status: CertStatus | None,
     """The next renewal of `stored` (policies/renewal.py's renewal_time) and why it is then."""
     info = stored.info
     lifetime = info.not_after - info.not_before
-    at = renewal_time(stored, status, renew_before)
-    if status is not None and status.renewal_at is not None:
-        if at < status.renewal_at:
+    choice = renewal_choice(stored, status, renew_before)
+    at = choice.at
+    if status is not None and status.renewal_at is not None and choice.source != LIFETIME_RULE:
+        if choice.source == EMERGENCY_RULE:
             return at, (f"the chosen renewal time {status.renewal_at.isoformat()} leaves less "
                         "than a tenth of the lifetime: renewed at that tenth instead")
+        if choice.window_start is not None and choice.window_end is not None:
+            return at, (f"chosen inside the CA's ARI window {choice.window_start.isoformat()}"
+                        f" .. {choice.window_end.isoformat()}" + (
+                            f" (explanation: {choice.explanation_url})"
+                            if choice.explanation_url else ""))
         return at, "the renewal time chosen for this certificate (kept in its status file)"
     window = renewal_window(lifetime, renew_before)
     share = "1/2" if lifetime < SHORT_LIFETIME else "1/3"

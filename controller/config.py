@@ -10,12 +10,17 @@ checked here and made canonical.
 `[hooks]` commands are argv lists (no shell) and `[notify] webhook` an http(s) URL, both
 checked here without echoing the value (a URL may carry a token); adapters/hooks/ runs them.
 `[dns]` (controller/dnsconfig.py) configures dns-01; challengeType "dns" without it is an error.
+`[[acme.fallback]]` entries (FallbackCa) list further CAs, each checked here (its URL, EAB pair,
+email; every CA once), errors naming `acme.fallback[<index from 0>].<key>`.
+`[acme.rateLimits]` (RateLimitsSection) sets the rate-limit budgets (integers ≥ 1; unset: Let's
+Encrypt's limits for its directories, none for other CAs: policies/ratelimits.limits_for).
 Relative paths are resolved against the NJet prefix (NJet launches copilots from an arbitrary
 working directory).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import tomllib
@@ -32,6 +37,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    model_validator,
 )
 
 from controller.desired import canonical_name, name_problem
@@ -97,6 +103,80 @@ class CopilotSection(_Section):
     stderrFile: str = ""
 
 
+_EMAIL_RE = re.compile(r"^[^\s/\\@]+@[^\s/\\@]+$")
+
+
+def _ca_dir_url(value: object) -> object:
+    """A CA's directory URL: http(s) with a host (checked without echoing the value)."""
+    if not isinstance(value, str):
+        raise ValueError("must be a string: the CA's ACME directory URL")
+    url = value.strip()
+    bad = ValueError("must be an https:// (or http://) URL with a host")
+    if not url or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        raise bad
+    try:
+        parts = urlsplit(url)
+        _ = parts.port
+    except ValueError:
+        raise bad from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        raise bad
+    return url
+
+
+def _fallback_list(value: object) -> object:
+    if not isinstance(value, list | tuple):
+        raise ValueError("must be a list of tables: write each CA as its own [[acme.fallback]]")
+    for i, entry in enumerate(value):
+        if not isinstance(entry, dict | FallbackCa):
+            raise ValueError(f"entry [{i}] is not a table: write each CA as its own"
+                             " [[acme.fallback]]")
+    return value
+
+
+class FallbackCa(_Section):
+    """One `[[acme.fallback]]` entry: a CA tried after [acme]'s (adapters/acme/multi.py). Only
+    the keys of [acme] that describe a CA; `email` unset = [acme] email. Each CA has its own
+    account (`.lego/accounts/<ca host_port>/<email>/`)."""
+
+    acmeCaDir: Annotated[str, BeforeValidator(_ca_dir_url)]
+    caBundle: str = ""
+    eabKid: Annotated[str, StringConstraints(strip_whitespace=True)] = ""
+    eabHmacKey: Annotated[str, StringConstraints(strip_whitespace=True)] = ""
+    profile: Annotated[str, StringConstraints(strip_whitespace=True, max_length=255)] = ""
+    email: Annotated[str, StringConstraints(strip_whitespace=True)] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> FallbackCa:
+        if bool(self.eabKid) != bool(self.eabHmacKey):
+            raise ValueError("eabKid and eabHmacKey must be set together")
+        if self.eabHmacKey:
+            padded = self.eabHmacKey + "=" * (-len(self.eabHmacKey) % 4)
+            try:
+                decoded = base64.b64decode(padded, altchars=b"-_", validate=True)
+            except ValueError:
+                decoded = b""
+            if not decoded:
+                raise ValueError("eabHmacKey is not base64url")
+        email = self.email
+        if email and (not _EMAIL_RE.match(email) or email.startswith(".") or len(email) > 254):
+            raise ValueError("email is not a valid email address")
+        return self
+
+
+_BUDGET = Field(default=None, ge=1, le=10**9, strict=True)
+
+
+class RateLimitsSection(_Section):
+    """`[acme.rateLimits]`: the CA's rate limits the plan keeps to (policies/ratelimits.py).
+    Unset = Let's Encrypt's published limit for its directory URLs, no limit for another CA."""
+
+    newOrdersPer3h: int | None = _BUDGET
+    certificatesPerDomainPerWeek: int | None = _BUDGET
+    duplicatesPerWeek: int | None = _BUDGET
+    failedValidationsPerHostPerHour: int | None = _BUDGET
+
+
 class AcmeSection(_Section):
     email: str = ""
     challengeType: ChallengeType = ChallengeType.HTTP
@@ -117,6 +197,16 @@ class AcmeSection(_Section):
     # a renewal keeps the stored key (e.g. for DANE TLSA 3 1 1 pins); a key type change always
     # makes a new one
     reuseKey: bool = False
+    # ask the CA's renewal information (ARI, RFC 9773) when its directory offers it, and renew
+    # inside the window it suggests; false = the lifetime rule only
+    ari: bool = Field(default=True, strict=True)
+    # [[acme.fallback]]: CAs tried in order after this one keeps failing for a certificate:
+    # at its fallbackAfter-th consecutive failure, at once when its directory is unreachable
+    fallback: Annotated[tuple[FallbackCa, ...], BeforeValidator(_fallback_list)] = ()
+    fallbackAfter: int = Field(default=2, ge=1, le=100, strict=True)
+    # the rate-limit budget of acmeCaDir's CA (unset keys: Let's Encrypt's limits for its
+    # directories, none for other CAs)
+    rateLimits: RateLimitsSection = RateLimitsSection()
 
 
 class NjetSection(_Section):
@@ -340,6 +430,9 @@ def unknown_keys(cfg: Config) -> list[str]:
     for name in _SECTIONS:
         section = getattr(cfg, name)
         out.extend(f"{name}.{k}" for k in (section.model_extra or {}))
+    for i, ca in enumerate(cfg.acme.fallback):
+        out.extend(f"acme.fallback[{i}].{k}" for k in (ca.model_extra or {}))
+    out.extend(f"acme.rateLimits.{k}" for k in (cfg.acme.rateLimits.model_extra or {}))
     for key, entry in cfg.certificates.items():
         out.extend(f"{_key_path(key)}.{k}" for k in (entry.model_extra or {}))
     if cfg.dns is not None:
@@ -350,6 +443,8 @@ def unknown_keys(cfg: Config) -> list[str]:
 def _describe(err: dict[str, Any]) -> str:
     """One validation error: the key and what was expected, never the value given."""
     parts = [str(p) for p in err["loc"]]
+    if parts[:2] == ["acme", "fallback"] and len(parts) > 2 and isinstance(err["loc"][2], int):
+        parts = [f"acme.fallback[{parts[2]}]", *parts[3:]]  # acme.fallback[0].acmeCaDir
     if parts[:1] == ["certificates"] and len(parts) > 1:
         parts = [_key_path(parts[1]), *parts[2:]]
     return f"{'.'.join(parts)}: {err['msg']}"
@@ -393,7 +488,19 @@ def parse_config(data: dict[str, Any], *, prefix: Path, source: str = "<config>"
         details = "; ".join(_describe(e) for e in exc.errors())  # type: ignore[arg-type]
         raise ConfigError(f"{source}: {details}") from None
     _check_dns_wanted(cfg, source)
+    _check_fallback_cas(cfg, source)
     return cfg
+
+
+def _check_fallback_cas(cfg: Config, source: str) -> None:
+    """Every CA once: a [[acme.fallback]] directory URL that repeats [acme]'s or an earlier
+    entry's is an error (failures are counted per directory URL)."""
+    seen = {cfg.acme.acmeCaDir.strip(): "acme.acmeCaDir"}
+    for i, ca in enumerate(cfg.acme.fallback):
+        key = f"acme.fallback[{i}].acmeCaDir"
+        if ca.acmeCaDir in seen:
+            raise ConfigError(f"{source}: {key}: the same CA as {seen[ca.acmeCaDir]}")
+        seen[ca.acmeCaDir] = key
 
 
 _NEEDS_DNS = ('"dns" (dns-01) needs a [dns] section: a DNS provider, e.g. provider = "rfc2136"'

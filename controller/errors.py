@@ -26,6 +26,11 @@ class TemporaryError(ControllerError):
         self.retry_after = retry_after
 
 
+class CaUnreachableError(TemporaryError):
+    """A CA whose directory cannot be reached at all (connection refused, DNS or TLS failure,
+    connect timeout): with `[[acme.fallback]]` CAs the next one is tried in the same pass."""
+
+
 class PermanentError(ControllerError):
     """Retrying the same request will fail the same way (rejected identifier, unauthorized).
 
@@ -35,3 +40,37 @@ class PermanentError(ControllerError):
 
 class StoreError(ControllerError):
     """The certificate store could not be read or written (disk full, read-only, corrupt)."""
+
+
+class RateLimited(TemporaryError):
+    """The CA answered rateLimited (HTTP 429); `retry_after` says for how long, when it did.
+    The rate-limit ledger records it (policies/ratelimits.py)."""
+
+
+class ValidationFailed(PermanentError):
+    """The CA found a challenge answer wrong: the authorization of each of `hosts` went
+    invalid. The rate-limit ledger counts them (failedValidationsPerHostPerHour)."""
+
+    def __init__(self, message: str, *, hosts: tuple[str, ...]) -> None:
+        super().__init__(message)
+        self.hosts = hosts
+
+
+_ORDER_PLACED = "order_placed"
+
+
+def mark_order_placed(exc: BaseException) -> None:
+    """The ACME issuer marks an error raised after the CA accepted the new order, so the
+    rate-limit ledger counts that order (newOrdersPer3h) although no certificate came of it."""
+    setattr(exc, _ORDER_PLACED, True)
+
+
+def order_placed(exc: BaseException) -> bool:
+    """Whether `exc`, or an error it was raised from (`raise ... from`), was marked by
+    `mark_order_placed`."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if getattr(seen, _ORDER_PLACED, False) is True:
+            return True
+        seen = seen.__cause__
+    return False

@@ -6,9 +6,15 @@ are quarantined right before the new order), issue/renew go ACME → store swap 
 verify (a renewal the plan marks `reuse_key` orders with the stored key, read right before
 ordering), and every apply is proved by a real TLS handshake (NJet's code 0 — or 11, "repeated" —
 proves nothing); a new pair not valid yet is stored but not applied (the plan waits for its
-notBefore). Errors become outcomes: temporary (retry after a delay) or permanent; the
-per-certificate backoff lives in status (fold.py). An optional `progress` (ports.ActionProgress,
-the CLI's `reconcile` provides one) is told as each action finishes.
+notBefore). An issuer of several CAs ([acme]'s and the [[acme.fallback]] ones: ports.CaChoices)
+is ordered from the CA policies/fallback.py picks from the certificate's failure streaks, and
+an order that fails there goes on at the next CA within the same attempt when that says so; the
+outcome names the CA that issued (or the streaks left). Errors become outcomes: temporary
+(retry after a delay) or permanent; the per-certificate backoff lives in status (fold.py). An
+optional `progress` (ports.ActionProgress, the CLI's `reconcile` provides one) is told as each
+action finishes. Every order at [acme]'s CA is recorded in the rate-limit ledger
+(ports.RateLedger, when one is given): placed or not, its failed validations, a rateLimited
+answer's Retry-After.
 """
 
 from __future__ import annotations
@@ -25,22 +31,32 @@ from controller.errors import (
     ConfigError,
     ControllerError,
     PermanentError,
+    RateLimited,
     StoreError,
     TemporaryError,
+    ValidationFailed,
+    order_placed,
 )
 from controller.faultpoints import fault_point, register
 from controller.fold import Outcome
 from controller.logs import log_event
-from controller.model import KeyKind, KeyType, NjetTarget
+from controller.model import IssuedCert, KeyKind, KeyType, NjetTarget
 from controller.plan import Action, ActionKind
+from controller.policies.fallback import after_failure, choose_ca, failure_of, next_ca
+from controller.policies.ratelimits import BudgetScope, host_of, order_events
 from controller.ports import (
     ActionProgress,
+    CaChoices,
     CertStore,
     Clock,
+    Issuer,
     IssuerFactory,
     NjetWriter,
     Prober,
+    RateLedger,
+    RegisteredDomain,
 )
+from controller.status import CaStreak
 
 register("execute.after_order", "execute.after_store", "execute.after_apply",
          "execute.after_verify")
@@ -74,6 +90,11 @@ class Executor:
     on_acme: AcmeObserver | None = None
     revoke_on_delete: bool = False
     progress: ActionProgress | None = None  # told as each action finishes (the CLI's bar)
+    # the rate-limit ledger every issue attempt is recorded in, for `budget_scope`'s CA and
+    # account, names grouped by `registered_domain` (None: nothing is recorded)
+    ledger: RateLedger | None = None
+    budget_scope: BudgetScope | None = None
+    registered_domain: RegisteredDomain | None = None
     clock: Clock = field(kw_only=True)
     sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep, kw_only=True)
 
@@ -140,23 +161,16 @@ class Executor:
             log_event("unusable pair quarantined before a new order", level=logging.WARNING,
                       domain=action.domain, moved_to=where, problem=current.unusable)
         key_pem = self._key_to_reuse(action)
-        t0 = time.monotonic()
         try:
-            issued = await issuer.issue(action.spec, action.key_type, key_pem=key_pem,
-                                        replaces=action.replaces)
-        except TemporaryError:
-            self._acme("temporary", t0)
-            raise
-        except (PermanentError, ConfigError):
-            self._acme("permanent", t0)
-            raise
-        self._acme("ok", t0)
+            issued, issuer_ca = await self._order(issuer, action, key_pem)
+        except _CaOrderFailed as failed:
+            return failed.outcome(action)
         fault_point("execute.after_order")
         stored = await store_write(self.store.put, action.domain, issued)
         fault_point("execute.after_store")
         fp = stored.info.fingerprint
         made = Outcome(action, ok=True, stored_fingerprint=fp, ordered_profile=issued.profile,
-                       ca_profile=issued.ca_profile)
+                       ca_profile=issued.ca_profile, issuer_ca=issuer_ca)
         if not action.targets or self.njet is None:
             return made
         if stored.info.not_before > self.clock():
@@ -175,6 +189,61 @@ class Executor:
             return replace(made, ok=False, error=f"issued but not applied: {exc}",
                            needs_new_key=_is_trap(exc))
         return replace(made, served_fingerprint=served)
+
+    async def _order(
+        self, issuer: Issuer, action: Action, key_pem: bytes | None
+    ) -> tuple[IssuedCert, str | None]:
+        """The new pair and the directory URL of the CA that issued it (None: a plain Issuer).
+        An issuer of several CAs (ports.CaChoices) is ordered from as policies/fallback.py
+        says: the CA to start at from the action's failure streaks, and whether a failure
+        goes on at the next CA within this attempt; when it does not, _CaOrderFailed carries
+        every CA's error and the streaks."""
+        if not isinstance(issuer, CaChoices):
+            return await self._order_from(issuer, action, key_pem), None
+        cas, after = issuer.cas, issuer.fallback_after
+        failures = {s.ca: s.failures for s in action.ca_failures}
+        tried: list[int] = []
+        errors: list[str] = []
+        index = choose_ca(cas, failures, after)
+        while index is not None:
+            tried.append(index)
+            try:
+                one = await issuer.for_ca(index)
+                return await self._order_from(one, action, key_pem, ca=cas[index]), cas[index]
+            except (TemporaryError, PermanentError, ConfigError) as exc:
+                failure = failure_of(exc)
+                failures = after_failure(failures, cas[index], failure, after)
+                errors.append(str(exc))
+                index = next_ca(cas, failures, after, tried=tried, failure=failure)
+                if index is None:
+                    raise _CaOrderFailed(exc, "; then ".join(errors), failures) from exc
+                log_event("the CA keeps failing: ordering from the next CA",
+                          level=logging.WARNING, domain=action.domain, ca=cas[tried[-1]],
+                          failure=failure.value, failures=failures[cas[tried[-1]]],
+                          next_ca=cas[index])
+        raise AssertionError("an issuer with no CA")  # pragma: no cover
+
+    async def _order_from(
+        self, issuer: Issuer, action: Action, key_pem: bytes | None, *, ca: str | None = None
+    ) -> IssuedCert:
+        """One order at one CA (`ca`: its directory URL; None: the plain Issuer's), recorded
+        in the rate-limit ledger when it is the ledger's CA."""
+        assert action.spec is not None and action.key_type is not None
+        t0 = time.monotonic()
+        try:
+            issued = await issuer.issue(action.spec, action.key_type, key_pem=key_pem,
+                                        replaces=action.replaces)
+        except TemporaryError as exc:
+            self._acme("temporary", t0)
+            await self._record(action, exc, ca)
+            raise
+        except (PermanentError, ConfigError) as exc:
+            self._acme("permanent", t0)
+            await self._record(action, exc, ca)
+            raise
+        self._acme("ok", t0)
+        await self._record(action, None, ca)
+        return issued
 
     def _key_to_reuse(self, action: Action) -> bytes | None:
         """The stored key, when the plan says this renewal keeps it (reuseKey) and it is of the
@@ -204,6 +273,28 @@ class Executor:
         if not got.key_matches:
             return _Current(None, f"the key of {domain} does not match its certificate")
         return _Current(got.info.fingerprint, None)
+
+    async def _record(self, action: Action, exc: BaseException | None, ca: str | None) -> None:
+        """What one issue attempt at `ca` leaves in the rate-limit ledger (ratelimits.
+        order_events): the order if the CA accepted it, the hosts whose validation failed, a
+        rateLimited answer's Retry-After. Only the ledger's own CA ([acme]'s) is recorded; a
+        ledger that cannot be written is logged, never fails the action."""
+        ledger, scope = self.ledger, self.budget_scope
+        if ledger is None or scope is None or action.spec is None or ca not in (None, scope.ca):
+            return
+        names = action.spec.names
+        domain_of = self.registered_domain or (lambda name: name)
+        events = order_events(
+            scope, names, {domain_of(host_of(n)) for n in names}, at=self.clock(),
+            placed=exc is None or order_placed(exc), issued=exc is None,
+            failed_hosts=exc.hosts if isinstance(exc, ValidationFailed) else (),
+            rate_limited_for=exc.retry_after if isinstance(exc, RateLimited) else None)
+        for event in events:
+            try:
+                await store_write(ledger.record, event)
+            except ControllerError as err:
+                log_event("rate-limit ledger not written", level=logging.WARNING,
+                          domain=action.domain, error=str(err))
 
     def _acme(self, outcome: str, t0: float) -> None:
         if self.on_acme is not None:
@@ -353,6 +444,22 @@ class _Current:
         if action.expected_unusable:
             return self.fingerprint is None
         return self.unusable is None and self.fingerprint == action.expected_fingerprint
+
+
+class _CaOrderFailed(Exception):
+    """An order failed at every CA it was sent to (execute.py's own; never leaves _issue):
+    `message` says what each CA answered, `error` is the last one's error, `failures` the
+    consecutive failures per CA directory URL (into the status: fold.py)."""
+
+    def __init__(self, error: ControllerError, message: str, failures: dict[str, int]) -> None:
+        super().__init__(message)
+        self.error = error
+        self.failures = failures
+
+    def outcome(self, action: Action) -> Outcome:
+        streaks = tuple(CaStreak(ca, n) for ca, n in sorted(self.failures.items()) if n > 0)
+        return Outcome(action, ok=False, error=str(self), ca_failures=streaks,
+                       retry_after=getattr(self.error, "retry_after", None))
 
 
 class ApplyTrapError(TemporaryError):

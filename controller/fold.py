@@ -17,7 +17,7 @@ from datetime import datetime
 from controller.model import Desired, Observed
 from controller.plan import Action, ActionKind, Plan, Waiting
 from controller.reasons import Reason
-from controller.status import ISSUING, READY, CertStatus
+from controller.status import ISSUING, READY, CaStreak, CertStatus
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,11 @@ class Outcome:
     # order object named (None: none), from IssuedCert
     ordered_profile: str | None = None
     ca_profile: str | None = None
+    # after issue/renew from an issuer of several CAs (ports.CaChoices): the directory URL of
+    # the CA that issued the new pair, and after a failed order the consecutive failures per
+    # CA it left (None: not counted)
+    issuer_ca: str | None = None
+    ca_failures: tuple[CaStreak, ...] | None = None
 
 
 def fold(
@@ -115,7 +120,7 @@ def _succeeded(cur: CertStatus, o: Outcome, now: datetime) -> CertStatus:
 def _issued(cur: CertStatus, o: Outcome, now: datetime) -> CertStatus:
     """A new pair is stored: with the profile wanted for it and what the order carried."""
     return cur.with_issued(at=now, profile=o.action.profile, ordered=o.ordered_profile,
-                           ca_profile=o.ca_profile)
+                           ca_profile=o.ca_profile).with_issuer_ca(o.issuer_ca)
 
 
 def _failed(cur: CertStatus, o: Outcome, now: datetime) -> CertStatus:
@@ -124,6 +129,8 @@ def _failed(cur: CertStatus, o: Outcome, now: datetime) -> CertStatus:
     if o.stored_fingerprint is not None and o.action.kind is not ActionKind.APPLY:
         # a new pair was stored but could not be applied: it is not what NJet serves
         new = _issued(new, o, now)
+    elif o.ca_failures is not None:  # the order failed at every CA it was sent to
+        new = new.with_ca_failures({s.ca: s.failures for s in o.ca_failures})
     if o.needs_new_key:  # after the reset above: the trap wins
         new = new.with_new_key_needed(of=o.stored_fingerprint or o.action.expected_fingerprint)
     return new

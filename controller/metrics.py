@@ -357,10 +357,28 @@ class ControllerMetrics:
             "timestamp (absent while its last action succeeded).",
             ("name",),
         )
+        self._ari_next_poll = r.gauge(
+            "njcm_certificate_ari_next_poll_timestamp_seconds",
+            "When the controller next asks the CA's renewal information (ARI) about the stored "
+            "certificate, as a unix timestamp (absent while the CA offers none).",
+            ("name",),
+        )
+        self._ari_requests = r.counter(
+            "njcm_ari_requests_total",
+            "renewalInfo requests to the CA (ARI, RFC 9773) by result (ok: a suggested window, "
+            "error: none).",
+            ("result",),
+        )
         self._per_cert = (self._not_before, self._expiration, self._renewal, self._ready,
                           self._not_ready, self._renewals, self._served_matches,
-                          self._failing_since)
+                          self._failing_since, self._ari_next_poll)
         self._names: set[str] = set()
+        self._issuer_info = r.gauge(
+            "njcm_certificate_issuer_info",
+            "1 for the CA that issued the stored certificate, labelled with its ACME directory "
+            "URL ([acme] acmeCaDir or a [[acme.fallback]] one; absent while not known).",
+            ("name", "ca"),
+        )
         self._hook_runs = r.counter(
             "njcm_hook_runs_total",
             "[hooks] commands by hook (onIssued, onRenewed, onFailed, onDeleted) and result "
@@ -373,6 +391,15 @@ class ControllerMetrics:
             "dropped: the queue was full).",
             ("result",),
         )
+        self._rate_budget = r.gauge(
+            "njcm_acme_rate_budget_remaining",
+            "What each configured rate limit of the CA has left after the last pass's orders "
+            "(limit: newOrdersPer3h, certificatesPerDomainPerWeek, duplicatesPerWeek, "
+            "failedValidationsPerHostPerHour; for the last three the least any registered "
+            "domain, name set or host has left).",
+            ("ca", "limit"),
+        )
+        self._rate_budget_series: set[tuple[str, str]] = set()
 
     def set_certificate(
         self,
@@ -390,6 +417,18 @@ class ControllerMetrics:
         else:
             self._renewal.set(renewal_at.timestamp(), name=name)
 
+    def set_ari_next_poll(self, name: str, at: datetime | None) -> None:
+        """When `name`'s renewal information is asked for next; None removes the series."""
+        if at is None:
+            self._ari_next_poll.remove(name=name)
+            return
+        self._names.add(name)
+        self._ari_next_poll.set(at.timestamp(), name=name)
+
+    def observe_ari_request(self, result: str) -> None:
+        """One renewalInfo request: "ok" or "error"."""
+        self._ari_requests.inc(result=result)
+
     def set_certificate_ready(self, name: str, ready: bool, *, reason: str | None = None) -> None:
         """The Ready condition of `name`; when not ready, `reason` (a plan Reason) also sets
         njcm_certificate_not_ready{name, reason} to 1 (the previous reason's series goes)."""
@@ -403,7 +442,7 @@ class ControllerMetrics:
     def drop_certificate(self, name: str) -> None:
         """Remove every per-certificate series of `name` (the name left desired state)."""
         self._names.discard(name)
-        for metric in self._per_cert:
+        for metric in (*self._per_cert, self._issuer_info):
             metric.remove_matching(name=name)
 
     def retain_certificates(self, names: Iterable[str]) -> None:
@@ -451,6 +490,14 @@ class ControllerMetrics:
         self._names.add(name)
         self._failing_since.set(since.timestamp(), name=name)
 
+    def set_certificate_issuer(self, name: str, ca: str | None) -> None:
+        """njcm_certificate_issuer_info{name, ca} = 1 for the CA that issued `name`'s stored
+        certificate (the previous CA's series goes); None (not known) removes it."""
+        self._issuer_info.remove_matching(name=name)
+        if ca:
+            self._names.add(name)
+            self._issuer_info.set(1.0, name=name, ca=ca)
+
     def set_mqtt_connected(self, connected: bool) -> None:
         self._mqtt_connected.set(1.0 if connected else 0.0)
 
@@ -459,6 +506,16 @@ class ControllerMetrics:
 
     def observe_notification(self, result: str) -> None:
         self._notifications.inc(result=result)
+
+    def set_rate_budget(self, remaining: Iterable[tuple[str, str, int]]) -> None:
+        """njcm_acme_rate_budget_remaining from (ca, limit, remaining) of the last pass; the
+        series of a limit no longer in force go."""
+        now = {(ca, limit): left for ca, limit, left in remaining}
+        for ca, limit in self._rate_budget_series - set(now):
+            self._rate_budget.remove(ca=ca, limit=limit)
+        for (ca, limit), left in now.items():
+            self._rate_budget.set(float(left), ca=ca, limit=limit)
+        self._rate_budget_series = set(now)
 
     def render(self) -> str:
         return self.registry.render()

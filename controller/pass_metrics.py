@@ -76,6 +76,7 @@ class PassFeed:
                 else VerifyResult.MISMATCH)
         if not store_only and observed.njet_error is None:  # NJet unreadable: keep the last
             self._served_matches(metrics, outcomes, observed, statuses)
+        metrics.set_rate_budget((r.ca, r.limit.value, r.remaining) for r in plan.rate_budget)
         pending = {a.domain for a in plan.actions} | {w.domain for w in plan.waiting}
         self._failing(metrics, statuses, pending | set(observed.problems), now)
 

@@ -7,6 +7,7 @@ The layout under `<prefix>/.lego/` is lego's (and so NJet's own Go cert-manager'
   quarantine/<name>.<ts>/  pairs taken out of service, kept quarantineRetention (adapters/store/
                            quarantine.py lists, restores and expires them)
   gc-confirm.json          an operator's release of deletions the deletion guard holds
+  ledger/<ca host_port>.json  the rate-limit ledger of each CA (adapters/store/ledger.py)
   dns-cleanups.json        dns-01 TXT records written and not yet removed (adapters/dns/pending.py)
   journal/                 the swap journal (adapters/store/journal.py)
   journal-rejected/        journal entries recovery refused to act on, kept for inspection
@@ -97,6 +98,16 @@ class StorePaths:
     def dns_cleanups(self) -> Path:
         """dns-01 records to remove (adapters/dns/pending.py); names and TXT values only."""
         return self.lego / "dns-cleanups.json"
+
+    @property
+    def ledger(self) -> Path:
+        """The rate-limit ledgers (adapters/store/ledger.py); names and times, no key."""
+        return self.lego / "ledger"
+
+    def ledger_file(self, ca_dir_url: str) -> Path:
+        """ledger/<ca host_port>.json, named like lego's account folder of the CA."""
+        host = (urlsplit(ca_dir_url).netloc or "ca").replace(":", "_")
+        return self.ledger / f"{host}.json"
 
     @property
     def journal(self) -> Path:

@@ -11,6 +11,13 @@ of the orphaned chain) sees how many of the stored certificates this pass would 
 whether the operator's confirmation (`release`, read from `.lego/gc-confirm.json` by the
 caller) covers them. `Plan.gc_hold` says what the guard holds; `Plan.gc_released` what a
 confirmation let through.
+
+The rate-limit budget works the same way (`budget`, the ledger snapshot the caller read, with
+the limits in force): after the per-subject chain, the orders it admitted are decided again in
+`order_priority` (renewals of stored certificates first, the urgent ones ahead, then first
+issuances by name), each with `Subject.budget` saying what it would spend after the orders
+before it, so the rate-budget hold (a hold of the desired chain) keeps back those that no
+longer fit. `Plan.rate_budget` says what each limit has left after the admitted orders.
 """
 
 from __future__ import annotations
@@ -29,6 +36,9 @@ from controller.model import (
     NjetTarget,
     Observed,
 )
+from controller.policies.budget import ORDERS, order_priority
+from controller.policies.ratelimits import BudgetBook, BudgetInput, BudgetRemaining
+from controller.policies.renewal import replaces_id
 from controller.policy import (
     DESIRED,
     ORPHANED,
@@ -43,9 +53,8 @@ from controller.policy import (
     renewal_time,
     wanted_profile,
 )
-from controller.policies.renewal import replaces_id
 from controller.reasons import Reason
-from controller.status import CertStatus
+from controller.status import CaStreak, CertStatus
 
 
 @dataclass(frozen=True)
@@ -72,6 +81,9 @@ class Action:
     # renew: the ARI identifier of the certificate it replaces (RFC 9773 `replaces`), when
     # the CA's renewal information was fetched for it
     replaces: str | None = None
+    # issue/renew: the certificate's consecutive failed orders per CA (from its status), from
+    # which the executor picks the CA (policies/fallback.py)
+    ca_failures: tuple[CaStreak, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -111,6 +123,8 @@ class Plan:
     notes: tuple[str, ...] = field(default=())
     gc_hold: GcHold | None = None  # what the deletion guard holds back (None: nothing)
     gc_released: tuple[str, ...] = ()  # deletions admitted by the operator's confirmation
+    # what each configured rate limit has left after this pass's orders (metrics)
+    rate_budget: tuple[BudgetRemaining, ...] = ()
 
     @property
     def in_sync(self) -> bool:
@@ -147,12 +161,19 @@ def plan(
     settings: PolicySettings,
     *,
     release: GcRelease | None = None,
+    budget: BudgetInput | None = None,
 ) -> Plan:
-    """`release`: the operator's confirmation on file (`gc confirm`), None when there is none."""
+    """`release`: the operator's confirmation on file (`gc confirm`), None when there is none;
+    `budget`: the rate-limit ledger and limits of the CA, None when no limit applies."""
     out = _Collected(notes=list(pass_notes(observed, settings)))
-    for domain in sorted(desired.specs):
-        s = subject(domain, desired.specs[domain], observed, statuses.get(domain), now, settings)
-        out.add(s, decide(DESIRED, s))
+    decided = [(s, decide(DESIRED, s)) for s in (
+        subject(d, desired.specs[d], observed, statuses.get(d), now, settings)
+        for d in sorted(desired.specs))]
+    remaining: tuple[BudgetRemaining, ...] = ()
+    if budget is not None:
+        decided, remaining = _spend_budget(decided, budget, now)
+    for s, d in decided:
+        out.add(s, d)
     orphans = [subject(d, None, observed, statuses.get(d), now, settings)
                for d in sorted(set(observed.stored) - set(desired.specs))]
     first = [decide(ORPHANED, s) for s in orphans]
@@ -185,7 +206,27 @@ def plan(
         gc_hold=GcHold(tuple(held), deletions.stored) if held else None,
         gc_released=(tuple(sorted(deletions.pending))
                      if deletions.too_many(settings.max_delete_share) and not held else ()),
+        rate_budget=remaining,
     )
+
+
+def _spend_budget(
+    decided: list[tuple[Subject, Decision]], budget: BudgetInput, now: datetime
+) -> tuple[list[tuple[Subject, Decision]], tuple[BudgetRemaining, ...]]:
+    """The orders the chain admitted, decided again in `order_priority` with what each would
+    spend after those before it (`Subject.budget`); an order still admitted spends it."""
+    book = BudgetBook(budget, now)
+    orders = [(order_priority(s, d.act), i) for i, (s, d) in enumerate(decided)
+              if d.act is not None and d.act.kind in ORDERS and s.spec is not None]
+    out = list(decided)
+    for _, i in sorted(orders):
+        s = decided[i][0]
+        assert s.spec is not None
+        d = decide(DESIRED, replace(s, budget=book.for_order(s.spec.names)))
+        if d.act is not None and d.act.kind in ORDERS:
+            book.spend(s.spec.names)
+        out[i] = (s, d)
+    return out, book.remaining()
 
 
 def subject(
@@ -250,6 +291,8 @@ class _Collected:
                          if s.spec is not None and d.act.kind in _ORDERS else None),
                 reuse_key=keeps_key(s, d.act),
                 replaces=replaces_id(s) if d.act.kind is ActionKind.RENEW else None,
+                ca_failures=(s.status.ca_failures
+                             if s.status is not None and d.act.kind in _ORDERS else ()),
             ))
         self.waiting.extend(Waiting(s.domain, w.reason, w.message, w.until) for w in d.waits)
         self.scheduled.extend(Scheduled(s.domain, x.reason, x.message, x.at) for x in d.later)

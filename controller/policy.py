@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 from controller.model import Observed
 from controller.policies.backoff import backoff
+from controller.policies.budget import rate_budget
 from controller.policies.njet import (
     bootstrap_key_type_differs,
     issued_not_applied,
@@ -110,7 +111,8 @@ DESIRED = Chain(
         # a good pair NJet does not serve: apply
         not_served,
     ),
-    holds=(backoff,),
+    # rate_budget needs the pass-wide figures plan() puts in Subject.budget
+    holds=(backoff, rate_budget),
     caveats=(issued_not_applied,),
     notes=(bootstrap_key_type_differs, profile_not_offered),
 )

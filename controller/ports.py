@@ -1,17 +1,19 @@
 """Every Protocol between the steps and the adapters, each with its contract. No implementations.
 
-Who implements what: CertStore (adapters/store/lego.py), Issuer (adapters/acme/client.py),
+Who implements what: CertStore (adapters/store/lego.py), Issuer (adapters/acme/client.py;
+its CaChoices: adapters/acme/multi.py),
 AriPoller (adapters/acme/ari.py),
 NjetReader + NjetWriter (adapters/njet/api.py), Prober (app.tls_probe over
 adapters/njet/probe.py), StatusPersistence (adapters/store/statusfile.py), RuntimeSpecs
 (adapters/store/runtime.py), GcConfirmations (adapters/store/gcconfirm.py), QuarantineExpiry
-(adapters/store/quarantine.py), ChallengeSolver + LeftoverCleaner (adapters/challenges/,
-adapters/dns/solver.py), DnsProvider (adapters/dns/: rfc2136.py, lexicon_provider.py,
-exec_provider.py), DesiredLoader (app.py over desired_source.py), AdminBackend +
-PassObserver (admin_backend.py; the event log's PassEvents in adapters/store/events.py is a
-PassObserver too), ActionProgress (cli_output.py; tests/unit/test_cli_certs.py records one).
-tests/fakes.py holds an in-memory fake of each that tests/unit/test_fakes.py checks against
-these Protocols (statically with mypy, and by behaviour).
+(adapters/store/quarantine.py), RateLedger (adapters/store/ledger.py), ChallengeSolver +
+LeftoverCleaner (adapters/challenges/, adapters/dns/solver.py), DnsProvider (adapters/dns/:
+rfc2136.py, lexicon_provider.py, exec_provider.py), DesiredLoader (app.py over
+desired_source.py), AdminBackend + PassObserver (admin_backend.py; the event log's PassEvents
+in adapters/store/events.py is a PassObserver too), ActionProgress (cli_output.py;
+tests/unit/test_cli_certs.py records one). tests/fakes.py holds an in-memory fake of each that
+tests/unit/test_fakes.py checks against these Protocols (statically with mypy, and by
+behaviour).
 
 Rules for every port:
 - All datetimes crossing these interfaces are timezone-aware UTC; "now" comes from one `Clock`.
@@ -48,6 +50,7 @@ from controller.model import (
 )
 from controller.njetmatch import NjetServer
 from controller.plan import Plan
+from controller.policies.ratelimits import LedgerEvent, LedgerSnapshot
 from controller.policy import GcRelease
 from controller.status import CertStatus
 
@@ -127,6 +130,25 @@ class Issuer(Protocol):
 IssuerFactory = Callable[[], Awaitable[Issuer]]
 """Builds the issuer on first use and returns the same one after (so `diff` never registers an
 ACME account). May raise ConfigError (bad CA URL, unreadable caBundle) or TemporaryError."""
+
+
+@runtime_checkable
+class CaChoices(Protocol):
+    """An optional capability of an Issuer (check with isinstance): it stands for an ordered
+    list of CAs, [acme]'s first, then the `[[acme.fallback]]` ones (adapters/acme/multi.py).
+
+    `cas` are their directory URLs, in order (at least one, each once); `fallback_after` is
+    `[acme] fallbackAfter`. `for_ca(i)` returns the Issuer of `cas[i]`, each with its own
+    account, built on first use and the same one after; it raises ConfigError when that CA
+    cannot be used as configured (e.g. an unreadable caBundle). Which CA an order goes to is
+    policies/fallback.py's decision, made by the Executor; `issue` itself orders from `cas[0]`.
+    """
+
+    @property
+    def cas(self) -> tuple[str, ...]: ...
+    @property
+    def fallback_after(self) -> int: ...
+    async def for_ca(self, index: int) -> Issuer: ...
 
 
 @dataclass(frozen=True)
@@ -280,6 +302,28 @@ class QuarantineExpiry(Protocol):
     def expire(self, now: datetime) -> list[str]: ...
 
 
+class RateLedger(Protocol):
+    """The rate-limit ledger of one CA (adapters/store/ledger.py: `.lego/ledger/<ca
+    host_port>.json`; the shared store in fleet mode): what the CA counts against the budgets
+    of `[acme.rateLimits]` (policies/ratelimits.py).
+
+    `record(event)` adds one event of this ledger's CA (orders, failed validations, rateLimited
+    answers) and forgets those older than the longest window; a record that cannot be written
+    raises StoreError naming the file (the executor logs it; the event is still counted in
+    memory). `snapshot(now)` returns the events within the longest window before `now` as
+    pure data, never raises (an unreadable ledger is logged and read as empty). Called from the
+    event loop and from worker threads: thread-safe.
+    """
+
+    def record(self, event: LedgerEvent) -> None: ...
+    def snapshot(self, now: datetime) -> LedgerSnapshot: ...
+
+
+RegisteredDomain = Callable[[str], str]
+"""A DNS name's registered domain by the public suffix list ("a.example.co.uk" ->
+"example.co.uk"; adapters/store/psl.py over the packaged list, never downloaded)."""
+
+
 class RuntimeSpecs(Protocol):
     """The servers NJet announced at runtime (adapters/store/runtime.py).
 
@@ -375,6 +419,15 @@ class LeftoverCleaner(Protocol):
     """
 
     async def remove_leftovers(self) -> list[str]: ...
+
+
+@runtime_checkable
+class Stoppable(Protocol):
+    """An optional capability of an Issuer (check with isinstance): `stop()` makes every call
+    in flight give up at its next request and refuses new ones at once (SIGTERM must end the
+    process within seconds even while a CA hangs). Synchronous, idempotent, never raises."""
+
+    def stop(self) -> None: ...
 
 
 # -- the admin API -----------------------------------------------------------------------------

@@ -60,6 +60,11 @@ class Reason(StrEnum):
     we manage, or all of them: nothing is deleted until an operator confirms once
     (`njet-cert-manager gc confirm` or POST /api/v1/gc/confirm)."""
 
+    RATE_LIMIT_BUDGET = "RateLimitBudget"
+    """The order would exceed a rate limit of the CA (`[acme.rateLimits]`, counted in
+    `.lego/ledger/`), or the CA answered rateLimited for the name's registered domain: it
+    waits until the window frees a slot. Renewals take a short budget before first issuances."""
+
     NOT_YET_VALID = "NotYetValid"
     """The stored certificate's notBefore is still ahead: it is not servable yet, so it is not
     applied until then (the wait ends at notBefore)."""

@@ -2,8 +2,9 @@
 
 Data flow of a pass: desired (njet.conf + runtime-announced servers) + observe() + status →
 (executing passes: the ARI step records the CA's renewal windows that are due, ari.py) →
-plan() → execute() → fold() → status saved. Entry points (cli, admin API, MQTT listener) only
-call `wake()` or `converge()`; events never carry "what to do".
+plan() (with the rate-limit ledger's snapshot, when a budget applies) → execute() (which
+records each order in the ledger) → fold() → status saved. Entry points (cli, admin API, MQTT
+listener) only call `wake()` or `converge()`; events never carry "what to do".
 
 Parsing njet.conf and scanning the store run off the event loop (threads.off_loop: daemon
 threads, never joined), so the admin API and the signal handlers answer during a long parse,
@@ -33,6 +34,7 @@ from controller.logs import log_event
 from controller.model import Desired, Observed
 from controller.observe import Gatherer
 from controller.plan import Plan, next_renewal, plan
+from controller.policies.ratelimits import BudgetInput, BudgetScope, host_of
 from controller.policy import GcRelease, PolicySettings
 from controller.ports import (
     Clock,
@@ -40,6 +42,8 @@ from controller.ports import (
     GcConfirmations,
     PassObserver,
     QuarantineExpiry,
+    RateLedger,
+    RegisteredDomain,
     StatusPersistence,
 )
 from controller.status import CertStatus
@@ -76,6 +80,12 @@ class Reconciler:
     # the ARI step (ari.py): polls the CA's renewal windows before an executing pass plans
     # (None: [acme] ari = false, or read-only commands)
     ari: AriStep | None = None
+    # the rate-limit ledger read at the start of every pass for plan()'s budget, with the CA,
+    # account and limits it counts for and the public suffix lookup (None: no budget)
+    ledger: RateLedger | None = None
+    budget_scope: BudgetScope | None = None
+    registered_domain: RegisteredDomain | None = None
+    _domains: dict[str, str] = field(default_factory=dict)  # host -> registered domain
     _statuses: dict[str, CertStatus] | None = None
     _last_desired: Desired | None = None
     _loads_in_flight: int = 0  # desired-state loads running on a daemon thread
@@ -156,8 +166,22 @@ class Reconciler:
         if poll and self.ari is not None:
             await self._poll_ari(desired, observed)
         release = self.gc_confirmations.load() if self.gc_confirmations is not None else None
-        p = plan(desired, observed, self.statuses, self.clock(), self.settings, release=release)
+        now = self.clock()
+        p = plan(desired, observed, self.statuses, now, self.settings, release=release,
+                 budget=self._budget(desired, now))
         return PassResult(desired, observed, p, release=release)
+
+    def _budget(self, desired: Desired, now: datetime) -> BudgetInput | None:
+        """The rate-limit ledger as this pass begins, the limits in force and the registered
+        domain of every desired name (looked up once per name); None: no limit applies."""
+        scope, ledger = self.budget_scope, self.ledger
+        if scope is None or ledger is None or not scope.limits.any:
+            return None
+        domain_of = self.registered_domain or (lambda name: name)
+        hosts = {host_of(n) for spec in desired.specs.values() for n in spec.names}
+        known = self._domains
+        self._domains = {h: known[h] if h in known else domain_of(h) for h in hosts}
+        return BudgetInput(scope, ledger.snapshot(now), self._domains)
 
     async def pass_once(self, *, probe: bool = False, keep_last_good: bool = False) -> PassResult:
         started = time.monotonic()

@@ -69,6 +69,8 @@ class Service:
         # every finished action into the event log (`certs show`, GET /api/v1/events)
         self.app.reconciler.observers.append(PassEvents(events))
         self.app.reconciler.executor.on_acme = self.metrics.observe_acme_request
+        if self.app.reconciler.ari is not None:  # renewalInfo requests by result
+            self.app.reconciler.ari.on_request = self.metrics.observe_ari_request
         self.mqtt: MqttListener | None = None
         self.admin: AdminServer | None = None
         self._stop_requested = False

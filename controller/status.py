@@ -12,12 +12,15 @@ Its `conditions` (Ready, Issuing: `Condition`) are set by fold.py after each pas
 `with_condition`, which moves a condition's last transition only when its status flips; `certs
 show` prints them. The ARI step (controller/ari.py) records the CA's renewal information
 (`AriState`: the suggested window of the stored certificate, the next poll) and the renewal
-time it chose inside that window through `with_ari`. Pure.
+time it chose inside that window through `with_ari`. With `[[acme.fallback]]` CAs, fold.py
+records which CA issued the stored pair (`with_issuer_ca`, which ends the failure streaks) and
+the consecutive failures per CA (`with_ca_failures`: `CaStreak`). Pure.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Literal
@@ -51,6 +54,14 @@ class Condition:
 
 RENEWAL_SOURCE_ARI = "ari"
 """`CertStatus.renewal_source` of a renewal time chosen inside the CA's ARI window."""
+
+
+@dataclass(frozen=True, slots=True)
+class CaStreak:
+    """Consecutive failed orders of one certificate from the CA at `ca` (a directory URL)."""
+
+    ca: str
+    failures: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +132,11 @@ class CertStatus:
     # when this controller last stored a new pair for the name (the certificate's age for
     # `forceRenewMinAge`; a CA may backdate notBefore)
     issued_at: AwareDatetime | None = None
+    # the directory URL of the CA ([acme]'s or a [[acme.fallback]] one) that issued the stored
+    # pair; None: not known (adopted from lego, or stored before this was recorded)
+    issuer_ca: str | None = None
+    # consecutive failed orders per CA since the last issuance (policies/fallback.py)
+    ca_failures: tuple[CaStreak, ...] = ()
     # the ACME profile wanted when this controller ordered the stored pair ("": the CA's
     # default); None = unknown (adopted from lego, or stored before profiles were recorded),
     # which never triggers a renewal (policies/renewal.py profile_changed)
@@ -226,6 +242,20 @@ class CertStatus:
         new = Condition(type_, status, reason, message, since)
         rest = tuple(c for c in self.conditions if c.type != type_)
         return replace(self, conditions=tuple(sorted((*rest, new), key=_condition_order)))
+
+    def with_issuer_ca(self, ca: str | None) -> CertStatus:
+        """A new pair ordered from the CA at `ca` (its directory URL; None: not known) was
+        stored: every CA's failure streak ends, so the next order starts at [acme]'s CA."""
+        return replace(self, issuer_ca=ca, ca_failures=())
+
+    def with_ca_failures(self, failures: Mapping[str, int]) -> CertStatus:
+        """An order failed: the consecutive failures per CA directory URL it left."""
+        streaks = tuple(CaStreak(ca, n) for ca, n in sorted(failures.items()) if n > 0)
+        return replace(self, ca_failures=streaks)
+
+    def ca_failure_counts(self) -> dict[str, int]:
+        """`ca_failures` as {directory URL: consecutive failures}."""
+        return {s.ca: s.failures for s in self.ca_failures}
 
     def with_new_key_needed(self, *, of: str | None) -> CertStatus:
         """NJet's code-11 trap: only a renewal with a fresh key gets the pair `of` served.

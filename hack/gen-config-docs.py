@@ -44,6 +44,14 @@ SECTIONS: dict[str, str] = {
                " The controller itself ignores this section.",
     "acme": "The ACME CA, the account and the challenge servers; the defaults of every"
             " certificate (a `[certificates.\"name\"]` table overrides some per certificate).",
+    "acme.fallback[]": "`[[acme.fallback]]`: a CA tried after `[acme]`'s, in the order listed,"
+                       " when `[acme]`'s keeps failing for a certificate (connection errors,"
+                       " 5xx, rate limits; never after a refusal of the name): at its"
+                       " `fallbackAfter`-th consecutive failure, and in the same pass when its"
+                       " directory cannot be reached at all. The next renewal tries `[acme]`'s"
+                       " CA first again. Each CA has its own account"
+                       " (`.lego/accounts/<ca host_port>/<email>/`); errors name an entry"
+                       " `acme.fallback[0]` (counted from 0).",
     "njet": "Where desired state comes from (njet.conf) and where certificates are applied"
             " (NJet's control API).",
     "mqtt": "NJet's MQTT broker, whose events (`generateCertificate`, `deleteCertificate`, the"
@@ -108,6 +116,17 @@ KEYS: dict[str, str] = {
                      " type change always makes a new one",
     "acme.httpValidationPort": "the port the CA connects to for http-01 (where NJet's port-80"
                                " server listens, with `proxyHttpChallengeServerIp`)",
+    "acme.fallbackAfter": "consecutive failed orders of a certificate at a CA (connection"
+                          " errors, 5xx, rate limits) after which the next `[[acme.fallback]]`"
+                          " CA is tried, in the same pass; an unreachable directory falls back"
+                          " at once",
+    "acme.fallback[].acmeCaDir": "the CA's ACME directory URL (required; each CA once)",
+    "acme.fallback[].caBundle": "a PEM file trusted for this CA's HTTPS; relative to the prefix",
+    "acme.fallback[].eabKid": "external account binding at this CA: the key id",
+    "acme.fallback[].eabHmacKey": "external account binding at this CA: the base64url HMAC key",
+    "acme.fallback[].profile": "the ACME profile to request from this CA (a certificate's own"
+                               " profile wins)",
+    "acme.fallback[].email": "the account contact at this CA; unset = `[acme] email`",
     "njet.confPath": "the njet.conf to read desired state from (relative to the prefix)",
     "njet.apiAddress": 'NJet\'s control API; `""` = store-only mode (issue and renew into the'
                        " store, never apply or probe)",

@@ -8,6 +8,7 @@
     statuses = MemoryStatus()                 # StatusPersistence
     desired = FakeDesired(specs)              # DesiredLoader
     observer = RecordingObserver()            # PassObserver
+    ledger = MemoryLedger(ca)                 # RateLedger
 
 Each follows its Protocol's written contract, records what it was asked, and can be told to
 fail. tests/unit/test_fakes.py checks every fake against its Protocol (mypy) and by behaviour.
@@ -43,6 +44,7 @@ from controller.model import (
 )
 from controller.njetmatch import NjetCertEntry, NjetServer, canonical_listen
 from controller.plan import Plan
+from controller.policies.ratelimits import LONGEST_WINDOW, LedgerEvent, LedgerSnapshot
 from controller.policy import GcRelease
 from controller.status import CertStatus
 from tests.certbuilder import LocalCA, make_cert
@@ -513,6 +515,34 @@ class MemoryGcConfirmations:
             return False
         self.release = None
         return True
+
+
+class MemoryLedger:
+    """RateLedger in memory for the CA `ca`: `events` as recorded (those past the longest
+    window forgotten at each record, as the file ledger does); `fail` makes the next records
+    raise StoreError (one each)."""
+
+    def __init__(self, ca: str = "https://ca.fake/dir") -> None:
+        self.ca = ca
+        self.events: list[LedgerEvent] = []
+        self.fail = 0
+
+    def record(self, event: LedgerEvent) -> None:
+        if event.ca != self.ca:
+            raise ValueError(f"the ledger of {self.ca} cannot record an event of {event.ca}")
+        if self.fail:
+            self.fail -= 1
+            raise StoreError("cannot write memory://ledger: disk full (ENOSPC)")
+        self.events = sorted([e for e in self.events if _ledger_alive(e, event.at)] + [event],
+                             key=lambda e: e.at)
+
+    def snapshot(self, now: datetime) -> LedgerSnapshot:
+        return LedgerSnapshot(self.ca, now, tuple(e for e in self.events
+                                                  if _ledger_alive(e, now)))
+
+
+def _ledger_alive(e: LedgerEvent, now: datetime) -> bool:
+    return e.at > now - LONGEST_WINDOW or (e.until is not None and e.until > now)
 
 
 class RecordingExpiry:

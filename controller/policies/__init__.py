@@ -4,6 +4,7 @@ What a check sees and may answer is in subject.py; the chains that put the check
 (the spec) are in controller/policy.py, which plan.py walks. Modules: store.py (nothing usable
 is stored: issue), renewal.py (when and why to renew), njet.py (the running NJet: apply, or
 wait for it), validity.py (a pair not valid yet waits), backoff.py (earlier failures hold
-an action back), orphan.py (names that left desired state). No I/O, no clock, no randomness:
+an action back), orphan.py (names that left desired state), fallback.py (which CA an order
+goes to: [acme]'s, or a [[acme.fallback]] CA). No I/O, no clock, no randomness:
 `now` is always passed in.
 """

@@ -3,17 +3,18 @@
 `renewal_window()` / `renewal_time()`: the instant renewal becomes due (also used by
 plan.next_renewal for `certs list`, metrics and the timer); `renewal_choice()` says which rule
 set it (a time chosen inside the CA's ARI window, the lifetime rule, the emergency override),
-for `diff`; `replaces_id()` the ARI identifier a renewal order names as the one it replaces. The checks: an operator's forced
-renewal, names or key type that changed (the CN as certinfo.csr_common_name picks it: a first
-name over 64 characters cannot be the CN), the ACME profile that changed, expiry, and the
-renewal time reached. `wanted_profile()` is the profile a spec wants (its own, else [acme]'s;
-plan.spec_hash counts it); `keeps_key()` whether a renewal reuses the stored key (reuseKey);
-the note `profile_not_offered` says when the pair has the CA's default profile instead.
+for `diff`; `replaces_id()` the ARI identifier a renewal order names as the one it replaces.
+The checks: an operator's forced renewal, names or key type that changed (the CN as
+certinfo.csr_common_name picks it: a first name over 64 characters cannot be the CN), the ACME
+profile that changed, expiry, and the renewal time reached. `wanted_profile()` is the profile a
+spec wants (its own, else [acme]'s; plan.spec_hash counts it); `keeps_key()` whether a renewal
+reuses the stored key (reuseKey); the note `profile_not_offered` says when the pair has the
+CA's default profile instead.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from controller.certinfo import csr_common_name
@@ -66,25 +67,23 @@ def renewal_choice(stored: StoredCert, status: CertStatus | None, renew_before: 
     """
     info = stored.info
     lifetime = info.not_after - info.not_before
-    state = status.ari if status is not None and ari else None
-    if state is not None and (state.fingerprint != info.fingerprint or not state.has_window):
-        state = None
-    window = ({} if state is None else
-              {"window_start": state.window_start, "window_end": state.window_end,
-               "explanation_url": state.explanation_url})
     chosen = status.renewal_at if status is not None else None
     if status is not None and chosen is not None and (
             status.renewal_for not in (None, info.fingerprint)
             or (status.renewal_source == RENEWAL_SOURCE_ARI and not ari)):
         chosen = None
-    if chosen is not None:
+    if status is not None and chosen is not None:
         emergency = info.not_after - lifetime / 10
-        if emergency < chosen:
-            return RenewalChoice(emergency, EMERGENCY_RULE, **window)
-        assert status is not None
-        return RenewalChoice(chosen, status.renewal_source or CHOSEN, **window)
-    return RenewalChoice(info.not_after - renewal_window(lifetime, renew_before), LIFETIME_RULE,
-                         **window)
+        choice = (RenewalChoice(emergency, EMERGENCY_RULE) if emergency < chosen
+                  else RenewalChoice(chosen, status.renewal_source or CHOSEN))
+    else:
+        choice = RenewalChoice(info.not_after - renewal_window(lifetime, renew_before),
+                               LIFETIME_RULE)
+    state = status.ari if status is not None and ari else None
+    if state is None or state.fingerprint != info.fingerprint or not state.has_window:
+        return choice
+    return replace(choice, window_start=state.window_start, window_end=state.window_end,
+                   explanation_url=state.explanation_url)
 
 
 def renewal_time(

@@ -12,8 +12,9 @@ it may sit anywhere in a chain and nothing relies on its position. Kinds of chec
 
 Built by plan.py (one Subject per desired name and per stored orphan); the chains that order
 the checks are in controller/policy.py. A check that needs a figure of the whole pass (the
-deletion guard: how many deletions of how many stored certificates) reads it from a field plan()
-fills in (`Subject.deletions`), so each check still looks at one Subject only.
+deletion guard: how many deletions of how many stored certificates; the rate-limit budget: what
+is left after this pass's earlier orders) reads it from a field plan() fills in
+(`Subject.deletions`, `Subject.budget`), so each check still looks at one Subject only.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from controller.model import (
     NjetTarget,
     StoredCert,
 )
+from controller.policies.ratelimits import OrderBudget
 from controller.reasons import Reason
 from controller.status import CertStatus
 
@@ -112,6 +114,9 @@ class Subject:
     settings: PolicySettings
     # pass-wide deletion figures for the deletion guard (None: not known, or no deletion due)
     deletions: PassDeletions | None = None
+    # what this subject's order would spend of the rate-limit budget after the orders this pass
+    # admitted before it (plan.py fills it in; None: no budget, or no order decided)
+    budget: OrderBudget | None = None
 
     @property
     def desired(self) -> bool:

@@ -24,7 +24,7 @@ from bench.served import MARKS
 pytestmark = pytest.mark.pebble
 
 TINY = Options(runs=1, trials=1, names=2, peer_certs=1, concurrency=4, scale=200,
-               sim_servers=200, events=50, mode="smoke")
+               sim_servers=200, events=50, dns_runs=1, wildcards=2, mode="smoke")
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +102,14 @@ def test_every_bench_runs_once_and_reports_every_figure(bench_pebble: Any,
     positive(events, "reconciles", "seconds_until_quiet", "publish_seconds")
     assert isinstance(events["in_sync_after"], bool)
     check_goals(benches["events"])
+
+    dns01 = benches["dns01"]["figures"]
+    positive(dns01["http01_issue_seconds"], "median")
+    positive(dns01["dns01_issue_seconds"], "median")
+    positive(dns01, "ratio_to_http01")
+    assert dns01["wildcards"]["certs"] == 2 and dns01["wildcards"]["records_left"] == 0
+    positive(dns01["wildcards"], "batch_seconds", "per_cert_seconds")
+    check_goals(benches["dns01"])
 
     doc = document(TINY, bench_pebble, benches, started=started, peers=peers,
                    machine_at_start=machine())

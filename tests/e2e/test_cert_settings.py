@@ -169,7 +169,7 @@ async def test_the_order_carries_the_certificates_profile_else_the_acme_one(
     tmp_path: Path, pebble: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sent = advertise_profiles(monkeypatch, "classic", "shortlived")
-    issuer = issuer_for(pebble, tmp_path, profile="classic")
+    issuer = issuer_for(pebble, tmp_path, profile="classic", profileRequired=True)
     try:
         own = unique("own")
         await issuer.issue(CertificateSpec(own, (own,), profile="shortlived"), KeyType.EC256)
@@ -194,8 +194,8 @@ async def test_a_certificates_profile_the_ca_does_not_offer_is_a_config_error(
     issuer = issuer_for(pebble, tmp_path)
     try:
         with pytest.raises(ConfigError, match=r'\[certificates\."p\.test"\] profile .*offers none'):
-            await issuer.issue(CertificateSpec("p.test", ("p.test",), profile="shortlived"),
-                               KeyType.EC256)
+            await issuer.issue(CertificateSpec("p.test", ("p.test",), profile="shortlived",
+                                               profile_required=True), KeyType.EC256)
         plain = unique("plain")
         await issuer.issue(CertificateSpec(plain, (plain,)), KeyType.EC256)
     finally:

@@ -196,7 +196,7 @@ KNOWN_KEYS: dict[str, tuple[str, ...]] = {
     "acme": ("email", "challengeType", "acmeCaDir", "tlsChallengeServerAddress",
              "httpChallengeServerAddress", "proxyHttpChallengeServerIp", "renewBeforeDays",
              "keyType", "caBundle", "eabKid", "eabHmacKey", "profile", "httpValidationPort",
-             "profileRequired", "reuseKey"),
+             "profileRequired", "reuseKey", "fallback", "fallbackAfter"),
     "njet": ("confPath", "apiAddress", "maxConfBytes"),
     "mqtt": ("mqttServerAddress",),
     "log": ("v", "format"),
@@ -335,6 +335,23 @@ def named_keys(data: Any) -> set[str]:
             names.update(f"{section}.{key}" for key in value)
         if section == "certificates" and isinstance(value, dict):
             names.update(_certificate_keys(value))
+        if section == "acme" and isinstance(value, dict):
+            names.update(_fallback_keys(value.get("fallback")))
+    return names
+
+
+FALLBACK_KEYS = ("acmeCaDir", "caBundle", "eabKid", "eabHmacKey", "profile", "email")
+
+
+def _fallback_keys(entries: Any) -> set[str]:
+    """How the controller names [[acme.fallback]] entries: acme.fallback[0].acmeCaDir."""
+    if not isinstance(entries, list):
+        return set()
+    names: set[str] = set()
+    for i, entry in enumerate(entries):
+        names.add(f"acme.fallback[{i}]")
+        keys = set(FALLBACK_KEYS) | (set(entry) if isinstance(entry, dict) else set())
+        names.update(f"acme.fallback[{i}].{key}" for key in keys)
     return names
 
 

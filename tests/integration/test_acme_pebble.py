@@ -341,7 +341,7 @@ async def test_external_account_binding(
 async def test_a_profile_the_ca_does_not_offer_is_a_config_error(
     pebble: Any, tmp_path: Path
 ) -> None:
-    issuer = make_issuer(pebble, tmp_path, profile="shortlived")
+    issuer = make_issuer(pebble, tmp_path, profile="shortlived", profile_required=True)
     with pytest.raises(ConfigError, match=r"'shortlived' is not offered.*offers none"):
         await issuer.issue(spec_for(unique_names(1)), KeyType.EC256)
     assert files_under(tmp_path) == set()

@@ -1,8 +1,9 @@
 """The hosted DNS providers (controller/adapters/dns/lexicon_provider.py: dns-lexicon) against
-local servers that speak Cloudflare's, Alibaba Cloud DNS's and DNSPod's APIs from recorded
-shapes (tests/integration/dns_fakes.py, tests/data/dns/): their clouds cannot be reached from
-here. Real dns-lexicon, real requests, real HTTP over loopback; every other connection and name
-lookup is refused and fails the test (nothing fetches the public suffix list).
+local servers that speak Cloudflare's, Alibaba Cloud DNS's, DNSPod's and Route 53's APIs from
+recorded shapes (tests/integration/dns_fakes.py, tests/data/dns/): their clouds cannot be
+reached from here. Real dns-lexicon, real requests (boto3 for Route 53), real HTTP over
+loopback; every other connection and name lookup is refused and fails the test (nothing fetches
+the public suffix list).
 
 Checked per provider: present creates the record (name, value, TTL), a second value at the same
 name keeps both, cleanup removes only ours (not a value at the same name, not a record at a
@@ -23,15 +24,15 @@ import pytest
 
 from controller.adapters.dns.lexicon_provider import INSTALL_HINT, LexiconProvider
 from controller.errors import ConfigError, TemporaryError
-from tests.integration.dns_fakes import (
+from controller.ports import DnsProvider
+from tests.integration.dns_fake_apis import (
     AUTH_FAILURE,
     CREDENTIALS,
     FAKES,
     PROVIDERS,
-    ZONE,
-    FakeApi,
     point_lexicon,
 )
+from tests.integration.dns_fakes import ZONE, FakeApi
 from tests.logcapture import capture_logs
 
 pytest.importorskip("lexicon", reason="dns-lexicon (the dns-hosted extra) is not installed")
@@ -71,6 +72,8 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
 async def fake(request: pytest.FixtureRequest,
                monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeApi]:
     provider = request.param
+    if provider == "route53":
+        pytest.importorskip("boto3", reason="boto3 (dns-lexicon's route53 extra) is not installed")
     api = FAKES[provider](provider, dict(CREDENTIALS[provider]))
     point_lexicon(monkeypatch, provider, await api.start())
     try:
@@ -91,7 +94,7 @@ def secrets_of(provider: str) -> list[str]:
 
 
 async def test_present_creates_the_record_with_name_value_and_ttl(fake: FakeApi) -> None:
-    provider = hosted(fake, ttl=120)
+    provider: DnsProvider = hosted(fake, ttl=120)  # the port, structurally
     await provider.present(zone=ZONE, fqdn=NAME, value=OURS)
     [record] = [r for r in fake.records if r.type == "TXT"]
     assert (record.name, record.value, record.ttl) == (NAME, OURS, 120)
@@ -159,9 +162,13 @@ async def test_wrong_credentials_are_a_config_error_without_the_credential(
     assert AUTH_FAILURE[fake.provider] in fake.by_name
 
 
-async def test_a_401_is_a_config_error(fake: FakeApi) -> None:
+async def test_an_unauthorized_answer_is_a_config_error(fake: FakeApi) -> None:
+    """A 401 (Route 53: AWS's 403 InvalidClientTokenId) for every request."""
     fake.fail = "error_unauthorized"
-    with pytest.raises(ConfigError, match=rf"dns provider {fake.provider}: present .*HTTP 401"):
+    status = fake.by_name["error_unauthorized"].status
+    assert status == (403 if fake.provider == "route53" else 401)
+    expected = rf"dns provider {fake.provider}: present .*HTTP {status}"
+    with pytest.raises(ConfigError, match=expected):
         await hosted(fake).present(zone=ZONE, fqdn=NAME, value=OURS)
 
 
@@ -178,7 +185,7 @@ async def test_a_503_is_a_temporary_error(fake: FakeApi) -> None:
 
 async def test_a_provider_that_never_answers_is_a_temporary_error(fake: FakeApi) -> None:
     fake.hang = True
-    with pytest.raises(TemporaryError, match="no answer within 0.5 s"):
+    with pytest.raises(TemporaryError, match=r"no answer within 0\.5 s"):
         await hosted(fake, timeout=0.5).present(zone=ZONE, fqdn=NAME, value=OURS)
 
 

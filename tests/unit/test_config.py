@@ -192,7 +192,7 @@ KEYS = {
     "acme": ["email", "challengeType", "acmeCaDir", "tlsChallengeServerAddress",
              "httpChallengeServerAddress", "proxyHttpChallengeServerIp", "renewBeforeDays",
              "keyType", "caBundle", "eabKid", "eabHmacKey", "profile", "httpValidationPort",
-             "profileRequired", "reuseKey"],
+             "profileRequired", "reuseKey", "ari", "fallback", "fallbackAfter", "rateLimits"],
     "njet": ["confPath", "apiAddress", "maxConfBytes"],
     "mqtt": ["mqttServerAddress"],
     "log": ["v", "format"],
@@ -202,6 +202,9 @@ KEYS = {
     "admin": ["address", "token", "headerTimeout", "idleTimeout", "maxConnections"],
 }  # fmt: skip
 CASES = [(s, k) for s, keys in KEYS.items() for k in keys]
+# keys whose type is a table: a table value is theirs to take (its own keys' errors are tested
+# with the keys, e.g. tests/unit/test_rate_budget.py for [acme.rateLimits])
+TABLES = {("acme", "rateLimits")}
 
 
 def test_the_secret_cases_cover_every_key() -> None:
@@ -219,6 +222,8 @@ def test_the_secret_cases_cover_every_key() -> None:
 def test_config_errors_name_the_key_never_the_value(
     tmp_path: Path, section: str, key: str, value: str
 ) -> None:
+    if (section, key) in TABLES and value.startswith("{"):
+        pytest.skip("a table is this key's own type")
     path = write(tmp_path, f"[{section}]\n{key} = {value}\n")
     try:
         load_config(path, prefix=tmp_path)

@@ -6,6 +6,7 @@ process group), output capped, cancellation leaving nothing behind, one call per
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from controller.adapters.dns.exec_provider import (
     ExecProvider,
 )
 from controller.errors import ConfigError, TemporaryError
+from controller.ports import DnsProvider
 from tests.logcapture import capture_logs
 
 VALUE = "Xh1-_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789ab"
@@ -43,7 +45,7 @@ def gone(pid: int) -> bool:
     return state == "Z"
 
 
-async def wait_until(check, what: str) -> None:
+async def wait_until(check: Callable[[], bool], what: str) -> None:
     for _ in range(500):
         if check():
             return
@@ -61,7 +63,7 @@ printf '%s\\0' "$0" "$@" > {rec}/argv
 cat /proc/$$/environ > {rec}/env
 wc -c < /dev/stdin | tr -d ' ' > {rec}/stdin
 """)
-    provider = ExecProvider([str(hook)], timeout=10)
+    provider: DnsProvider = ExecProvider([str(hook)], timeout=10)  # the port, structurally
     await provider.present(zone="shop.test", fqdn=FQDN, value=VALUE)
 
     argv = (rec / "argv").read_bytes().decode().split("\0")[:-1]
@@ -164,14 +166,14 @@ async def test_a_missing_or_unrunnable_command_is_a_config_error(tmp_path: Path)
     with pytest.raises(ConfigError, match="cannot run"):
         await ExecProvider([str(plain)], timeout=5).present(
             zone="shop.test", fqdn=FQDN, value=VALUE)
-    with pytest.raises(ConfigError, match="cannot run.*PATH="):
+    with pytest.raises(ConfigError, match=r"cannot run.*PATH="):
         await ExecProvider(["njcm-no-such-hook"], timeout=5).present(
             zone="shop.test", fqdn=FQDN, value=VALUE)
 
 
 @pytest.mark.parametrize(("command", "timeout"), [([], 5.0), ([""], 5.0), ("hook", 5.0),
                                                   (["hook"], 0.0), (["hook"], -1.0)])
-def test_bad_settings_are_config_errors(command, timeout) -> None:
+def test_bad_settings_are_config_errors(command: object, timeout: float) -> None:
     with pytest.raises(ConfigError):
-        ExecProvider(command, timeout=timeout)
+        ExecProvider(command, timeout=timeout)  # type: ignore[arg-type]
 

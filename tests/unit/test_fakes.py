@@ -24,6 +24,7 @@ from controller.ports import (
     ProbeOutcome,
     Prober,
     QuarantineExpiry,
+    RateLedger,
     StatusPersistence,
 )
 from controller.status import CertStatus
@@ -37,6 +38,7 @@ from tests.fakes import (
     FakeProber,
     FakeRepeated,
     MemoryGcConfirmations,
+    MemoryLedger,
     MemoryStatus,
     MemoryStore,
     Probed,
@@ -65,8 +67,9 @@ def test_every_fake_is_its_protocol() -> None:
     observer: PassObserver = RecordingObserver()
     confirmations: GcConfirmations = MemoryGcConfirmations()
     expiry: QuarantineExpiry = RecordingExpiry()
+    ledger: RateLedger = MemoryLedger()  # behaviour: tests/unit/test_rate_ledger.py
     ports = [store, issuer, factory, reader, writer, prober, outcome, statuses, desired, observer,
-             confirmations, expiry]
+             confirmations, expiry, ledger]
     assert all(p is not None for p in ports)
 
 

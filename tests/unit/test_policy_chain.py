@@ -14,6 +14,7 @@ import pytest
 
 from controller.model import ActionKind, CertificateSpec, CertInfo, KeyType, StoredCert
 from controller.plan import spec_hash
+from controller.policies.ratelimits import BucketUse, Limit, OrderBudget
 from controller.policies.renewal import names_changed
 from controller.policies.subject import Act, Wait
 from controller.policy import DESIRED, ORPHANED, Chain, PolicySettings, Subject, decide
@@ -62,6 +63,8 @@ FORCED = CertStatus(domain="a.test", force_renew=True)
 BACKING_OFF = CertStatus(domain="a.test", attempts=3, last_failure="CA down",
                          backoff_until=NOW + timedelta(minutes=4), spec_hash=HASH)
 NOT_IN_NJET = {"njet_present": False, "served_fingerprint": None}
+FULL = OrderBudget((BucketUse(Limit.NEW_ORDERS, "", 5, 5, NOW + timedelta(hours=1)),))
+ROOM = OrderBudget((BucketUse(Limit.NEW_ORDERS, "", 4, 5),))
 # the stored pair was ordered with the "classic" profile; [acme] profile now wants "shortlived"
 CLASSIC = CertStatus(domain="a.test", profile="classic", profile_ordered="classic")
 SHORTLIVED = PolicySettings(store_only=False, default_profile="shortlived")
@@ -87,7 +90,7 @@ def test_the_desired_chain_order() -> None:
         "waiting_for_reload",
         "not_served",
     )
-    assert names(DESIRED.holds) == ("backoff",)
+    assert names(DESIRED.holds) == ("backoff", "rate_budget")
     assert names(DESIRED.caveats) == ("issued_not_applied",)
     assert names(DESIRED.notes) == ("bootstrap_key_type_differs", "profile_not_offered")
 
@@ -171,6 +174,19 @@ CASES = [
     case("the backoff of another spec holds nothing back", {"expired", "renewal_due"},
          "expired", Reason.EXPIRED, stored=EXPIRED,
          status=replace(BACKING_OFF, spec_hash="another")),
+    case("a full rate budget holds a renewal back", {"expired", "renewal_due"}, "rate_budget",
+         Reason.RATE_LIMIT_BUDGET, waits=(Reason.RATE_LIMIT_BUDGET,), stored=EXPIRED,
+         budget=FULL),
+    case("a full rate budget holds a first issuance back before its caveat", {"cert_missing"},
+         "rate_budget", Reason.RATE_LIMIT_BUDGET, waits=(Reason.RATE_LIMIT_BUDGET,),
+         stored=None, budget=FULL, **NOT_IN_NJET),
+    case("the backoff holds before the rate budget is looked at", {"expired", "renewal_due"},
+         "backoff", Reason.BACKOFF, waits=(Reason.BACKOFF,), stored=EXPIRED,
+         status=BACKING_OFF, budget=FULL),
+    case("a rate budget with room holds nothing back", {"expired", "renewal_due"}, "expired",
+         Reason.EXPIRED, stored=EXPIRED, budget=ROOM),
+    case("a full rate budget never holds an apply back", {"not_served"}, "not_served",
+         Reason.NOT_SERVED, served_fingerprint="0" * 64, budget=FULL),
 ]
 
 

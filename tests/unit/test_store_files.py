@@ -14,6 +14,7 @@ from controller.adapters.store import fsutil
 from controller.adapters.store.lego import LegoStore
 from controller.paths import StorePaths
 from tests.certbuilder import make_cert
+from tests.logcapture import CapturedLogs, capture_logs
 
 
 @pytest.fixture
@@ -25,8 +26,8 @@ def mode_of(path: Path) -> int:
     return stat.S_IMODE(os.lstat(path).st_mode)
 
 
-def warnings_about(caplog: pytest.LogCaptureFixture, path: Path) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.levelno == logging.WARNING
+def warnings_about(logs: CapturedLogs, path: Path) -> list[logging.LogRecord]:
+    return [r for r in logs.records if r.levelno == logging.WARNING
             and getattr(r, "fields", {}).get("path") == str(path)]
 
 
@@ -114,43 +115,43 @@ def _loose_store(paths: StorePaths) -> LegoStore:
 
 
 def test_keys_and_the_certificates_folder_open_to_others_are_warned_about_and_repaired(
-    paths: StorePaths, caplog: pytest.LogCaptureFixture
+    paths: StorePaths
 ) -> None:
     _loose_store(paths)
-    with caplog.at_level(logging.WARNING):
+    with capture_logs() as logs:
         usable, problems = LegoStore(paths).load_all()
     assert set(usable) == {"a.test", "b.test"} and problems == {}
     assert mode_of(paths.key("a.test")) == mode_of(paths.key("b.test")) == 0o600
     assert mode_of(paths.certificates) == 0o700
     for path, was in ((paths.key("a.test"), "0o644"), (paths.key("b.test"), "0o666"),
                       (paths.certificates, "0o755")):
-        (record,) = warnings_about(caplog, path)
+        (record,) = warnings_about(logs, path)
         assert record.fields["mode"] == was and "repaired_to" in record.fields  # type: ignore[attr-defined]
 
 
 def test_a_read_only_store_only_warns_about_loose_permissions(
-    paths: StorePaths, caplog: pytest.LogCaptureFixture
+    paths: StorePaths
 ) -> None:
     _loose_store(paths)
-    with caplog.at_level(logging.WARNING):
+    with capture_logs() as logs:
         LegoStore(paths, read_only=True).load_all()
     assert mode_of(paths.key("a.test")) == 0o644 and mode_of(paths.certificates) == 0o755
-    assert warnings_about(caplog, paths.key("a.test"))
-    assert warnings_about(caplog, paths.certificates)
+    assert warnings_about(logs, paths.key("a.test"))
+    assert warnings_about(logs, paths.certificates)
 
 
 def test_a_key_with_other_hard_links_is_warned_about_but_not_chmodded(
-    paths: StorePaths, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    paths: StorePaths, tmp_path: Path
 ) -> None:
     store = LegoStore(paths)
     store.put("a.test", make_cert(["a.test"]).issued())
     foreign = tmp_path / "foreign.key"
     os.link(paths.key("a.test"), foreign)  # somebody else's file linked into the store
     os.chmod(foreign, 0o640)
-    with caplog.at_level(logging.WARNING):
+    with capture_logs() as logs:
         LegoStore(paths).load_all()
     assert mode_of(foreign) == 0o640
-    (record,) = warnings_about(caplog, paths.key("a.test"))
+    (record,) = warnings_about(logs, paths.key("a.test"))
     assert "hard links" in record.fields["repair"]  # type: ignore[attr-defined]
 
 

@@ -31,17 +31,19 @@ def check_url(url: str) -> str:
     return url
 
 
-def check_ca_bundle(path: Path | None) -> Path | None:
+def check_ca_bundle(path: Path | None, key: str = "[acme] caBundle") -> Path | None:
+    """`path` when it holds PEM certificates; `key` names the setting in errors (a
+    [[acme.fallback]] CA's: "acme.fallback[0].caBundle")."""
     if path is None:
         return None
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(f"[acme] caBundle {path}: cannot read it ({exc.strerror})") from None
+        raise ConfigError(f"{key} {path}: cannot read it ({exc.strerror})") from None
     try:
         x509.load_pem_x509_certificates(data)
     except ValueError:
-        raise ConfigError(f"[acme] caBundle {path}: no PEM certificate in it") from None
+        raise ConfigError(f"{key} {path}: no PEM certificate in it") from None
     return path
 
 

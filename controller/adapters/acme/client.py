@@ -15,7 +15,10 @@ issue(spec, key_type, key_pem=None): fresh private key (or the one handed in: re
 pending authorization -> answer -> poll fast -> finalize -> download. It returns an IssuedCert
 (with the profile ordered and the one the CA's order object named) and writes nothing but the
 account. The solver is the SolverSet's (challenges/solvers.py) for `spec.challenge_type`, else
-for [acme] challengeType; the profile asked for is `spec.profile`, else [acme] profile.
+for [acme] challengeType; the profile asked for is `spec.profile`, else [acme] profile. A
+renewal's `replaces` (the old certificate's ARI identifier, RFC 9773) goes into the newOrder;
+the order driver (acme/order.py) orders once more without it if the CA rejects it. The ARI
+client (acme/ari.py) shares this issuer's directory, timeouts and stop flags.
 
 The account lives in lego's layout (acme/account.py): registered once, reused (also when lego
 wrote it), registered again when the CA answers accountDoesNotExist (Pebble forgets accounts on
@@ -28,7 +31,10 @@ acme/checks.py.
 
 Errors (acme/errors.py): transient ones are retried in place (acme/network.py), then surface as
 TemporaryError(retry_after); refusals as PermanentError with the CA's detail and the failing
-name; a bad caBundle, CA URL, email or EAB as ConfigError.
+name; a bad caBundle, CA URL, email or EAB as ConfigError. A directory that cannot be reached at
+the connection level (refused, DNS, TLS, connect timeout; also read afresh after an order's
+request could not connect) is CaUnreachableError, a TemporaryError the executor falls back on at
+once (acme/multi.py: [[acme.fallback]] CAs).
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ import asyncio
 import logging
 import threading
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -79,7 +86,13 @@ from controller.adapters.challenges import tls_alpn  # registers tls-alpn-01 wit
 from controller.adapters.challenges.solvers import LocalHttp01Solver, SolverSet
 from controller.certinfo import generate_private_key, make_csr_pem
 from controller.config import Config
-from controller.errors import ConfigError, ControllerError, TemporaryError
+from controller.errors import (
+    CaUnreachableError,
+    ConfigError,
+    ControllerError,
+    TemporaryError,
+    mark_order_placed,
+)
 from controller.logs import log_event
 from controller.model import CertificateSpec, ChallengeType, IssuedCert, KeyType
 from controller.paths import StorePaths
@@ -197,12 +210,15 @@ class AcmeIssuer:
                     key_pem = await in_daemon_thread(generate_private_key, key_type)
                 csr_pem = make_csr_pem(key_pem, names)
                 fullchain, cert_url, ca_profile = await self._order(
-                    directory, account, csr_pem, stop, solver=solver, profile=profile)
+                    directory, account, csr_pem, stop, solver=solver, profile=profile,
+                    replaces=replaces)
             except asyncio.CancelledError:
                 stop.set()  # the thread in flight sends nothing more and ends its waits
                 raise
             except ControllerError:
                 raise
+            except requests.exceptions.ConnectionError as exc:  # after the directory was read
+                raise await self._unreachable_or(exc, context, stop) from exc
             except Exception as exc:
                 raise to_controller_error(exc, context=context, ca_url=self.directory_url) from exc
         leaf, chain = split_chain(fullchain)
@@ -242,6 +258,21 @@ class AcmeIssuer:
                 exc, context="revoking a certificate", ca_url=self.directory_url
             ) from exc
 
+    async def directory(self) -> messages.Directory:
+        """The CA's directory, fetched once and shared (the ARI client, acme/ari.py, reads
+        renewalInfo from it). Raises TemporaryError when it cannot be read."""
+        with self._stop_flags.flag() as stop:
+            return await self._get_directory(stop)
+
+    def stop_flag(self) -> AbstractContextManager[threading.Event]:
+        """A stop flag for one call to this issuer's CA made by a helper (the ARI client)."""
+        return self._stop_flags.flag()
+
+    @property
+    def request_timeout(self) -> tuple[float, float]:
+        """(connect, read) seconds of every request to the CA."""
+        return self._request_timeout
+
     def stop(self) -> None:
         """The process is stopping: from now on no request goes to the CA. Calls in flight end
         at their next request or wait (TemporaryError "stopping"); a thread blocked in a read
@@ -257,17 +288,18 @@ class AcmeIssuer:
     async def _order(
         self, directory: messages.Directory, account: _Account, csr_pem: bytes,
         stop: threading.Event, *, solver: ChallengeSolver, profile: str,
+        replaces: str | None = None,
     ) -> tuple[bytes, str, str | None]:
         """(full chain, certificate URL, the profile the CA's order object names or None)."""
         driver = self._driver(directory, account, stop)
         try:
             try:
-                orderr = await in_daemon_thread(driver.new_order, csr_pem, profile)
+                orderr = await in_daemon_thread(driver.new_order, csr_pem, profile, replaces)
             except AccountGone:
                 driver.close()
                 account = await self._register_again(directory, account, stop)
                 driver = self._driver(directory, account, stop)
-                orderr = await in_daemon_thread(driver.new_order, csr_pem, profile)
+                orderr = await in_daemon_thread(driver.new_order, csr_pem, profile, replaces)
             pending = driver.pending_challenges(orderr, solver.challenge_type, account.key)
             presented = []
             try:
@@ -280,6 +312,10 @@ class AcmeIssuer:
             finally:
                 for ch in presented:
                     await solver.cleanup(ch.domain, ch.token, ch.key_authorization)
+        except BaseException as exc:
+            if driver.order_placed:  # the rate-limit ledger counts this order
+                mark_order_placed(exc)
+            raise
         finally:
             driver.close()
 
@@ -302,6 +338,22 @@ class AcmeIssuer:
                     self._directory = await in_daemon_thread(self._fetch_directory, stop)
         return self._directory
 
+    async def _unreachable_or(
+        self, exc: requests.exceptions.ConnectionError, context: str, stop: threading.Event
+    ) -> ControllerError:
+        """A request of an order could not connect: the directory is read afresh, and when
+        that cannot connect either the CA is unreachable (CaUnreachableError), else the error
+        is the usual TemporaryError."""
+        self._directory = None
+        err = to_controller_error(exc, context=context, ca_url=self.directory_url)
+        try:
+            await self._get_directory(stop)
+        except CaUnreachableError:
+            return CaUnreachableError(str(err))
+        except ControllerError:
+            pass
+        return err
+
     def _fetch_directory(self, stop: threading.Event) -> messages.Directory:
         net = self._network(None, RS256, stop)
         try:
@@ -309,7 +361,9 @@ class AcmeIssuer:
         except ControllerError:  # stopping
             raise
         except requests.exceptions.RequestException as exc:
-            raise TemporaryError(
+            # refused, DNS, TLS or connect timeout: unreachable (the next CA is tried at once)
+            unreachable = isinstance(exc, requests.exceptions.ConnectionError)
+            raise (CaUnreachableError if unreachable else TemporaryError)(
                 f"cannot load the ACME directory {self.directory_url}:"
                 f" {describe_network_error(exc)}"
             ) from exc

@@ -25,7 +25,13 @@ from acme import errors as acme_errors
 from acme import messages
 
 from controller.clock import utc_now
-from controller.errors import ConfigError, ControllerError, PermanentError, TemporaryError
+from controller.errors import (
+    ConfigError,
+    ControllerError,
+    PermanentError,
+    RateLimited,
+    TemporaryError,
+)
 from controller.logs import log_event
 from controller.status import clamp_retry_after
 
@@ -185,7 +191,9 @@ def to_controller_error(exc: BaseException, *, context: str, ca_url: str) -> Con
         )
     if isinstance(exc, CaResponseError):
         where = f"{context}: the CA at {ca_url} answered {exc.describe()}"
-        if _rate_limited(exc) or exc.code in _TRANSIENT_CODES or exc.http_status >= 500:
+        if _rate_limited(exc):
+            return RateLimited(where, retry_after=exc.retry_after)
+        if exc.code in _TRANSIENT_CODES or exc.http_status >= 500:
             return TemporaryError(where, retry_after=exc.retry_after)
         if exc.code in _CONFIG_CODES:
             return ConfigError(where)

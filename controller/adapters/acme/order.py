@@ -3,6 +3,8 @@
 Used only by acme/client.py (AcmeIssuer), which calls, each on a daemon thread (acme/threads.py):
 `new_order` -> (then presents the challenges itself on the event loop) -> `complete` (answer the
 challenges, poll the authorizations, finalize, poll the order, download the chain).
+`new_order` builds the newOrder body itself (`NewOrder`: acme's, plus RFC 9773's `replaces`)
+and, when the CA rejects `replaces`, orders once more without it.
 
 acme's own poll_and_finalize sleeps about a second per step; here every wait starts at
 `PollPolicy.interval` (5 ms by default) and grows by `growth` up to `max_interval`, bounded by
@@ -13,23 +15,43 @@ layer sends no request once it is set; both raise TemporaryError "stopping".
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from dataclasses import dataclass
 
 from acme import client as acme_client
-from acme import messages
+from acme import crypto_util, messages
 from cryptography import x509
+from josepy import json_util
 from josepy.jwk import JWK
 
 from controller.adapters.acme.errors import CaResponseError, problem_code
 from controller.adapters.acme.network import AcmeNetwork
-from controller.errors import PermanentError, TemporaryError
+from controller.errors import PermanentError, TemporaryError, ValidationFailed
+from controller.logs import log_event
 
 _PEM_CERT_RE = re.compile(
     rb"-----BEGIN CERTIFICATE-----\r?\n.+?-----END CERTIFICATE-----\r?\n?", re.DOTALL
 )
 _PEM_CHAIN = "application/pem-certificate-chain"
+
+
+class NewOrder(messages.NewOrder):
+    """acme's newOrder body with RFC 9773's `replaces` (omitted when None)."""
+
+    replaces: str | None = json_util.field("replaces", omitempty=True)
+
+
+def replaces_rejected(exc: CaResponseError) -> bool:
+    """The CA refused an order because of its `replaces` (alreadyReplaced, a 409, a problem
+    naming it), not for a reason an order without it would share (rate limits, 5xx, nonces,
+    an unknown account)."""
+    if (exc.code in ("badNonce", "rateLimited", "accountDoesNotExist", "serverInternal")
+            or exc.http_status >= 500 or exc.http_status == 429):
+        return False
+    return (exc.code == "alreadyReplaced" or exc.http_status == 409
+            or "replace" in exc.detail.lower())
 
 
 class AccountGone(Exception):
@@ -79,17 +101,54 @@ class OrderDriver:
         self._nonce_url: str = directory["newNonce"]
         self._policy = policy
         self._abort = net.stop
+        # the CA accepted a newOrder: an error after it still spends the rate-limit budget
+        self.order_placed = False
 
     def close(self) -> None:
         self.net.close()
 
-    def new_order(self, csr_pem: bytes, profile: str | None) -> messages.OrderResource:
+    def new_order(self, csr_pem: bytes, profile: str | None,
+                  replaces: str | None = None) -> messages.OrderResource:
+        """newOrder for the CSR's names, with `profile` and (a renewal) `replaces`, the ARI
+        identifier of the certificate it replaces (RFC 9773 §5). A CA that rejects `replaces`
+        (replaces_rejected: already replaced, not known) gets the order once more without it."""
         try:
-            return self.client.new_order(csr_pem, profile=profile or None)
+            if replaces:
+                try:
+                    return self._new_order(csr_pem, profile, replaces)
+                except CaResponseError as exc:
+                    if not replaces_rejected(exc):
+                        raise
+                    log_event("the CA rejected the order's replaces; ordering without it",
+                              level=logging.WARNING, replaces=replaces, error=exc.describe())
+            return self._new_order(csr_pem, profile, None)
         except CaResponseError as exc:
             if exc.code == "accountDoesNotExist":
                 raise AccountGone(exc.detail) from exc
             raise
+
+    def _new_order(self, csr_pem: bytes, profile: str | None,
+                   replaces: str | None) -> messages.OrderResource:
+        """acme's ClientV2.new_order, with `replaces` in the body (acme's NewOrder lacks it)."""
+        csr = x509.load_pem_x509_csr(csr_pem)
+        dns_names, ips = crypto_util.get_identifiers_from_x509(csr.subject, csr.extensions)
+        identifiers = [messages.Identifier(typ=messages.IDENTIFIER_FQDN, value=n)
+                       for n in dns_names]
+        identifiers += [messages.Identifier(typ=messages.IDENTIFIER_IP, value=str(ip))
+                        for ip in ips]
+        body = NewOrder(identifiers=identifiers, profile=profile or "", replaces=replaces)
+        response = self.net.post(self.client.directory["newOrder"], body,
+                                 new_nonce_url=self._nonce_url)
+        self.order_placed = True
+        order = messages.Order.from_json(response.json())
+        authorizations = []
+        for url in order.authorizations:
+            got = self.net.post_as_get(url, self._nonce_url)
+            authorizations.append(messages.AuthorizationResource(
+                body=messages.Authorization.from_json(got.json()),
+                uri=got.headers.get("Location", url)))
+        return messages.OrderResource(body=order, uri=response.headers.get("Location"),
+                                      authorizations=authorizations, csr_pem=csr_pem)
 
     @staticmethod
     def pending_challenges(
@@ -156,7 +215,7 @@ class OrderDriver:
                 if status in (messages.STATUS_PENDING, messages.STATUS_PROCESSING):
                     still.append(updated)
                     continue
-                raise PermanentError(_failure(updated))
+                raise ValidationFailed(_failure(updated), hosts=(updated.body.identifier.value,))
             waiting = still
             if waiting:
                 names = ", ".join(a.body.identifier.value for a in waiting)

@@ -1,8 +1,9 @@
 """dns-01 through a user's program: `[dns] provider = "exec"`, for any DNS service without a
 built-in provider (Huawei Cloud DNS, an in-house API, ...).
 
-Implements the DnsProvider port (controller/ports.py) structurally; built by the dns-01 wiring
-from `[dns] command` and `[dns] timeout`. The call shape follows lego's exec provider:
+Implements the DnsProvider port (controller/ports.py) structurally; built by
+adapters/dns/providers.py from `[dns] command` and `[dns] timeout`. The call shape follows
+lego's exec provider:
 
     <command...> present <fqdn>. <value>      # add the TXT value at <fqdn> (keep other values)
     <command...> cleanup <fqdn>. <value>      # remove exactly that value

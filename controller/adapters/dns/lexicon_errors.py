@@ -67,7 +67,7 @@ def _http(response: Any) -> tuple[bool, str, float | None]:
     temporary = status >= 500 or status in _TEMPORARY_STATUS or _temporary_code(code)
     detail = f"HTTP {status} from {_host(getattr(response, 'url', ''))}"
     if code or message:
-        detail += f": {code}{' ' if code and message else ''}{message}"
+        detail += f": {_coded_text(code, message)}"
     retry_after = _retry_after(response) if temporary else None
     return temporary, _short(detail), retry_after
 
@@ -82,7 +82,11 @@ def _coded(status: int | None, code: str, message: str) -> tuple[bool, str, floa
     else:
         temporary = True
     head = f"HTTP {status}: " if status is not None else ""
-    return temporary, _short(f"{head}{code}{' ' if code and message else ''}{message}"), None
+    return temporary, _short(head + _coded_text(code, message)), None
+
+
+def _coded_text(code: str, message: str) -> str:
+    return f"{message} ({code})" if code and message else code or message
 
 
 def _temporary_code(code: str) -> bool:

@@ -1,12 +1,12 @@
 """dns-01 through a hosted DNS service's API, by dns-lexicon: `[dns] provider = "<lexicon's
 provider name>"` (aliyun, dnspod, cloudflare, route53, qcloud, ...) with `[dns] credentialsFile`.
 
-Implements the DnsProvider port (controller/ports.py) structurally; built by the dns-01 wiring
-with `load_credentials(path)` for the credentials. dns-lexicon is an optional dependency
-(`pip install 'njet-cert-manager[dns-hosted]'`): it is imported only when a LexiconProvider is
-built, and its absence is a ConfigError that says what to install. Some of its providers need a
-cloud SDK on top (route53: boto3, qcloud: tencentcloud-sdk-python); their absence is a
-ConfigError too.
+Implements the DnsProvider port (controller/ports.py) structurally; built by
+adapters/dns/providers.py with `load_credentials(path)` for the credentials. dns-lexicon is an
+optional dependency (`pip install 'njet-cert-manager[dns-hosted]'`): it is imported only when a
+LexiconProvider is built, and its absence is a ConfigError that says what to install. Some of
+its providers need a cloud SDK on top (route53: boto3, qcloud: tencentcloud-sdk-python); their
+absence is a ConfigError too.
 
 Nothing is looked up on the network except the provider's own API. lexicon's Client finds a
 domain's zone with tldextract (which downloads the public suffix list) or the system resolver;
@@ -14,7 +14,8 @@ we never use the Client: the zone is ours to give (`zone`), so we build lexicon'
 class directly with a ConfigResolver holding the zone, the TTL and the credentials (nothing
 from the environment or the working directory), exactly as the Client would after its lookup.
 tldextract's module-wide extractor (used by a few providers, e.g. godaddy) is switched to its
-bundled snapshot, never the network.
+bundled snapshot, never the network (and TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS is set empty, when
+unset, for any other extractor built in this process).
 
 lexicon is synchronous: each call runs on a daemon thread (controller/threads.py) and is bounded
 by `timeout` (lexicon's HTTP calls have none of their own; a thread stuck on a silent server is
@@ -22,7 +23,8 @@ abandoned, not joined). Each call builds and authenticates a fresh lexicon provi
 for different names run at once; calls for the same name run one at a time (route53 rewrites
 the whole record set to add a value). Errors become TemporaryError (unreachable, timeout, 429,
 5xx, an unexpected reply) or ConfigError (credentials rejected, unknown zone, other 4xx), with
-a message naming the provider and the name; credential values are cut out of every message.
+a message naming the provider and the name (lexicon_errors.py reads the error shapes);
+credential values are cut out of every message.
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ DEFAULT_TIMEOUT = 60.0
 _PROVIDERS_PACKAGE = "lexicon._private.providers"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_]*$")
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+_OPTION_NAME = re.compile(r"^[a-z]{1,20}([_-][a-z]{1,20}){0,5}$")  # auth_key_id, zone-id
 _ZONE = re.compile(r"^[a-z0-9_-]{1,63}(\.[a-z0-9_-]{1,63})*$")
 # lexicon providers that do their own discovery through DNS (the system resolver): refused
 _REFUSED = {"auto": "it finds the provider through the system resolver; name the provider"}
@@ -100,20 +103,30 @@ def load_credentials(path: Path) -> dict[str, str]:
         raise ConfigError(f"credentials file {path} is not UTF-8 text") from None
     doc = _parse(path, text)
     out: dict[str, str] = {}
-    for key, value in doc.items():
+    for number, (key, value) in enumerate(doc.items(), 1):
+        shown = _shown_key(key, number)
         if not _KEY.match(key):
-            raise ConfigError(f"credentials file {path}: key {key!r} is not a plain option name "
+            raise ConfigError(f"credentials file {path}: {shown} is not a plain option name "
                               "(letters, digits, _ and -)")
         if isinstance(value, bool):
             out[key] = "true" if value else "false"
         elif isinstance(value, int | str):
             out[key] = str(value)
         else:
-            raise ConfigError(f"credentials file {path}: key {key!r} holds a "
-                              f"{type(value).__name__}; only strings, numbers and booleans")
+            kind = "table" if isinstance(value, dict) else type(value).__name__
+            raise ConfigError(f"credentials file {path}: {shown} holds a {kind}; the file holds "
+                              'flat key = "value" pairs of strings, numbers and booleans')
         if not out[key].strip():
-            raise ConfigError(f"credentials file {path}: key {key!r} is empty")
+            raise ConfigError(f"credentials file {path}: {shown} is empty")
     return out
+
+
+def _shown_key(key: str, number: int) -> str:
+    """A key as messages name it: an option name as it is; anything else (a value typed where a
+    key goes: `["<secret>"]` is a TOML table header) only by its place."""
+    if _OPTION_NAME.match(key):
+        return f"key {key!r}"
+    return f"key number {number} (not shown: it does not look like an option name)"
 
 
 def _parse(path: Path, text: str) -> dict[str, Any]:
@@ -154,8 +167,8 @@ class LexiconProvider:
         if name in _REFUSED:
             raise ConfigError(f"[dns] provider {name!r} is not supported: {_REFUSED[name]}")
         self.name = name
-        self.zone = zone.strip().rstrip(".").lower()
-        if not _ZONE.match(self.zone):
+        self.zone = zone.strip().rstrip(".").lower()  # "": each call's zone (found from SOA)
+        if self.zone and not _ZONE.match(self.zone):
             raise ConfigError(f"dns provider {name}: zone {zone!r} is not a domain name")
         if not ttl > 0:
             raise ConfigError(f"dns provider {name}: ttl must be more than 0, not {ttl}")
@@ -184,6 +197,8 @@ class LexiconProvider:
     async def _call(self, action: str, zone: str, fqdn: str, value: str) -> None:
         name = fqdn.strip().rstrip(".").lower()
         apex = zone.strip().rstrip(".").lower() or self.zone
+        if not _ZONE.match(apex):
+            raise ConfigError(f"dns provider {self.name}: zone {zone!r} is not a domain name")
         if name != apex and not name.endswith("." + apex):
             raise ConfigError(f"dns provider {self.name}: {name} is not inside zone {apex}")
         work = self._present_sync if action == "present" else self._cleanup_sync
@@ -239,7 +254,7 @@ class LexiconProvider:
             "provider_name": self.name, "domain": zone, "ttl": self.ttl,
             self.name: dict(self._options),
         })
-        return _Session(self, config, action, fqdn)
+        return _Session(self, config, action, zone, fqdn)
 
     def redact(self, text: str) -> str:
         """`text` with every credential value cut out."""
@@ -252,8 +267,10 @@ class _Session:
     """A built and authenticated lexicon provider for one call; lexicon's and the SDKs' errors
     leave it as ControllerErrors."""
 
-    def __init__(self, owner: LexiconProvider, config: Any, action: str, fqdn: str) -> None:
-        self.owner, self.config, self.action, self.fqdn = owner, config, action, fqdn
+    def __init__(self, owner: LexiconProvider, config: Any, action: str, zone: str,
+                 fqdn: str) -> None:
+        self.owner, self.config, self.action, self.zone, self.fqdn = (
+            owner, config, action, zone, fqdn)
         self.provider: Any = None
 
     def __enter__(self) -> Any:
@@ -276,7 +293,7 @@ class _Session:
         temporary, detail, retry_after = classify(exc)
         owner = self.owner
         message = owner.redact(f"dns provider {owner.name}: {self.action} TXT {self.fqdn} "
-                               f"(zone {owner.zone}): {detail}")
+                               f"(zone {self.zone}): {detail}")
         if temporary:
             return TemporaryError(message, retry_after=retry_after)
         return ConfigError(message)
@@ -308,7 +325,11 @@ def _load_provider_class(name: str) -> Any:
     if sdk and importlib.util.find_spec(sdk.partition(".")[0]) is None:
         raise ConfigError(f"[dns] provider {name!r} needs {sdk.partition('.')[0]}, which is "
                           f"not installed: pip install 'dns-lexicon[{name}]'")
-    module: ModuleType = importlib.import_module(f"{_PROVIDERS_PACKAGE}.{name}")
+    try:
+        module: ModuleType = importlib.import_module(f"{_PROVIDERS_PACKAGE}.{name}")
+    except ImportError as exc:
+        raise ConfigError(f"[dns] provider {name!r}: dns-lexicon's module cannot be loaded "
+                          f"({exc.name or exc.__class__.__name__} is missing)") from None
     return module.Provider
 
 

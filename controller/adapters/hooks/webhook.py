@@ -22,6 +22,7 @@ import hmac
 import logging
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -30,6 +31,7 @@ import orjson
 
 from controller import __version__
 from controller.adapters.hooks.events import CertEvent, event_json, event_text
+from controller.clock import utc_now
 from controller.logs import log_event
 
 TEMPLATES = ("json", "slack", "dingtalk", "wecom")
@@ -75,7 +77,8 @@ class WebhookNotifier:
                  timeout: float = 10.0,
                  secret: bytes | None = None,
                  on_result: Callable[[str], None] | None = None, backoff: float = 1.0,
-                 max_total: float = MAX_TOTAL) -> None:
+                 max_total: float = MAX_TOTAL,
+                 clock: Callable[[], datetime] = utc_now) -> None:
         if template not in TEMPLATES:
             raise ValueError(f"unknown webhook template {template!r}")
         self.url = url
@@ -87,6 +90,7 @@ class WebhookNotifier:
         self.on_result = on_result
         self.backoff = backoff
         self.max_total = max_total
+        self._clock = clock
         self._session: aiohttp.ClientSession | None = None
 
     def count(self, result: str) -> None:
@@ -97,7 +101,7 @@ class WebhookNotifier:
         out = {"Content-Type": "application/json; charset=utf-8",
                "User-Agent": f"njet-cert-manager/{__version__}"}
         if self.secret is not None:
-            out["X-NJCM-Timestamp"] = str(int(time.time()))
+            out["X-NJCM-Timestamp"] = str(int(self._clock().timestamp()))
             out["X-NJCM-Signature"] = signature(self.secret, body)
         return out
 

@@ -28,6 +28,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from pathlib import Path
 
 from controller.adapters.store import fsutil
@@ -46,6 +47,7 @@ from controller.adapters.store.journal_record import (
     set_aside,
     target,
 )
+from controller.clock import utc_now
 from controller.errors import StoreError
 from controller.faultpoints import fault_point, register
 from controller.logs import log_event
@@ -78,9 +80,11 @@ POINTS = _declare_points()
 class Journal:
     """Runs put / delete / quarantine through journal/<name>/ (see the module docstring)."""
 
-    def __init__(self, paths: StorePaths, *, file_mode: Callable[[str], int]) -> None:
+    def __init__(self, paths: StorePaths, *, file_mode: Callable[[str], int],
+                 now: Callable[[], datetime] = utc_now) -> None:
         self.paths = paths
         self._file_mode = file_mode
+        self._now = now
 
     def _target(self, name: str, slot: str) -> Path:
         return target(self.paths, name, slot)
@@ -280,7 +284,7 @@ class Journal:
             try:
                 record = read_checked(self.paths, staging)
             except Rejected as bad:
-                return [set_aside(self.paths, staging, str(bad))]
+                return [set_aside(self.paths, staging, str(bad), now=self._now())]
             return self._recover_checked(staging, record)
         except OSError as exc:
             raise fsutil.store_error("recover", Path(exc.filename or staging), exc) from None

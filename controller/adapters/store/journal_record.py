@@ -23,7 +23,7 @@ import os
 import re
 import stat
 from collections.abc import Iterator, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -173,9 +173,9 @@ def _touched(paths: StorePaths, record: JournalRecord, staging: Path) -> Iterato
         yield staging / f"old.{slot}"
 
 
-def set_aside(paths: StorePaths, staging: Path, reason: str) -> str:
+def set_aside(paths: StorePaths, staging: Path, reason: str, *, now: datetime) -> str:
     """Move a rejected entry to journal-rejected/ (never acted on); the human line for it."""
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    stamp = now.strftime("%Y%m%dT%H%M%SZ")
     base = f"{staging.name[:200]}-{stamp}"
     dest = paths.journal_rejected / base
     try:

@@ -60,6 +60,7 @@ from controller.adapters.store.scan import (
     sweep_temp_files,
 )
 from controller.certinfo import key_matches_cert, read_cert_info, split_pem_chain
+from controller.clock import utc_now
 from controller.errors import ConfigError, StoreError
 from controller.gcpause import gc_paused
 from controller.model import IssuedCert, StoredCert
@@ -109,7 +110,7 @@ class LegoStore:
         self.paths = paths
         self.read_only = read_only
         self._modes = ModeGuard(paths.lego, repair=not read_only)
-        self._now = now or (lambda: datetime.now(UTC))
+        self._now = now or utc_now
         self._verify_interval = verify_interval
         self._lock = threading.RLock()
         self._cache: dict[str, _Parsed] = {}
@@ -117,7 +118,7 @@ class LegoStore:
         # what the index file on disk holds: stem -> identity of the files it describes
         self._indexed: dict[str, object] = {}
         self._snapshot: _Snapshot | None = None
-        self._journal = Journal(paths, file_mode=self._file_mode)
+        self._journal = Journal(paths, file_mode=self._file_mode, now=self._now)
 
     def _writable(self, what: str) -> None:
         if self.read_only:
