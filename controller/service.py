@@ -45,6 +45,7 @@ from controller.model import Source
 from controller.reconcile import Loop
 
 SRV_TOPICS = "/ins/srv/#"
+START_RETRY = 30.0  # seconds between start-up attempts after a store error
 
 
 class Service:
@@ -123,13 +124,8 @@ class Service:
     async def run(self) -> int:
         raise_fd_limit()
         lock = StoreLock(self.app.paths)
-        while not lock.try_acquire():  # said at once, then every 5 s, naming the holder
-            log_event(f"waiting for {lock.holder()} to release the store lock",
-                      level=logging.WARNING, lock=str(lock.path))
-            if await lock.acquire_async(timeout=5.0):
-                break
+        await self._start_up(lock)
         try:
-            await self.app.prepare()
             self.admin = await start_admin(self.backend, self.config.admin.address,
                                            self.config.admin.token, limits=self._limits())
             if not self.config.store_only:
@@ -145,6 +141,26 @@ class Service:
             lock.release()
         log_event("controller stopped")
         return 0
+
+    async def _start_up(self, lock: StoreLock) -> None:
+        """Take the store lock and run the start-up chores. A store error here (a planted
+        `.lock` symlink, a `.lego/` that cannot be listed) is reported and retried every
+        START_RETRY seconds instead of ending the process: NJet does not restart a copilot
+        that exits, and an operator can fix the store while it waits."""
+        while True:
+            try:
+                while not lock.try_acquire():  # said at once, then every 5 s, naming the holder
+                    log_event(f"waiting for {lock.holder()} to release the store lock",
+                              level=logging.WARNING, lock=str(lock.path))
+                    if await lock.acquire_async(timeout=5.0):
+                        break
+                await self.app.prepare()
+                return
+            except ControllerError as exc:
+                lock.release()
+                log_event("cannot start: fix the store, retrying", level=logging.ERROR,
+                          error=str(exc), retry_in=START_RETRY)
+                await asyncio.sleep(START_RETRY)
 
     def _limits(self) -> ConnectionLimits:
         admin = self.config.admin

@@ -14,7 +14,8 @@
 # when they are used (the ACME client, the challenge solvers, the NJet client, the MQTT
 # listener, the DNS providers), which PyInstaller's import scan alone would miss; acme, josepy,
 # gmqtt, aiohttp and dnspython are named for the same reason, and dns-lexicon (its providers
-# are imported by name) with its data when .venv has it.
+# are imported by name) with its data when .venv has it. publicsuffixlist's data is its packaged
+# public suffix list (the rate-limit budget's registered domains; never downloaded).
 #
 # At every start the one-file program unpacks itself into a fresh folder under $TMPDIR, else
 # /tmp (NJet gives it no environment), and removes it at exit; --runtime-tmpdir sets that
@@ -85,6 +86,7 @@ done
   --paths "$root" \
   --collect-submodules controller \
   --collect-data controller \
+  --collect-data publicsuffixlist \
   "${hidden[@]}" \
   "${excluded[@]}" \
   ${runtime_tmpdir[@]+"${runtime_tmpdir[@]}"} \

@@ -52,6 +52,12 @@ SECTIONS: dict[str, str] = {
                        " CA first again. Each CA has its own account"
                        " (`.lego/accounts/<ca host_port>/<email>/`); errors name an entry"
                        " `acme.fallback[0]` (counted from 0).",
+    "acme.rateLimits": "The rate-limit budget of `[acme]`'s CA, counted in"
+                       " `.lego/ledger/<ca host_port>.json`: an order that would exceed one"
+                       " waits (`diff`: `wait ... [RateLimitBudget]`, naming the limit and until"
+                       " when), renewals before first issuances. An unset key is Let's Encrypt's"
+                       " published limit for its production and staging directories, and no"
+                       " limit for any other CA.",
     "njet": "Where desired state comes from (njet.conf) and where certificates are applied"
             " (NJet's control API).",
     "mqtt": "NJet's MQTT broker, whose events (`generateCertificate`, `deleteCertificate`, the"
@@ -120,6 +126,16 @@ KEYS: dict[str, str] = {
                           " errors, 5xx, rate limits) after which the next `[[acme.fallback]]`"
                           " CA is tried, in the same pass; an unreachable directory falls back"
                           " at once",
+    "acme.rateLimits.newOrdersPer3h": "new orders per account within any 3 hours (Let's"
+                                      " Encrypt: 300)",
+    "acme.rateLimits.certificatesPerDomainPerWeek": "certificates per registered domain (public"
+                                                    " suffix list) within any 7 days, whichever"
+                                                    " account asked (Let's Encrypt: 50)",
+    "acme.rateLimits.duplicatesPerWeek": "certificates for the exact same name set within any 7"
+                                         " days (Let's Encrypt: 5)",
+    "acme.rateLimits.failedValidationsPerHostPerHour": "failed validations per host name and"
+                                                       " account within any hour (Let's"
+                                                       " Encrypt: 5)",
     "acme.fallback[].acmeCaDir": "the CA's ACME directory URL (required; each CA once)",
     "acme.fallback[].caBundle": "a PEM file trusted for this CA's HTTPS; relative to the prefix",
     "acme.fallback[].eabKid": "external account binding at this CA: the key id",

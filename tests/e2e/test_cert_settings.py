@@ -150,9 +150,9 @@ def advertise_profiles(monkeypatch: pytest.MonkeyPatch, *profiles: str) -> list[
 
     original_order = OrderDriver.new_order
 
-    def new_order(self: OrderDriver, csr_pem: bytes, profile: str | None) -> Any:
+    def new_order(self: OrderDriver, csr_pem: bytes, profile: str | None, *args: Any) -> Any:
         sent.append(profile)
-        return original_order(self, csr_pem, profile)
+        return original_order(self, csr_pem, profile, *args)
 
     monkeypatch.setattr(acme_client.ClientV2, "get_directory", classmethod(get_directory))
     monkeypatch.setattr(OrderDriver, "new_order", new_order)

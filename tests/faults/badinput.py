@@ -196,7 +196,7 @@ KNOWN_KEYS: dict[str, tuple[str, ...]] = {
     "acme": ("email", "challengeType", "acmeCaDir", "tlsChallengeServerAddress",
              "httpChallengeServerAddress", "proxyHttpChallengeServerIp", "renewBeforeDays",
              "keyType", "caBundle", "eabKid", "eabHmacKey", "profile", "httpValidationPort",
-             "profileRequired", "reuseKey", "fallback", "fallbackAfter"),
+             "profileRequired", "reuseKey", "fallback", "fallbackAfter", "rateLimits"),
     "njet": ("confPath", "apiAddress", "maxConfBytes"),
     "mqtt": ("mqttServerAddress",),
     "log": ("v", "format"),

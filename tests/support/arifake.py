@@ -11,17 +11,29 @@ without a network.
 The ARI identifier is "fake." + the serial in hex (tests/certbuilder.py's certificates carry no
 authority key identifier); `requests` lists (time, cert_id) of every renewal_info call.
 tests/unit/test_ari_step.py checks it against its Protocol.
+
+`ari_world(*specs, lifetime=...)` is a store-only Reconciler over tests/fakes.py with an AriStep
+asking a FakeAri (seeded randomness), for the step tests and the renewal-timing simulations.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime
+import random
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 
+from controller.ari import AriStep
 from controller.certinfo import read_cert_info
 from controller.errors import TemporaryError
-from controller.model import CertInfo
+from controller.execute import Executor
+from controller.model import CertificateSpec, CertInfo, KeyType, StoredCert
+from controller.observe import Gatherer
+from controller.policy import PolicySettings
 from controller.ports import AriAnswer
+from controller.reconcile import Reconciler
+from controller.status import CertStatus
+from tests.fakes import FakeClock, FakeDesired, FakeIssuer, MemoryStatus, MemoryStore
 
 WindowRule = Callable[[CertInfo], tuple[datetime, datetime]]
 
@@ -75,3 +87,46 @@ class FakeAri:
 
     async def close(self) -> None:
         self.closed = True
+
+
+# -- a store-only controller over the fakes, with the ARI step ----------------------------------
+
+
+@dataclass
+class AriWorld:
+    """A Reconciler over tests/fakes.py (store-only) with an AriStep asking `ari`."""
+
+    clock: FakeClock
+    store: MemoryStore
+    issuer: FakeIssuer
+    statuses: MemoryStatus
+    desired: FakeDesired
+    ari: FakeAri
+    step: AriStep
+    rec: Reconciler
+
+    def stored(self, domain: str) -> StoredCert:
+        got = self.store.get(domain)
+        assert got is not None, f"nothing stored for {domain}"
+        return got
+
+    def status(self, domain: str) -> CertStatus:
+        return self.rec.statuses[domain]
+
+
+def ari_world(*specs: CertificateSpec, lifetime: timedelta = timedelta(days=90),
+              window: WindowRule = middle_third, retry_after: float | None = None,
+              seed: int = 7, statuses: Iterable[CertStatus] = ()) -> AriWorld:
+    clock = FakeClock()
+    store = MemoryStore()
+    issuer = FakeIssuer(clock, lifetime=lifetime)
+    memory = MemoryStatus(statuses)
+    desired = FakeDesired(specs)
+    ari = FakeAri(clock, window=window, retry_after=retry_after)
+    settings = PolicySettings(default_key_type=KeyType.EC256, store_only=True)
+    step = AriStep(ari.factory, store, clock=clock, rng=random.Random(seed))
+    rec = Reconciler(
+        settings=settings, load_desired=desired, gatherer=Gatherer(store, settings),
+        executor=Executor(store=store, issuer_factory=issuer.factory, clock=clock),
+        status_store=memory, clock=clock, ari=step)
+    return AriWorld(clock, store, issuer, memory, desired, ari, step, rec)

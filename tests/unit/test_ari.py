@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from cryptography import x509
@@ -386,10 +386,10 @@ def test_which_rejections_are_retried_without_replaces(error: CaResponseError,
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    answers: dict[str, tuple[int, dict[str, str], bytes]] = {}
-    seen: list[str] = []
+    answers: ClassVar[dict[str, tuple[int, dict[str, str], bytes]]] = {}
+    seen: ClassVar[list[str]] = []
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         self.seen.append(self.path)
         status, headers, body = self.answers.get(self.path, (404, {}, b"{}"))
         self.send_response(status)
@@ -407,7 +407,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 def ari_server() -> Iterator[str]:
     _Handler.answers, _Handler.seen = {}, []
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"

@@ -150,3 +150,40 @@ async def test_a_stop_signal_during_a_store_write_keeps_the_lock_until_the_write
         run.cancel()
     assert (service.app.paths.certificates / "a.test.crt").exists()
     assert not store_problems(service.app.paths.prefix)
+
+
+async def test_a_planted_lock_is_reported_and_retried_and_run_starts_once_it_is_fixed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`run` never exits on a store error at start-up: NJet does not restart a copilot."""
+    import controller.service as service_module
+    from tests.logcapture import capture_logs
+
+    monkeypatch.setattr(service_module, "START_RETRY", 0.05)
+    service = store_only_service(tmp_path)
+    service.app._issuer = FakeIssuer()
+    lock_path = service.app.paths.lego / "lock"
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    target = tmp_path / "outside-target"
+    target.write_text("keep me\n")
+    lock_path.symlink_to(target)  # someone planted the lock as a link to another file
+    with capture_logs() as logs:
+        run = asyncio.ensure_future(service.run())
+        try:
+            for _ in range(200):
+                if logs.text.count("cannot start") >= 2:
+                    break
+                await asyncio.sleep(0.02)
+            assert not run.done(), "run() ended instead of waiting for the store to be fixed"
+            assert logs.text.count("cannot start") >= 2 and str(lock_path) in logs.text
+            lock_path.unlink()  # the operator removes the planted link
+            for _ in range(200):
+                if "controller started" in logs.text:
+                    break
+                await asyncio.sleep(0.02)
+            assert "controller started" in logs.text
+            service.stop(signal.SIGTERM)
+            assert await asyncio.wait_for(run, 10) == 0
+        finally:
+            run.cancel()
+    assert target.read_text() == "keep me\n"
