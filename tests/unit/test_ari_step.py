@@ -157,7 +157,12 @@ async def test_an_answer_for_a_certificate_no_longer_stored_is_dropped() -> None
     observed_fp = w.stored("a.test").info.fingerprint
     swapped = await w.issuer.issue(A, w.stored("a.test").info.key_type)  # type: ignore[arg-type]
     # the store changes right after the pass's scan: the poll reads the new PEM
-    w.store.on_load_all = lambda: None if w.store.put("a.test", swapped) else None
+
+    def swap() -> None:
+        w.store.on_load_all = None
+        w.store.put("a.test", swapped)
+
+    w.store.on_load_all = swap
     await w.rec.pass_once()
     st = w.rec.statuses["a.test"]
     assert st.ari is None or st.ari.fingerprint != observed_fp
