@@ -17,9 +17,9 @@ the loop when the next poll is due (never sooner than MIN_WAKE_GAP after the las
 that polled, so 10,000 certificates cost one pass a minute, not one a second).
 
 A directory without `renewalInfo` turns the step off for the process (the lifetime rule
-applies, unchanged) and marks each due certificate to be asked again after 6 h (so a fresh
-`reconcile` does not fetch the directory again); a directory that cannot be read is retried
-after 1 min, 2 min, ... 1 h.
+applies, unchanged); a directory that cannot be read is retried after 1 min, 2 min, ... 1 h.
+A certificate whose renewal is backing off is not asked about (its renewal is wanted already,
+and a `reconcile` re-run during a CA's Retry-After sends the CA nothing).
 An answer for a certificate that is no longer the stored one is dropped, and a poll's state
 is tied to the certificate's fingerprint (CertStatus.with_ari), so a window fetched for the
 previous certificate never schedules the new one. An explanationURL is logged with its window.
@@ -49,7 +49,7 @@ from controller.policies.ari import (
     poll_delay,
 )
 from controller.ports import AriAnswer, AriPoller, AriPollerFactory, CertStore, Clock
-from controller.status import AriState, CertStatus
+from controller.status import AriState, CertStatus, in_backoff
 from controller.threads import off_loop
 
 BURST = 20
@@ -58,7 +58,6 @@ MIN_WAKE_GAP = timedelta(minutes=1)
 UNAVAILABLE_BASE = timedelta(minutes=1)
 UNAVAILABLE_CAP = timedelta(hours=1)
 MAX_ERROR = 300  # characters of a poll's error kept in the status
-NOT_OFFERED = "the CA's directory offers no renewal information (renewalInfo)"
 
 AriRequestObserver = Callable[[str], None]  # "ok" | "error", per renewalInfo request
 
@@ -119,7 +118,8 @@ class AriStep:
         if self._unavailable_until is not None and now < self._unavailable_until:
             self._next_wake = self._unavailable_until
             return {}
-        candidates = {d: observed.stored[d] for d in desired.specs if d in observed.stored}
+        candidates = {d: observed.stored[d] for d in desired.specs
+                      if d in observed.stored and not in_backoff(statuses.get(d), now)}
         due = due_polls(candidates, statuses, now)
         tokens = self._refill(now, len(candidates))
         take = due[: int(tokens)]
@@ -127,7 +127,7 @@ class AriStep:
         if take:
             poller = await self._poller(now)
             if poller is None:
-                return self._unsupported(due, candidates, statuses, now)
+                return {}
             changed = await self._poll(poller, take, candidates, statuses, now)
             self._tokens = max(0.0, tokens - len(take))
             self._last_polled = now
@@ -157,23 +157,6 @@ class AriStep:
             return None
         self._supported = True
         return poller
-
-    def _unsupported(self, due: list[str], candidates: Mapping[str, StoredCert],
-                     statuses: Mapping[str, CertStatus], now: datetime) -> dict[str, CertStatus]:
-        """The CA offers no ARI (`_poller` said so; after a directory that could not be read:
-        nothing): every due certificate is marked to be asked again after DEFAULT_POLL, so a
-        fresh process (a `reconcile` during a backoff) does not fetch the directory again."""
-        if self._supported is not False:
-            return {}
-        out: dict[str, CertStatus] = {}
-        for domain in due:
-            fp = candidates[domain].info.fingerprint
-            state = AriState(fingerprint=fp, cert_id="",
-                             next_poll=now + poll_delay(None, jitter=self.rng.random()),
-                             polled_at=now, last_error=NOT_OFFERED)
-            cur = statuses.get(domain) or CertStatus(domain=domain)
-            out[domain] = cur.with_ari(state, renewal_at=None)
-        return out
 
     def _wake(self, candidates: Mapping[str, StoredCert], statuses: Mapping[str, CertStatus],
               now: datetime, *, backlog: bool) -> datetime | None:
@@ -245,7 +228,7 @@ class AriStep:
             return cur.with_ari(state, renewal_at=None)
         start, end = answer.window_start, answer.window_end
         at = choose_renewal(start, end, current=chosen_for(cur, fp), now=now,
-                            draw=self.rng.random())
+                            draw=self.rng.random(), not_before=_born(stored, cur))
         state = AriState(fingerprint=fp, cert_id=answer.cert_id,
                          next_poll=now + poll_delay(answer.retry_after, jitter=jitter),
                          window_start=start, window_end=end,
@@ -258,6 +241,13 @@ class AriStep:
                       domain=domain, start=start.isoformat(), end=end.isoformat(),
                       renew_at=at.isoformat(), renew_now=end <= now, **extra)
         return cur.with_ari(state, renewal_at=at)
+
+
+def _born(stored: StoredCert, status: CertStatus) -> datetime:
+    """When the stored certificate began: its notBefore, or when this controller stored it if
+    later (CAs backdate notBefore, Let's Encrypt by an hour)."""
+    nb = stored.info.not_before
+    return max(nb, status.issued_at) if status.issued_at is not None else nb
 
 
 def _read_pems(store: CertStore, domains: list[str]) -> dict[str, bytes]:

@@ -111,9 +111,9 @@ async def cmd_delete(app: App, name: str, *, revoke: bool) -> int:
     from controller.adapters.store.lock import StoreLock
     from controller.admin_backend import record_event, revoke_stored
     from controller.errors import ControllerError
-    from controller.paths import validate_domain
+    from controller.paths import validate_store_key
 
-    domain = validate_domain(name)
+    domain = validate_store_key(name)  # a dual block's second certificate: <name>@<slot>
     lock = StoreLock(app.paths)
     if not lock.try_acquire():
         return await _delete_through_admin(app.config, domain, revoke=revoke,

@@ -75,7 +75,7 @@ def _spec_doc(spec: CertificateSpec, app: App, result: PassResult) -> dict[str, 
         "names": list(spec.names),
         "key_type": key.value,
         "key_type_from": "config" if spec.key_type is not None else (
-            "bootstrap certificate" if spec.domain in result.observed.bootstrap_key_types
+            "bootstrap certificate" if spec.key in result.observed.bootstrap_key_types
             else "default"),
         "challenge_type": f"{challenge.value}-01" if challenge.value == "http"
         else "tls-alpn-01",
@@ -95,7 +95,7 @@ async def _served(app: App, spec: CertificateSpec, key_kind: KeyKind,
         return []
     if result.observed.njet_error:
         return [{"listen": None, "fingerprint": None, "error": result.observed.njet_error}]
-    listens = [listen for t in result.observed.njet_targets.get(spec.domain, ())
+    listens = [listen for t in result.observed.njet_targets.get(spec.key, ())
                for listen in t.listens]
     timeout = app.config.controller.probeTimeout.total_seconds()
     probes = await asyncio.gather(*(
@@ -165,9 +165,9 @@ async def show_doc(app: App, domain: str) -> dict[str, Any] | None:
 
 
 async def cmd_show(app: App, name: str, output: str) -> int:
-    from controller.paths import validate_domain
+    from controller.paths import validate_store_key
 
-    domain = validate_domain(name)
+    domain = validate_store_key(name)  # a dual block's second certificate: <name>@<slot>
     doc = await show_doc(app, domain)
     if doc is None:
         return fail(f"{domain} is neither a desired certificate nor in the store "

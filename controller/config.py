@@ -6,7 +6,8 @@ token or an EAB key). Durations have documented minimums (MIN_INTERVAL, MIN_PROB
 MIN_ADMIN_TIMEOUT; a zero interval would spin the loop), refused at load like a wrong type.
 `[certificates."name"]` tables (CertificateSettings) set keyType, profile, profileRequired,
 reuseKey and challengeType per certificate; their keys are host names (certificate_name),
-checked here and made canonical.
+checked here and made canonical. `keyType` (there and in [acme]) is one key type or a list of
+exactly two, one RSA and one ECDSA (a dual certificate: model.KeyTypes, _key_types).
 `[hooks]` commands are argv lists (no shell) and `[notify] webhook` an http(s) URL, both
 checked here without echoing the value (a URL may carry a token); adapters/hooks/ runs them.
 `[dns]` (controller/dnsconfig.py) configures dns-01; challengeType "dns" without it is an error.
@@ -43,7 +44,7 @@ from pydantic import (
 from controller.desired import canonical_name, name_problem
 from controller.dnsconfig import DnsSection
 from controller.errors import ConfigError
-from controller.model import ChallengeType, KeyType
+from controller.model import ChallengeType, KeyType, KeyTypes
 from controller.njetconf import DEFAULT_MAX_CONF_BYTES
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)?\s*$")
@@ -177,6 +178,39 @@ class RateLimitsSection(_Section):
     failedValidationsPerHostPerHour: int | None = _BUDGET
 
 
+_KEY_TYPES = "rsa2048, rsa4096, ec256 or ec384"
+
+
+def _key_types(value: object) -> object:
+    """`keyType`: one key type, or a list of exactly two of different families (one RSA, one
+    ECDSA: a dual certificate, the first one's file `<name>.crt`). Errors never echo a value
+    that is no key type."""
+    if value is None or isinstance(value, KeyType):
+        return value
+    if isinstance(value, str):
+        try:
+            return KeyType(value)
+        except ValueError:
+            raise ValueError(f"expected {_KEY_TYPES}") from None
+    if not isinstance(value, list | tuple):
+        raise ValueError(f"expected {_KEY_TYPES}, or a list of two (one RSA, one ECDSA)")
+    if len(value) != 2:
+        raise ValueError('a list of key types names exactly two, one RSA and one ECDSA'
+                         ' (a dual certificate), e.g. ["rsa2048", "ec256"]')
+    try:
+        first, second = (KeyType(v) for v in value)
+    except (ValueError, TypeError):
+        raise ValueError(f"each key type of the list is one of {_KEY_TYPES}") from None
+    if first.is_ecdsa == second.is_ecdsa:
+        family = "ECDSA" if first.is_ecdsa else "RSA"
+        raise ValueError(f"a dual certificate needs one RSA and one ECDSA key type, not two"
+                         f" {family} ones ({first}, {second})")
+    return (first, second)
+
+
+KeyTypeSetting = Annotated[KeyTypes | None, BeforeValidator(_key_types)]
+
+
 class AcmeSection(_Section):
     email: str = ""
     challengeType: ChallengeType = ChallengeType.HTTP
@@ -185,7 +219,7 @@ class AcmeSection(_Section):
     httpChallengeServerAddress: str = ":80"
     proxyHttpChallengeServerIp: str = ""
     renewBeforeDays: float = Field(default=30, ge=0, le=36500)
-    keyType: KeyType | None = None
+    keyType: KeyTypeSetting = None
     caBundle: str = ""
     eabKid: str = ""
     eabHmacKey: str = ""
@@ -324,18 +358,11 @@ class NotifySection(_Section):
     secretFile: str = ""  # HMAC-SHA256 key for X-NJCM-Signature; "" = unsigned
 
 
-def _one_key_type(value: object) -> object:
-    if isinstance(value, list):
-        raise ValueError("dual certificates are not supported yet: give one key type"
-                         " (rsa2048, rsa4096, ec256 or ec384)")
-    return value
-
-
 class CertificateSettings(_Section):
     """`[certificates."name"]`: settings of the certificate whose first server_name is `name`
     (unset = the [acme] value; desired_source.py applies them to the desired specs)."""
 
-    keyType: Annotated[KeyType | None, BeforeValidator(_one_key_type)] = None
+    keyType: KeyTypeSetting = None
     profile: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1,
                                               max_length=255)] | None = None
     challengeType: ChallengeType | None = None  # "dns" only with a [dns] section

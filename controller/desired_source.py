@@ -16,6 +16,12 @@ With a [dns] section (`wildcards=True`) wildcard names are issued (desired.py), 
 certificate holding one validates all its names through dns-01 (one mechanism per order:
 use_dns_for_wildcards); a table asking for another challenge type for it gets a warning.
 
+Dual certificates (expand_dual, the last step): a block whose keyType (its table's, else the
+global `[acme] keyType`) is a list of two gets two specs, everything else alike: the first key
+type's under the domain (store key `<name>`, `<name>.crt`), the second's under the store key
+`<name>@<slot>` (slot: NJet's cert_type of the second key type, "ecc" or "rsa"). Both have
+explicit key types, so neither follows the bootstrap certificate (`bootstrap_cert` None).
+
 `load` may be called from the event loop and from a daemon thread (reconcile.py parses off the
 loop); a lock makes one load at a time.
 
@@ -31,7 +37,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from controller.desired import is_wildcard, load_desired_and_files, merge_desired
-from controller.model import ChallengeType, Desired, KeyType, NameWarning
+from controller.model import (
+    ChallengeType,
+    Desired,
+    KeyTypes,
+    NameWarning,
+    first_key_type,
+)
 from controller.njetconf import DEFAULT_MAX_CONF_BYTES
 from controller.ports import RuntimeSpecs
 
@@ -54,7 +66,7 @@ def _signature(paths: Iterable[str]) -> Signature:
 class CertSettings:
     """One `[certificates."name"]` table (config.CertificateSettings); None = not set."""
 
-    key_type: KeyType | None = None
+    key_type: KeyTypes | None = None  # a tuple of two: a dual certificate (expand_dual)
     challenge_type: ChallengeType | None = None
     profile: str | None = None
     profile_required: bool | None = None
@@ -77,8 +89,7 @@ def apply_settings(
     specs = dict(desired.specs)
     used: set[str] = set()
     for domain, spec in desired.specs.items():
-        key = domain if domain in settings else f".{domain}"
-        entry = settings.get(key)
+        key, entry = _table_of(domain, settings)
         if entry is None:
             continue
         used.add(key)
@@ -86,7 +97,7 @@ def apply_settings(
         profile = entry.profile
         specs[domain] = replace(
             spec,
-            key_type=entry.key_type or spec.key_type,
+            key_type=first_key_type(entry.key_type) or spec.key_type,
             challenge_type=None if challenge in (None, default_challenge) else challenge,
             profile=None if profile in (None, default_profile) else profile,
             profile_required=entry.profile_required,
@@ -95,6 +106,33 @@ def apply_settings(
     unused = [NameWarning(key, _unused(key, desired, wildcards=wildcards), origin)
               for key in sorted(set(settings) - used)]
     return replace(desired, specs=specs, warnings=(*desired.warnings, *unused))
+
+
+def _table_of(
+    domain: str, settings: Mapping[str, CertSettings]
+) -> tuple[str, CertSettings | None]:
+    """The [certificates] table of `domain` (a `.x.test` table is also x.test's), and its key."""
+    key = domain if domain in settings else f".{domain}"
+    return key, settings.get(key)
+
+
+def expand_dual(
+    desired: Desired, settings: Mapping[str, CertSettings], default: KeyTypes | None = None
+) -> Desired:
+    """Each spec whose keyType (its table's, else `default`, [acme]'s) is a list of two as
+    two specs: the first key type's under its domain and the second's under `domain@slot`
+    (see the module docstring); every other spec as it is."""
+    specs = dict(desired.specs)
+    for domain, spec in desired.specs.items():
+        entry = _table_of(domain, settings)[1]
+        wanted = entry.key_type if entry is not None and entry.key_type is not None else default
+        if not isinstance(wanted, tuple):
+            continue
+        first = replace(spec, key_type=wanted[0], bootstrap_cert=None, dual=True)
+        second = replace(first, key_type=wanted[1], slot=wanted[1].njet_cert_type)
+        specs[domain] = first
+        specs[second.key] = second
+    return replace(desired, specs=specs)
 
 
 def use_dns_for_wildcards(
@@ -131,7 +169,7 @@ def _unused(key: str, desired: Desired, *, wildcards: bool = False) -> str:
 @dataclass
 class DesiredSource:
     conf_path: Path
-    key_type: KeyType | None
+    key_type: KeyTypes | None  # [acme] keyType (two: every block without its own is dual)
     runtime: RuntimeSpecs
     max_conf_bytes: int = DEFAULT_MAX_CONF_BYTES  # [njet] maxConfBytes
     # [certificates."name"] tables and the [acme] values they are compared with
@@ -161,7 +199,8 @@ class DesiredSource:
             and _signature(self._watched()) == self._signature
         ):
             return self._value
-        base, files = load_desired_and_files(self.conf_path, key_type=self.key_type,
+        base, files = load_desired_and_files(self.conf_path,
+                                             key_type=first_key_type(self.key_type),
                                              max_conf_bytes=self.max_conf_bytes,
                                              wildcards=self.wildcards)
         self.parses += 1
@@ -175,6 +214,7 @@ class DesiredSource:
         if self.wildcards:
             value = use_dns_for_wildcards(value, default_challenge=self.default_challenge,
                                           origin=self.settings_origin)
+        value = expand_dual(value, self.settings, self.key_type)
         self._files = files
         self._value = value
         self._signature = _signature(self._watched())

@@ -11,6 +11,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
+from controller.paths import store_key
+
 KeyKind = Literal["rsa", "ecc"]
 """NJet's `cert_type` of a key, and the key type a TLS probe offers."""
 
@@ -33,6 +35,14 @@ class KeyType(StrEnum):
 
 DEFAULT_KEY_TYPE = KeyType.RSA2048
 """The key type of a block with neither `keyType` nor a readable bootstrap certificate."""
+
+KeyTypes = KeyType | tuple[KeyType, KeyType]
+"""A `keyType` setting: one key type, or two (one RSA, one ECDSA: a dual certificate)."""
+
+
+def first_key_type(value: KeyTypes | None) -> KeyType | None:
+    """The key type of a `keyType` setting's first certificate (`<name>.crt`)."""
+    return value[0] if isinstance(value, tuple) else value
 
 
 class ActionKind(StrEnum):
@@ -60,7 +70,12 @@ class CertificateSpec:
     """One wanted certificate: CN = names[0] (certinfo.csr_common_name: the first name of at
     most 64 characters), SAN = names.
 
-    `domain` is the store key (= names[0]). `listens` are NJet's listen strings as GET
+    `domain` is the block's first name (= names[0]): what SNI, NJet targets and the
+    [certificates] table use. `key` is the store key: `domain`, or `domain@<slot>` for the
+    second certificate of a dual block (`keyType` a list of two, desired_source.expand_dual):
+    `slot` is NJet's cert_type of that certificate's key type, and `dual` is set on both of the
+    block's certificates. Desired.specs, the store, status and plan actions are keyed by `key`.
+    `listens` are NJet's listen strings as GET
     /api/v1/ssl spells them ("127.0.0.1:8443", "0.0.0.0:8444", "[::1]:8445").
     `key_type` None means "follow the block's bootstrap certificate, else rsa2048".
     `bootstrap_cert` is the path of the block's `ssl_certificate` (for that detection).
@@ -80,6 +95,13 @@ class CertificateSpec:
     profile: str | None = None
     profile_required: bool | None = None  # a profile the CA does not offer is a ConfigError
     reuse_key: bool | None = None  # a renewal keeps the stored key (same key type only)
+    slot: KeyKind | None = None  # the second certificate of a dual block: its cert_type
+    dual: bool = False  # one of a dual block's two certificates (key types are explicit)
+
+    @property
+    def key(self) -> str:
+        """The store key: `domain`, or `domain@slot` (paths.store_key)."""
+        return store_key(self.domain, self.slot)
 
 
 @dataclass(frozen=True)

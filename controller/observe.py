@@ -4,6 +4,11 @@ Called by reconcile.py at the start of every pass (probing only when asked: afte
 NJet's start/reload events and at the periodic resync — never on every pass). Never raises for
 an unreachable NJet: that becomes `Observed.njet_error`, and the plan waits. The store scan
 runs off the event loop (threads.off_loop).
+
+Everything is keyed by the store key (desired.specs' keys): the two certificates of a dual block
+(`<name>` and `<name>@<slot>`) have the same NJet block and are probed each on its own, with the
+key type of its own key (an RSA-only or an ECDSA-capable handshake: adapters/njet/probe.py); a
+dual block's config certificate says nothing about its key types (both are configured).
 """
 
 from __future__ import annotations
@@ -132,7 +137,7 @@ def match_all(
         m = match_server(spec, servers)
         if m.status is MatchStatus.FOUND:
             targets[domain] = (NjetTarget(tuple(m.listens), tuple(m.server_names)),)
-            if m.server is not None and m.server.certificates:
+            if m.server is not None and m.server.certificates and not spec.dual:
                 first = m.server.certificates[0].cert_type
                 types[domain] = KeyType.EC256 if first == "ecc" else KeyType.RSA2048
             continue

@@ -2,8 +2,10 @@
 
 The layout under `<prefix>/.lego/` is lego's (and so NJet's own Go cert-manager's):
   certificates/<name>.crt|.key|.issuer.crt|.json   the live pairs
+  certificates/<name>@<slot>.crt|...  the second certificate of a dual block (`keyType` a list
+                           of two): <slot> is NJet's cert_type of its key type, "ecc" or "rsa"
   accounts/<ca-host>/<email>/account.json, keys/<email>.key
-  status/<name>.json       our per-certificate retry / renewal status
+  status/<name>.json       our per-certificate retry / renewal status (<name>@<slot>.json too)
   quarantine/<name>.<ts>/  pairs taken out of service, kept quarantineRetention (adapters/store/
                            quarantine.py lists, restores and expires them)
   gc-confirm.json          an operator's release of deletions the deletion guard holds
@@ -14,6 +16,12 @@ The layout under `<prefix>/.lego/` is lego's (and so NJet's own Go cert-manager'
   runtime/                 event-sourced desired state (servers announced at runtime)
   index.json               what each stored pair meant when last parsed (speeds up start)
   lock                     the single-writer lock
+
+A certificate's store key (what names it in the store, the status, the plan, metrics and the
+admin API) is its domain, or `<domain>@<slot>` for the second certificate of a dual block
+(store_key / split_store_key / validate_store_key). "@" never occurs in a host name, so such a
+key can never be mistaken for another domain; the slot must be "ecc" or "rsa", and "@" is
+refused anywhere else (validate_domain, and so every path built from a name).
 """
 
 from __future__ import annotations
@@ -42,19 +50,50 @@ def validate_domain(name: str) -> str:
     return lowered
 
 
+SLOTS: tuple[str, ...] = ("ecc", "rsa")
+"""The second-slot names of a dual block's store key: NJet's cert_type of its key type."""
+SLOT_SEP = "@"
+
+
+def store_key(domain: str, slot: str | None = None) -> str:
+    """The store key of a certificate: `domain`, or `domain@slot` for a dual block's second."""
+    return domain if slot is None else f"{domain}{SLOT_SEP}{slot}"
+
+
+def split_store_key(key: str) -> tuple[str, str | None]:
+    """(domain, slot) of a store key: "a.test@ecc" -> ("a.test", "ecc"), "a.test" -> (.., None).
+    Not validated (validate_store_key is)."""
+    domain, sep, slot = key.partition(SLOT_SEP)
+    return (domain, slot) if sep else (key, None)
+
+
+def validate_store_key(key: str) -> str:
+    """`key` lowercased if it is a store key: a valid domain (validate_domain), or one followed
+    by exactly "@ecc" or "@rsa"; else ConfigError naming it."""
+    domain, slot = split_store_key(key.strip().lower())
+    if slot is None:
+        return validate_domain(domain)
+    if slot not in SLOTS or SLOT_SEP in domain:
+        raise ConfigError(f"not a valid certificate name: {key!r} (a dual block's second"
+                          f" certificate is <name>@ecc or <name>@rsa)")
+    return store_key(validate_domain(domain), slot)
+
+
 def safe_file_name(domain: str) -> str:
-    """lego's sanitized file name: "*" becomes "_"."""
-    return validate_domain(domain).replace("*", "_")
+    """lego's sanitized file name: "*" becomes "_" (a store key's "@<slot>" is kept)."""
+    name, slot = split_store_key(validate_store_key(domain))
+    return store_key(name.replace("*", "_"), slot)
 
 
 def stem_domain(stem: str) -> str:
-    """The domain a store file name stands for: "_.a.test" -> "*.a.test" (the inverse)."""
+    """The store key a store file name stands for: "_.a.test" -> "*.a.test" (the inverse)."""
     return "*" + stem[1:] if stem.startswith("_.") else stem
 
 
 def is_store_name(stem: str) -> bool:
-    """True when `stem` is exactly what safe_file_name gives for some domain: a single, safe
-    path component (no "/", "..", NUL, upper case), so journal records can be checked."""
+    """True when `stem` is exactly what safe_file_name gives for some store key: a single, safe
+    path component (no "/", "..", NUL, upper case; "@" only before "ecc" or "rsa" at the end),
+    so journal records and store scans can be checked."""
     try:
         return safe_file_name(stem_domain(stem)) == stem
     except ConfigError:

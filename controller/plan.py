@@ -3,7 +3,11 @@
 No I/O, no clock, no randomness. Called by reconcile.py each pass, by `diff`, and by the admin
 API's GET /api/v1/plan. An empty `Plan.actions` with no `waiting` means converged.
 What is decided, and in which order, is the policy chains' business (policy.py); plan() only
-builds one Subject per name, walks its chain and collects the decisions.
+builds one Subject per name, walks its chain and collects the decisions. A "name" here (the
+keys of desired.specs and of Observed's maps, Action.domain, Waiting.domain, ...) is a store key
+(CertificateSpec.key): the domain, or `<domain>@<slot>` for a dual block's second certificate;
+DNS names, SNI and NJet targets come from the spec. policies/slots.py adds the pass's notes
+about a key type removed from a dual block (NJet keeps serving its last certificate).
 
 Orphans are decided twice: first without the pass-wide deletion figures (which deletions are
 due), then the due ones again with `Subject.deletions` filled in, so the deletion guard (a hold
@@ -37,8 +41,10 @@ from controller.model import (
     Observed,
 )
 from controller.policies.budget import ORDERS, order_priority
+from controller.policies.fallback import fallback_start
 from controller.policies.ratelimits import BudgetBook, BudgetInput, BudgetRemaining
 from controller.policies.renewal import replaces_id
+from controller.policies.slots import slot_notes
 from controller.policy import (
     DESIRED,
     ORPHANED,
@@ -84,6 +90,8 @@ class Action:
     # issue/renew: the certificate's consecutive failed orders per CA (from its status), from
     # which the executor picks the CA (policies/fallback.py)
     ca_failures: tuple[CaStreak, ...] = ()
+    # issue/renew starting at a [[acme.fallback]] CA: its directory URL (`diff` shows it)
+    ca: str | None = None
 
 
 @dataclass(frozen=True)
@@ -150,7 +158,7 @@ def wanted_key_type(
     """keyType when configured, else the block's bootstrap cert type, else the default."""
     if spec.key_type is not None:
         return spec.key_type
-    return bootstrap.get(spec.domain, settings.default_key_type)
+    return bootstrap.get(spec.key, settings.default_key_type)
 
 
 def plan(
@@ -165,7 +173,9 @@ def plan(
 ) -> Plan:
     """`release`: the operator's confirmation on file (`gc confirm`), None when there is none;
     `budget`: the rate-limit ledger and limits of the CA, None when no limit applies."""
-    out = _Collected(notes=list(pass_notes(observed, settings)))
+    out = _Collected(notes=[*pass_notes(observed, settings), *slot_notes(
+        desired, observed,
+        lambda spec: wanted_key_type(spec, observed.bootstrap_key_types, settings).njet_cert_type)])
     decided = [(s, decide(DESIRED, s)) for s in (
         subject(d, desired.specs[d], observed, statuses.get(d), now, settings)
         for d in sorted(desired.specs))]
@@ -293,6 +303,9 @@ class _Collected:
                 replaces=replaces_id(s) if d.act.kind is ActionKind.RENEW else None,
                 ca_failures=(s.status.ca_failures
                              if s.status is not None and d.act.kind in _ORDERS else ()),
+                ca=(fallback_start(s.settings.cas, s.status.ca_failure_counts(),
+                                   s.settings.fallback_after)
+                    if s.status is not None and d.act.kind in _ORDERS else None),
             ))
         self.waiting.extend(Waiting(s.domain, w.reason, w.message, w.until) for w in d.waits)
         self.scheduled.extend(Scheduled(s.domain, x.reason, x.message, x.at) for x in d.later)

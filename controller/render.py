@@ -5,7 +5,9 @@ CN is asked for instead: ` cn=<name>` (the first name that fits) or ` cn=(none)`
 `common_name` on every issue and renew. A certificate whose `[certificates."name"]` table picks
 another challenge type than [acme]'s says so: ` challenge=tls` (JSON: `challenge_type`, null
 for the [acme] one), one with its own profile ` profile=<name>` (JSON: `profile`), and a
-renewal that keeps the stored key (reuseKey) ` reuse-key` (JSON: `reuse_key`).
+renewal that keeps the stored key (reuseKey) ` reuse-key` (JSON: `reuse_key`); an order that
+starts at a `[[acme.fallback]]` CA (the earlier ones keep failing for it) ` ca=<directory URL>`
+(JSON: `ca`, null for [acme]'s).
 `renewal_rows` / `renewals_to_text` / `renewals_to_list`: when each certificate renews and from
 which rule (the CA's ARI window with its explanation URL, the lifetime rule, the emergency
 override), for `diff` (due within 7 days; `-v`: all) and `diff -o json` (`renewals`).
@@ -52,6 +54,7 @@ def plan_to_dict(p: Plan, *, now: datetime | None = None) -> dict[str, Any]:
                                    if a.spec and a.spec.challenge_type and _orders(a) else None),
                 "profile": a.spec.profile if a.spec and _orders(a) else None,
                 "reuse_key": a.reuse_key,
+                "ca": a.ca,  # an order starting at a [[acme.fallback]] CA: its directory URL
             }
             for a in p.actions
         ],
@@ -97,6 +100,8 @@ def plan_to_text(p: Plan) -> str:
             extra += f" profile={a.spec.profile}"
         if a.reuse_key:
             extra += " reuse-key"
+        if a.ca:
+            extra += f" ca={a.ca}"
         lines.append(f"{_SIGIL[a.kind.value]} {a.kind.value:<6} {names}{extra}  "
                      f"[{a.reason.value}] {a.message}")
     for w in p.waiting:

@@ -126,6 +126,7 @@ KEYS: dict[str, str] = {
                           " errors, 5xx, rate limits) after which the next `[[acme.fallback]]`"
                           " CA is tried, in the same pass; an unreachable directory falls back"
                           " at once",
+    "acme.rateLimits": "the rate-limit budget: the `[acme.rateLimits]` table below",
     "acme.rateLimits.newOrdersPer3h": "new orders per account within any 3 hours (Let's"
                                       " Encrypt: 300)",
     "acme.rateLimits.certificatesPerDomainPerWeek": "certificates per registered domain (public"
@@ -136,6 +137,8 @@ KEYS: dict[str, str] = {
     "acme.rateLimits.failedValidationsPerHostPerHour": "failed validations per host name and"
                                                        " account within any hour (Let's"
                                                        " Encrypt: 5)",
+    "acme.fallback": "more CAs, each a `[[acme.fallback]]` table (below), tried in order after"
+                     " this one",
     "acme.fallback[].acmeCaDir": "the CA's ACME directory URL (required; each CA once)",
     "acme.fallback[].caBundle": "a PEM file trusted for this CA's HTTPS; relative to the prefix",
     "acme.fallback[].eabKid": "external account binding at this CA: the key id",
@@ -379,9 +382,16 @@ class Walk:
                 continue
             if typing.get_origin(tp) in (list, tuple) and _args(tp) and _model(_args(tp)[0]):
                 nested.append((_args(tp)[0], f"{key}[]", f"[[{key}]]"))
+                if path:  # a row in its table too, pointing at the [[key]] section
+                    self.seen.add(key)
+                    rows.append((f"`{name}`", type_name(field.annotation),
+                                 toml_value(default_of(field)), "", KEYS.get(key, "")))
                 continue
             if sub is not None:
                 nested.append((sub, key, f"[{key}]"))
+                if path:  # a row in its table too, pointing at the [key] section
+                    self.seen.add(key)
+                    rows.append((f"`{name}`", "table", "", "", KEYS.get(key, "")))
                 continue
             self.seen.add(key)
             meaning = KEYS.get(key) or field.description or ""

@@ -14,7 +14,10 @@ time, and `diff` (render.py) shows it.
   MAX_POLL.
 - The renewal time is drawn uniformly from the part of the window still ahead ([max(start,
   now), end]), once: a later window that still contains it keeps it; one that does not draws
-  again; a window whose end is past means renew now (its end, which is past, is the time).
+  again; a window whose end is past means renew now (its end, which is past, is the time). It
+  is never less than MIN_AGE (1 h) after the certificate began (its notBefore, or when it was
+  stored if later: CAs backdate), so a CA suggesting a past window for every certificate
+  renews each at most once an hour, not in a loop.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ MIN_POLL = timedelta(minutes=1)
 MAX_POLL = timedelta(hours=24)
 POLL_JITTER = 0.1
 ERROR_BASE = timedelta(minutes=1)
+MIN_AGE = timedelta(hours=1)  # no ARI-chosen renewal of a certificate younger than this
 
 
 def clamp_poll(seconds: float) -> timedelta:
@@ -63,16 +67,21 @@ def error_delay(errors: int, retry_after: float | None, *, jitter: float) -> tim
 
 
 def choose_renewal(start: datetime, end: datetime, *, current: datetime | None, now: datetime,
-                   draw: float) -> datetime:
+                   draw: float, not_before: datetime | None = None) -> datetime:
     """The renewal time for the window [start, end]: `current` (the time chosen before for the
     same certificate) while the window contains it; else `draw` (uniform in [0, 1)) placed in
-    the part of the window still ahead; the window's end when it is past (renew now)."""
+    the part of the window still ahead; the window's end when it is past (renew now). Never
+    before MIN_AGE after `not_before` (when the certificate began: the ARI step gives the later
+    of its notBefore and when this controller stored it): a CA that answers a past window for
+    every certificate, the one just issued too, cannot make the controller order in a loop."""
     if end <= now:
-        return end
-    if current is not None and start <= current <= end:
-        return current
-    low = max(start, now)
-    return low + (end - low) * min(max(draw, 0.0), 1.0)
+        chosen = end
+    elif current is not None and start <= current <= end:
+        chosen = current
+    else:
+        low = max(start, now)
+        chosen = low + (end - low) * min(max(draw, 0.0), 1.0)
+    return chosen if not_before is None else max(chosen, not_before + MIN_AGE)
 
 
 def ari_state(status: CertStatus | None, fingerprint: str) -> AriState | None:

@@ -14,6 +14,7 @@ any issuance, so the next renewal starts at the primary again):
   counts one; REJECTED (the CA refused the order: a PermanentError, e.g. rejectedIdentifier)
   is no outage, so the CA's streak ends and no other CA is asked.
 - `after_failure`: the streaks after one failed order.
+- `fallback_start`: the CA an order starts at when it is not [acme]'s (plan.py, for `diff`).
 - `next_ca`: whether the same attempt goes on at another CA: only when the failing CA has now
   reached `fallback_after` (at once for UNREACHABLE and UNUSABLE), never after REJECTED, and
   each CA at most once per attempt.
@@ -64,6 +65,14 @@ def choose_ca(
         if failures.get(cas[i], 0) < fallback_after:
             return i
     return min(left, key=lambda i: (failures.get(cas[i], 0), i))
+
+
+def fallback_start(cas: Sequence[str], failures: Mapping[str, int],
+                   fallback_after: int) -> str | None:
+    """The directory URL of the CA the next order starts at when that is not [acme]'s (for
+    `diff`), else None."""
+    index = choose_ca(cas, failures, fallback_after) if len(cas) > 1 else None
+    return cas[index] if index else None
 
 
 def after_failure(

@@ -53,6 +53,10 @@ class PolicySettings:
     reuse_key: bool = False
     # [acme] ari: renewal times chosen inside the CA's ARI window count (False: ignored)
     ari: bool = True
+    # the CAs' directory URLs ([acme]'s, then the [[acme.fallback]] ones) and [acme]
+    # fallbackAfter: which CA an order starts at, for `diff` (policies/fallback.py)
+    cas: tuple[str, ...] = ()
+    fallback_after: int = 2
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 at `[acme.rateLimits] newOrdersPer3h`, `diff` shows the rest as `wait ... [RateLimitBudget]`,
 and once the window slides (an injected clock) the rest are issued. A rateLimited answer holds
 the other names of its registered domain. Orders are counted where Pebble gets them: every ACME
-request goes through hack/pebble/faultproxy.py, which counts the newOrders (`/order-plz`)."""
+request goes through hack/pebble/faultproxy.py, whose log has every newOrder (`/order-plz`) and
+Pebble's answer: 201 is an order created (a badNonce retry is not)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,12 @@ from tests.support.hackmods import load_hack_module
 pytestmark = pytest.mark.pebble
 
 NEW_ORDER = "^/order-plz$"
+
+
+def orders_at_pebble(proxy: Any) -> int:
+    """The orders Pebble created (201 answers to newOrder)."""
+    return sum(1 for _method, path, status in proxy.log()
+               if path.split("?")[0] == "/order-plz" and status == 201)
 
 
 def conf(*names: str) -> str:
@@ -81,7 +88,7 @@ async def test_a_burst_stops_at_the_budget_and_goes_on_when_the_window_slides(
     try:
         started = datetime.now(UTC)
         first = await app.reconciler.converge(probe=False)
-        assert proxy.count(NEW_ORDER) == 5
+        assert orders_at_pebble(proxy) == 5
         assert stored(prefix) == set(names[:5])
         orders = [e for e in ledger(prefix) if e["kind"] == "order"]
         assert len(orders) == 5 and all(e["issued"] for e in orders)
@@ -98,13 +105,13 @@ async def test_a_burst_stops_at_the_budget_and_goes_on_when_the_window_slides(
             assert "newOrdersPer3h: 5 of 5 used by account e2e@example.test" in ln
             until = datetime.fromisoformat(ln.rsplit(" until ", 1)[1])
             assert started + timedelta(hours=3) <= until <= datetime.now(UTC) + timedelta(hours=3)
-        assert proxy.count(NEW_ORDER) == 5  # diff orders nothing
+        assert orders_at_pebble(proxy) == 5  # diff orders nothing
 
         later = datetime.now(UTC) + timedelta(hours=3, minutes=1)
         app.reconciler.clock = app.reconciler.executor.clock = lambda: later
         rest = await app.reconciler.converge(probe=False)
         assert rest.plan.in_sync, rest.plan
-        assert proxy.count(NEW_ORDER) == 8
+        assert orders_at_pebble(proxy) == 8
         assert stored(prefix) == set(names)
         assert len([e for e in ledger(prefix) if e["kind"] == "order"]) == 8
     finally:
@@ -139,5 +146,41 @@ async def test_a_rate_limited_answer_holds_its_registered_domain_until_the_retry
         done = await app.reconciler.converge(probe=False)
         assert done.plan.in_sync, done.plan
         assert stored(prefix) == {"a.limited.test", "b.limited.test", "c.other.test"}
+    finally:
+        await app.close()
+
+
+async def test_failed_validations_are_counted_per_host_and_hold_it_for_an_hour(
+        tmp_path: Path, pebble: Any, proxy: Any) -> None:
+    from tests.fixtures.pebble import free_tcp_port
+
+    prefix = Prefix(tmp_path / "njet")
+    prefix.write_conf(conf("v.failing.test"))
+    # our http-01 server listens where Pebble does not look: its validation is refused
+    acme = store_only_toml(pebble, acmeCaDir=proxy.directory_url,
+                           httpChallengeServerAddress=f"127.0.0.1:{free_tcp_port()}")
+    prefix.write_toml({**acme, "acme.rateLimits": {"failedValidationsPerHostPerHour": 1}})
+    app = App(load_config(prefix.toml, prefix=prefix.root))
+    try:
+        started = datetime.now(UTC)
+        first = await app.reconciler.pass_once()
+        assert [o.ok for o in first.outcomes] == [False]
+        assert "validation of v.failing.test failed" in (first.outcomes[0].error or "")
+        kinds = [(e["kind"], e["names"], e["issued"]) for e in ledger(prefix)]
+        assert kinds == [("order", ["v.failing.test"], False),
+                         ("failedValidation", ["v.failing.test"], False)]
+        assert orders_at_pebble(proxy) == 1
+
+        # past the per-certificate backoff, the host's failed validation still holds it
+        soon = datetime.now(UTC) + timedelta(minutes=30)
+        app.reconciler.clock = app.reconciler.executor.clock = lambda: soon
+        held = await app.reconciler.pass_once()
+        assert held.outcomes == [] and orders_at_pebble(proxy) == 1
+        (w,) = held.plan.waiting
+        assert w.reason is Reason.RATE_LIMIT_BUDGET
+        assert w.message.startswith(
+            "failedValidationsPerHostPerHour: 1 of 1 used for v.failing.test")
+        assert w.until is not None and started + timedelta(hours=1) <= w.until
+        assert w.until <= datetime.now(UTC) + timedelta(hours=1)
     finally:
         await app.close()

@@ -82,9 +82,9 @@ async def test_refused_updates_are_config_errors_saying_what_to_check(
     bind_dns: DnsWorld, tmp_path: Path,
 ) -> None:
     provider = build_provider(dns_config(bind_dns, tmp_path), tmp_path)
-    with pytest.raises(ConfigError, match="NOTZONE .*set \\[dns\\] zone"):
+    with pytest.raises(ConfigError, match=r"NOTZONE .*set \[dns\] zone"):
         await provider.present(zone="blog.test", fqdn=f"x.{label()}.other.test", value="v")
-    with pytest.raises(ConfigError, match="REFUSED .*update-policy"):  # "." allows no update
+    with pytest.raises(ConfigError, match=r"REFUSED .*update-policy"):  # "." allows no update
         await provider.present(zone=".", fqdn=f"x.{label()}.invalid", value="v")
 
 
@@ -99,11 +99,12 @@ def test_the_secret_file_is_read_as_base64_or_a_bind_key_file(tmp_path: Path) ->
     plain.write_text("c2VjcmV0LXNlY3JldA==\n")
     assert load_tsig_secret(plain) == b"secret-secret"
     bind = tmp_path / "bind.key"
-    bind.write_text('key "acme-key" {\n\talgorithm hmac-sha256;\n\tsecret "c2VjcmV0LXNlY3JldA==";\n};\n')
+    bind.write_text('key "acme-key" {\n\talgorithm hmac-sha256;\n'
+                    '\tsecret "c2VjcmV0LXNlY3JldA==";\n};\n')
     assert load_tsig_secret(bind) == b"secret-secret"
     bad = tmp_path / "bad"
     bad.write_text("not base64 at all!!\n")
-    with pytest.raises(ConfigError, match="tsigSecretFile .*not a base64 secret") as caught:
+    with pytest.raises(ConfigError, match=r"tsigSecretFile .*not a base64 secret") as caught:
         load_tsig_secret(bad)
     assert "at all" not in str(caught.value)
     link = tmp_path / "link"

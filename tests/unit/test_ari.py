@@ -211,6 +211,15 @@ def test_a_window_whose_end_is_past_means_renew_now() -> None:
     assert choose_renewal(start, end, current=NOW + timedelta(days=9), now=NOW, draw=0.5) == end
 
 
+def test_no_ari_time_is_less_than_an_hour_after_the_certificate_began() -> None:
+    start, end = NOW - timedelta(days=2), NOW - timedelta(days=1)
+    young = NOW - timedelta(minutes=10)
+    assert choose_renewal(start, end, current=None, now=NOW, draw=0.5,
+                          not_before=young) == NOW + timedelta(minutes=50)
+    assert choose_renewal(start, end, current=None, now=NOW, draw=0.5,
+                          not_before=NOW - timedelta(days=3)) == end
+
+
 # -- status --------------------------------------------------------------------------------------
 
 

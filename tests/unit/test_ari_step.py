@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+from controller.errors import TemporaryError
 from controller.plan import ActionKind
 from controller.policies.ari import DEFAULT_POLL, MIN_POLL
 from controller.ports import AriPoller, AriPollerFactory
@@ -208,28 +209,37 @@ async def test_never_a_burst_the_bucket_bounds_every_pass() -> None:
     assert len({c for _, c in w.ari.requests}) == 30  # each asked once
 
 
-async def test_a_ca_without_ari_turns_the_step_off_and_a_fresh_process_asks_nothing() -> None:
+async def test_a_ca_without_ari_turns_the_step_off_and_changes_nothing() -> None:
     w = ari_world(A)
     w.ari.offered = False
-    await issued(w)
-    st = w.status("a.test")
-    assert w.ari.requests == [] and st.renewal_at is None
-    assert st.ari is not None and st.ari.cert_id == "" and st.ari.window_start is None
-    assert w.step.next_wake() is None
-    # a new process within the 6 h does not even look at the directory
     calls: list[bool] = []
-    later = ari_world(A, statuses=w.statuses.records.values())
-    later.store = later.step.store = later.rec.gatherer.store = w.store
-    original = later.ari.supported
+    original = w.ari.supported
 
     async def counted() -> bool:
         calls.append(True)
         return await original()
 
-    later.ari.supported = counted  # type: ignore[method-assign]
-    later.clock.now = w.clock.now + timedelta(hours=1)
-    await later.rec.pass_once()
-    assert calls == []
+    w.ari.supported = counted  # type: ignore[method-assign]
+    await issued(w)
+    st = w.status("a.test")
+    assert w.ari.requests == [] and st.ari is None and st.renewal_at is None
+    assert w.step.next_wake() is None
+    w.clock.advance(timedelta(days=1))
+    await w.rec.pass_once()
+    assert calls == [True]  # asked once in this process, never again
+
+
+async def test_a_certificate_whose_renewal_backs_off_is_not_asked_about() -> None:
+    w = ari_world(A)
+    await w.rec.pass_once()  # issued
+    cur = w.rec.statuses["a.test"]
+    w.rec.update_status(replace(cur, force_renew=True))
+    w.issuer.fail.append(TemporaryError("rateLimited", retry_after=600))
+    await w.rec.pass_once()  # the ARI step ran before the renewal failed: asked once
+    assert len(w.ari.requests) == 1
+    w.rec.update_status(replace(w.rec.statuses["a.test"], ari=None))  # as if never asked
+    await w.rec.pass_once()  # in backoff: not asked, nothing sent
+    assert len(w.ari.requests) == 1
 
 
 async def test_an_unreadable_directory_is_tried_again_later_not_every_pass() -> None:
@@ -272,3 +282,18 @@ async def test_an_expired_or_orphaned_certificate_is_not_asked_about() -> None:
     w.clock.now = w.status("a.test").ari.next_poll  # type: ignore[union-attr]
     await w.rec.pass_once()
     assert len(w.ari.requests) == 1  # no longer desired: not asked
+
+
+async def test_a_ca_answering_past_windows_for_everything_renews_once_an_hour_not_in_a_loop(
+) -> None:
+    w = ari_world(A)
+    w.ari.window = lambda _info: (w.clock.now - timedelta(days=2), w.clock.now - timedelta(days=1))
+    result = await w.rec.converge()
+    assert len(w.issuer.orders) == 1 and result.plan.in_sync  # the new one waits its hour
+    st = w.status("a.test")
+    assert st.issued_at is not None and st.renewal_at == st.issued_at + timedelta(hours=1)
+    end = w.clock.now + timedelta(hours=5)
+    while w.clock.now < end:
+        result = await w.rec.converge()
+        w.clock.now = w.rec.next_deadline(result, timedelta(hours=24))
+    assert 4 <= len(w.issuer.orders) <= 6  # one an hour

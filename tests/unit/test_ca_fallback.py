@@ -35,12 +35,13 @@ from controller.policies.fallback import (
     after_failure,
     choose_ca,
     failure_of,
+    fallback_start,
     next_ca,
 )
 from controller.ports import CaChoices, Issuer
 from controller.reasons import Reason
 from controller.status import CaStreak, CertStatus, status_from_json, status_to_json
-from tests.fakes import FakeClock, FakeIssuer, MemoryStore, spec
+from tests.fakes import START, FakeClock, FakeIssuer, MemoryStore, spec
 from tests.support.hackmods import free_tcp_port
 
 P, F, G = "https://primary.test/dir", "https://fallback.test/dir", "https://third.test/dir"
@@ -90,6 +91,34 @@ def test_after_failure(before: dict[str, int], failure: CaFailure, after: int,
 ])
 def test_next_ca(failures: dict[str, int], failure: CaFailure, expected: int | None) -> None:
     assert next_ca(CAS, failures, 2, tried=[0], failure=failure) == expected
+
+
+def test_diff_says_when_an_order_starts_at_a_fallback_ca() -> None:
+    from controller.render import plan_to_dict, plan_to_text
+
+    assert fallback_start(CAS, {}, 2) is None  # [acme]'s: nothing to say
+    assert fallback_start(CAS, {P: 1}, 2) is None
+    assert fallback_start(CAS, {P: 2, F: 1}, 2) == F
+    assert fallback_start((P,), {P: 9}, 2) is None  # no fallback configured
+    action = Action(ActionKind.RENEW, "a.test", Reason.RENEWAL_DUE, "due", spec=A,
+                    key_type=KeyType.EC256, ca=F)
+    assert f" ca={F}  [RenewalDue]" in plan_to_text(Plan(actions=(action,)))
+    assert plan_to_dict(Plan(actions=(action,)))["actions"][0]["ca"] == F
+
+
+def test_the_plan_copies_the_streaks_and_names_the_starting_ca() -> None:
+    from controller.model import Observed
+    from controller.plan import plan
+    from controller.policy import PolicySettings
+
+    settings = PolicySettings(store_only=True, cas=CAS, fallback_after=2)
+    st = CertStatus(domain="a.test").with_ca_failures({P: 2, F: 1})
+    p = plan(Desired({"a.test": A}), Observed(), {"a.test": st}, START, settings)
+    [action] = p.actions
+    assert action.kind is ActionKind.ISSUE
+    assert action.ca_failures == st.ca_failures and action.ca == F
+    fresh = plan(Desired({"a.test": A}), Observed(), {}, START, settings)
+    assert fresh.actions[0].ca is None and fresh.actions[0].ca_failures == ()
 
 
 def test_failure_kinds_follow_the_error_classes() -> None:

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import josepy
 import pytest
 from acme import challenges
 from cryptography.hazmat.primitives.asymmetric import rsa
+from josepy.jwk import JWKRSA
 
 from controller.adapters.dns import solver as solver_module
 from controller.adapters.dns.lookup import DnsLookup, Server
@@ -71,7 +71,7 @@ def make(tmp_path: Path, provider: MemoryDns, seen: list[str] | None = None,
 
 
 def test_the_txt_value_is_acmes_dns01_validation() -> None:
-    key = josepy.JWKRSA(key=rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    key = JWKRSA(key=rsa.generate_private_key(public_exponent=65537, key_size=2048))
     chall = challenges.DNS01(token=b"x" * 32)
     assert txt_value(chall.key_authorization(key)) == chall.validation(key)
     assert record_name("*.Shop.test.") == record_name("shop.test") == "_acme-challenge.shop.test"
@@ -149,3 +149,32 @@ def test_an_unreadable_pending_file_is_read_as_empty(tmp_path: Path) -> None:
     pending.add(PendingRecord("z.test", "_acme-challenge.z.test", "v", "rfc2136"))
     assert PendingCleanups(path).load()[0].value == "v"
     assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_build_provider_builds_the_configured_kind_with_paths_from_the_prefix(
+    tmp_path: Path,
+) -> None:
+    from controller.adapters.dns.exec_provider import ExecProvider
+    from controller.adapters.dns.lexicon_provider import LexiconProvider
+    from controller.adapters.dns.providers import build_provider
+    from controller.adapters.dns.rfc2136 import Rfc2136Provider
+    from controller.config import parse_config
+
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "k.secret").write_text("c2VjcmV0\n")
+    (tmp_path / "conf" / "cf.toml").write_text('auth_token = "t0ken-value"\n')
+    (tmp_path / "conf" / "cf.toml").chmod(0o600)
+
+    def built(**dns: object) -> object:
+        cfg = parse_config({"dns": dns}, prefix=tmp_path)
+        assert cfg.dns is not None
+        return build_provider(cfg.dns, tmp_path)
+
+    assert isinstance(built(provider="rfc2136", nameserver="127.0.0.1:5353",
+                            tsigKeyName="k", tsigSecretFile="conf/k.secret"), Rfc2136Provider)
+    assert isinstance(built(provider="exec", command=["hooks/dns.sh", "-v"]), ExecProvider)
+    assert isinstance(built(provider="cloudflare", credentialsFile="conf/cf.toml"),
+                      LexiconProvider)
+    with pytest.raises(ConfigError, match="tsigSecretFile .*cannot read"):
+        built(provider="rfc2136", nameserver="127.0.0.1", tsigKeyName="k",
+              tsigSecretFile="conf/missing")

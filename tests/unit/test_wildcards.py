@@ -14,11 +14,10 @@ from controller.desired import desired_from_servers, merge_desired, usable_names
 from controller.desired_source import CertSettings, DesiredSource, use_dns_for_wildcards
 from controller.dnsconfig import split_host_port
 from controller.errors import ConfigError
-from controller.model import CertificateSpec, ChallengeType, Desired, KeyType, Source
+from controller.model import ActionKind, CertificateSpec, ChallengeType, Desired, KeyType, Source
 from controller.njetconf import http_servers, parse_text
 from controller.njetmatch import NjetServer, match_server
 from controller.plan import Action, Plan
-from controller.model import ActionKind
 from controller.reasons import Reason
 from controller.render import plan_to_text
 

@@ -15,7 +15,10 @@ issue(spec, key_type, key_pem=None): fresh private key (or the one handed in: re
 pending authorization -> answer -> poll fast -> finalize -> download. It returns an IssuedCert
 (with the profile ordered and the one the CA's order object named) and writes nothing but the
 account. The solver is the SolverSet's (challenges/solvers.py) for `spec.challenge_type`, else
-for [acme] challengeType; the profile asked for is `spec.profile`, else [acme] profile. A
+for [acme] challengeType: one mechanism per order, dns-01 (adapters/dns/solver.py) for every
+name of a certificate holding a wildcard (its identifier is `*.x`; ACME authorizes it on `x`,
+so a `.x` certificate's two authorizations both present at `_acme-challenge.x`); the profile
+asked for is `spec.profile`, else [acme] profile. A
 renewal's `replaces` (the old certificate's ARI identifier, RFC 9773) goes into the newOrder;
 the order driver (acme/order.py) orders once more without it if the CA rejects it. The ARI
 client (acme/ari.py) shares this issuer's directory, timeouts and stop flags.
@@ -152,6 +155,8 @@ class AcmeIssuer:
         self._request_timeout = request_timeout
         self._owns_solver = owns_solver
         self._directory: messages.Directory | None = None
+        # (monotonic time, error) of a directory fetch answered with a Retry-After
+        self._directory_retry: tuple[float, str] = (0.0, "")
         self._account: _Account | None = None
         self._lock = asyncio.Lock()
         self._stop_flags = StopFlags()
@@ -332,10 +337,21 @@ class AcmeIssuer:
 
     # -- directory -----------------------------------------------------------------------------
     async def _get_directory(self, stop: threading.Event) -> messages.Directory:
+        """The directory, fetched once. A fetch answered with a Retry-After is not repeated
+        before it (the ARI step and an order in the same pass ask the CA once, not twice)."""
         if self._directory is None:
             async with self._lock:
                 if self._directory is None:
-                    self._directory = await in_daemon_thread(self._fetch_directory, stop)
+                    left = self._directory_retry[0] - time.monotonic()
+                    if left > 0:
+                        raise TemporaryError(self._directory_retry[1], retry_after=left)
+                    try:
+                        self._directory = await in_daemon_thread(self._fetch_directory, stop)
+                    except TemporaryError as exc:
+                        if exc.retry_after:
+                            self._directory_retry = (time.monotonic() + exc.retry_after,
+                                                     str(exc))
+                        raise
         return self._directory
 
     async def _unreachable_or(

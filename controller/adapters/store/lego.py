@@ -5,8 +5,11 @@ Layout (lego's, so NJet's Go cert-manager and lego itself read the same files):
                               <name>.key         private key, mode 0600
                               <name>.issuer.crt  the chain without the leaf (absent if none)
                               <name>.json        {"domain", "certUrl", "certStableUrl"}
-<name> is the domain with "*" -> "_". Pairs written by lego or NJet's cert-manager (no status
-file, .json with more fields, .pem/.pfx siblings) are adopted as they are.
+<name> is the domain with "*" -> "_"; the second certificate of a dual block (`keyType` a
+list of two) is `<name>@ecc` or `<name>@rsa` (paths.store_key: "@" is in no host name, so lego
+and the scan never take it for another domain). A stem with any other "@" is refused: a problem,
+never a certificate. Pairs written by lego or NJet's cert-manager (no status file, .json with
+more fields, .pem/.pfx siblings) are adopted as they are.
 
 Crash safety: every change goes through a journal entry `journal/<name>/`: new files are staged
 and fsynced there, the old files are hard-linked there as a backup, then `JOURNAL` (the record)
@@ -64,7 +67,15 @@ from controller.clock import utc_now
 from controller.errors import ConfigError, StoreError
 from controller.gcpause import gc_paused
 from controller.model import IssuedCert, StoredCert
-from controller.paths import StorePaths, safe_file_name, stem_domain, validate_domain
+from controller.paths import (
+    SLOT_SEP,
+    StorePaths,
+    is_store_name,
+    safe_file_name,
+    split_store_key,
+    stem_domain,
+    validate_domain,
+)
 
 KEY_MODE = 0o600
 FILE_MODE = 0o644
@@ -210,13 +221,14 @@ class LegoStore:
         for stem in [s for s in crts if s.endswith(".issuer")]:
             if stem not in keys:
                 del crts[stem]  # <name>.issuer.crt is the chain of <name>, not a leaf
+        refused = _refused_stems(directory, crts, keys, jsons)
         if not self._index_loaded:
             self._index_loaded = True
             on_disk = load_index(self.paths.index)
             self._indexed = {stem: p.ident for stem, p in on_disk.items()}
             self._cache = {**on_disk, **self._cache}
         usable: dict[str, StoredCert] = {}
-        problems: dict[str, str] = {}
+        problems: dict[str, str] = dict(refused)
         cache: dict[str, _Parsed] = {}
         key_stats = {stem: entry_stat(entry) for stem, entry in keys.items()}
         for stem, key_st in key_stats.items():
@@ -347,7 +359,7 @@ class LegoStore:
         files = {
             "crt": issued.cert_pem,
             "key": issued.key_pem,
-            "json": resource_json(validate_domain(domain), issued.cert_url),
+            "json": resource_json(validate_domain(split_store_key(domain)[0]), issued.cert_url),
         }
         if chain:
             files["issuer"] = chain
@@ -401,6 +413,19 @@ class LegoStore:
     @staticmethod
     def _file_mode(slot: str) -> int:
         return KEY_MODE if slot in ("key", "pem", "pfx") else FILE_MODE
+
+
+def _refused_stems(directory: Path, *groups: dict[str, os.DirEntry[str]]) -> dict[str, str]:
+    """Take every stem with an "@" that is not `<name>@ecc` / `<name>@rsa` out of `groups`;
+    returns each as a problem (keyed by the stem) saying why."""
+    out: dict[str, str] = {}
+    for group in groups:
+        for stem in [s for s in group if SLOT_SEP in s and not is_store_name(s)]:
+            entry = group.pop(stem)
+            out.setdefault(stem, (
+                f"{directory / entry.name} is not a certificate name: only a dual block's"
+                " second certificate has an \"@\", as <name>@ecc or <name>@rsa"))
+    return out
 
 
 def _file_stem(name: str) -> str | None:

@@ -81,6 +81,14 @@ def _family(host: str) -> int:
     return 6 if ":" in host else 4
 
 
+# nginx's order of server_name kinds: exact names, then wildcards, then regular expressions
+_NAME_KINDS = (
+    lambda p: not p.startswith(("~", "*", ".")) and not p.endswith(".*"),
+    lambda p: p.startswith(("*", ".")) or p.endswith(".*"),
+    lambda p: p.startswith("~"),
+)
+
+
 class Runtime:
     """The blocks of one generation, in NJet's order (static, then dynamic servers)."""
 
@@ -125,6 +133,21 @@ class Runtime:
 
     def find(self, listen_text: str, name: str) -> Block | None:
         return next((b for b in self.blocks if b.matches(listen_text, name)), None)
+
+    def resolve(self, listen_text: str, name: str) -> Block | None:
+        """PUT /api/v1/ssl's lookup (njet-contract wildcard-server-names.json): the block on
+        that listen string whose server_name is exactly `name` (`*.w.test` and `.d.test`
+        included), else the one NJet's virtual-host matching picks for `name` among the
+        blocks on that listen (`x.w.test` lands on `*.w.test`, `d.test` on `.d.test`)."""
+        exact = self.find(listen_text, name)
+        if exact is not None or not name:
+            return exact
+        on = [b for b in self.blocks if any(lst.text == listen_text for lst in b.listens)]
+        for test in _NAME_KINDS[1:]:
+            for b in on:
+                if any(test(p) and name_matches(p, name) for p in b.names):
+                    return b
+        return None
 
     def remove(self, block: Block) -> None:
         """Delete like NJet's server array: the last block takes the freed slot."""
@@ -205,9 +228,7 @@ class Runtime:
             return None
         if name:
             name = name.rstrip(".")
-            for test in (lambda p: not p.startswith(("~", "*", ".")) and not p.endswith(".*"),
-                         lambda p: p.startswith(("*", ".")) or p.endswith(".*"),
-                         lambda p: p.startswith("~")):
+            for test in _NAME_KINDS:
                 for b in found:
                     if any(test(p) and name_matches(p, name) for p in b.names):
                         return b

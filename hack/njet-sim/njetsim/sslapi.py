@@ -2,7 +2,9 @@
 
 Called by api.py. Recorded behaviour (shared/njet-contract README §3, §7):
 * schema errors -> 400 code 3 "pos: <n>, <jsmn-style message>";
-* lookup by listens[0] + serverNames[0] only, listen spelled exactly as GET shows it;
+* lookup by listens[0] + serverNames[0] only, listen spelled exactly as GET shows it; the name
+  exactly as in njet.conf (`*.w.test`, `.d.test` too), else through NJet's virtual-host
+  matching on that listen (`x.w.test` -> the `*.w.test` block: wildcard-server-names.json);
 * add: code 11 when the body repeats the block's FIRST dynamic cert, cert_type (default rsa)
   must match the certificate, key/cert mismatch code 4; success appends a GET entry, publishes
   the body retained on /ins/ssl/l_<crc32(names+listens+cert_type)> and replaces that key
@@ -108,7 +110,7 @@ async def put_ssl(sim: SimContext, raw: bytes) -> Reply:
         return injected
     listen = body.listens[0] if body.listens else ""
     name = body.names[0] if body.names else ""
-    block = sim.runtime.find(listen, name)
+    block = sim.runtime.resolve(listen, name)
     if block is None:
         return Reply(200, {"data": [f" can`t find server by listen[{listen}] "
                                     f"server_name[{name}]"],
