@@ -50,6 +50,7 @@ async def measure(prefix: Path, noop_runs: int, profiler: cProfile.Profile | Non
     from controller.app import App
     from controller.config import load_config
     from controller.desired import load_desired
+    from controller.model import first_key_type
     from controller.paths import StorePaths
 
     imported = time.perf_counter()
@@ -67,7 +68,7 @@ async def measure(prefix: Path, noop_runs: int, profiler: cProfile.Profile | Non
         profiler.disable()
 
     t = time.perf_counter()
-    desired = load_desired(cfg.conf_path, key_type=cfg.acme.keyType)
+    desired = load_desired(cfg.conf_path, key_type=first_key_type(cfg.acme.keyType))
     parse_seconds = time.perf_counter() - t
     t = time.perf_counter()
     stored, problems = LegoStore(StorePaths(prefix)).load_all()

@@ -37,7 +37,7 @@ from controller.desired_source import CertSettings, DesiredSource
 from controller.errors import ControllerError
 from controller.execute import Executor
 from controller.logs import log_event
-from controller.model import DEFAULT_KEY_TYPE, ChallengeType, Desired, KeyKind
+from controller.model import DEFAULT_KEY_TYPE, ChallengeType, Desired, KeyKind, first_key_type
 from controller.observe import Gatherer
 from controller.paths import StorePaths
 from controller.policies.ratelimits import BudgetScope, limits_for
@@ -75,7 +75,7 @@ async def tls_probe(
 def policy_settings(config: Config) -> PolicySettings:
     return PolicySettings(
         renew_before=timedelta(days=config.acme.renewBeforeDays),
-        default_key_type=config.acme.keyType or DEFAULT_KEY_TYPE,
+        default_key_type=first_key_type(config.acme.keyType) or DEFAULT_KEY_TYPE,
         delete_grace=config.controller.deleteGracePeriod,
         max_delete_share=config.controller.maxDeleteShare,
         store_only=config.store_only,

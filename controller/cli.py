@@ -287,10 +287,10 @@ async def cmd_certs_renew(app: object, name: str, *, force: bool) -> int:
     from controller.adapters.store.lock import StoreLock
     from controller.admin_backend import forced_renewal, record_event, renew_limits
     from controller.app import App
-    from controller.paths import validate_domain
+    from controller.paths import validate_store_key
 
     assert isinstance(app, App)
-    domain = validate_domain(name.strip().lower().rstrip("."))
+    domain = validate_store_key(name.strip().lower().rstrip("."))  # <name>@<slot> too
     lock = StoreLock(app.paths)
     if not lock.try_acquire():
         return await _renew_through_admin(app.config, domain, force=force,

@@ -1,23 +1,23 @@
 """Runs planned actions and returns one Outcome per action; never raises for an action's error.
 
 Called by reconcile.py with the actions of one pass. Each action re-checks its precondition
-right before acting (the stored fingerprint it expects, or the unusable files it saw: those
-are quarantined right before the new order), issue/renew go ACME → store swap → apply →
-verify (a renewal the plan marks `reuse_key` orders with the stored key, read right before
-ordering), and every apply is proved by a real TLS handshake (NJet's code 0 — or 11, "repeated" —
-proves nothing); a new pair not valid yet is stored but not applied (the plan waits for its
-notBefore). A dual block's two certificates are two actions (store keys `<name>` and
-`<name>@<slot>`, Action.domain), each pushed to the same NJet block with the cert_type of its
-own key (NJet serves both: njet-contract §3.3) and verified by a handshake offering only that
-key type; SNI and targets come from the spec. An issuer of several CAs ([acme]'s and the
-[[acme.fallback]] ones: ports.CaChoices) is ordered from the CA policies/fallback.py picks from the certificate's failure streaks, and
-an order that fails there goes on at the next CA within the same attempt when that says so; the
-outcome names the CA that issued (or the streaks left). Errors become outcomes: temporary
-(retry after a delay) or permanent; the per-certificate backoff lives in status (fold.py). An
-optional `progress` (ports.ActionProgress, the CLI's `reconcile` provides one) is told as each
-action finishes. Every order at [acme]'s CA is recorded in the rate-limit ledger
-(ports.RateLedger, when one is given): placed or not, its failed validations, a rateLimited
-answer's Retry-After.
+right before acting (the stored fingerprint it expects, or the unusable files it saw: those are
+quarantined right before the new order), issue/renew go ACME → store swap → apply → verify (a
+renewal the plan marks `reuse_key` orders with the stored key, read right before ordering), and
+every apply is proved by a real TLS handshake (NJet's code 0 — or 11, "repeated" — proves
+nothing); a new pair not valid yet is stored but not applied (the plan waits for its notBefore).
+A dual block's two certificates are two actions (store keys `<name>` and `<name>@<slot>`,
+Action.domain), each pushed to the same NJet block with the cert_type of its own key (NJet
+serves both: njet-contract §3.3) and verified by a handshake offering only that key type; SNI
+and targets come from the spec. An issuer of several CAs ([acme]'s and the [[acme.fallback]]
+ones: ports.CaChoices) is ordered from the CA policies/fallback.py picks from the certificate's
+failure streaks, and an order that fails there goes on at the next CA within the same attempt
+when that says so; the outcome names the CA that issued (or the streaks left). Errors become
+outcomes: temporary (retry after a delay) or permanent; the per-certificate backoff lives in
+status (fold.py). An optional `progress` (ports.ActionProgress, the CLI's `reconcile` provides
+one) is told as each action finishes. Every order at [acme]'s CA is recorded in the rate-limit
+ledger (ports.RateLedger, when one is given): placed or not, its failed validations, a
+rateLimited answer's Retry-After.
 """
 
 from __future__ import annotations

@@ -7,7 +7,9 @@ another challenge type than [acme]'s says so: ` challenge=tls` (JSON: `challenge
 for the [acme] one), one with its own profile ` profile=<name>` (JSON: `profile`), and a
 renewal that keeps the stored key (reuseKey) ` reuse-key` (JSON: `reuse_key`); an order that
 starts at a `[[acme.fallback]]` CA (the earlier ones keep failing for it) ` ca=<directory URL>`
-(JSON: `ca`, null for [acme]'s).
+(JSON: `ca`, null for [acme]'s). The second certificate of a dual block says where it is
+stored: ` store=<name>@<slot>` (JSON: `domain` is that store key, as on every line, and `slot`
+its slot; null for a block's first certificate).
 `renewal_rows` / `renewals_to_text` / `renewals_to_list`: when each certificate renews and from
 which rule (the CA's ARI window with its explanation URL, the lifetime rule, the emergency
 override), for `diff` (due within 7 days; `-v`: all) and `diff -o json` (`renewals`).
@@ -55,6 +57,7 @@ def plan_to_dict(p: Plan, *, now: datetime | None = None) -> dict[str, Any]:
                 "profile": a.spec.profile if a.spec and _orders(a) else None,
                 "reuse_key": a.reuse_key,
                 "ca": a.ca,  # an order starting at a [[acme.fallback]] CA: its directory URL
+                "slot": a.spec.slot if a.spec else None,  # a dual block's second certificate
             }
             for a in p.actions
         ],
@@ -102,6 +105,8 @@ def plan_to_text(p: Plan) -> str:
             extra += " reuse-key"
         if a.ca:
             extra += f" ca={a.ca}"
+        if a.spec and a.spec.slot:
+            extra += f" store={a.domain}"
         lines.append(f"{_SIGIL[a.kind.value]} {a.kind.value:<6} {names}{extra}  "
                      f"[{a.reason.value}] {a.message}")
     for w in p.waiting:

@@ -473,7 +473,7 @@ class FakeDesired:
         self.loads.append(fresh)
         if self.fail:
             raise self.fail.pop(0)
-        return Desired(specs={s.domain: s for s in self.specs})
+        return Desired(specs={s.key: s for s in self.specs})  # store keys
 
 
 @dataclass(frozen=True)

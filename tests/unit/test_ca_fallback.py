@@ -113,11 +113,11 @@ def test_the_plan_copies_the_streaks_and_names_the_starting_ca() -> None:
 
     settings = PolicySettings(store_only=True, cas=CAS, fallback_after=2)
     st = CertStatus(domain="a.test").with_ca_failures({P: 2, F: 1})
-    p = plan(Desired({"a.test": A}), Observed(), {"a.test": st}, START, settings)
+    p = plan(Desired({"a.test": A}), Observed({}), {"a.test": st}, START, settings)
     [action] = p.actions
     assert action.kind is ActionKind.ISSUE
     assert action.ca_failures == st.ca_failures and action.ca == F
-    fresh = plan(Desired({"a.test": A}), Observed(), {}, START, settings)
+    fresh = plan(Desired({"a.test": A}), Observed({}), {}, START, settings)
     assert fresh.actions[0].ca is None and fresh.actions[0].ca_failures == ()
 
 

@@ -124,10 +124,12 @@ def test_a_wrong_value_names_the_key_and_never_the_value() -> None:
         "classic")
 
 
-def test_a_list_of_key_types_is_refused_until_dual_certificates_exist() -> None:
-    message = refused({"shop.test": {"keyType": ["rsa2048", "ec256"]}})
+def test_a_list_of_two_key_types_of_different_families_is_a_dual_certificate() -> None:
+    assert parse({"shop.test": {"keyType": ["rsa2048", "ec256"]}}).certificates[
+        "shop.test"].keyType == (KeyType.RSA2048, KeyType.EC256)
+    message = refused({"shop.test": {"keyType": ["rsa2048", "rsa4096"]}})
     assert 'certificates."shop.test".keyType:' in message
-    assert "dual certificates are not supported yet" in message
+    assert "one RSA and one ECDSA" in message
 
 
 def test_dns_01_is_refused_saying_it_needs_a_dns_section() -> None:

@@ -175,6 +175,6 @@ def test_build_provider_builds_the_configured_kind_with_paths_from_the_prefix(
     assert isinstance(built(provider="exec", command=["hooks/dns.sh", "-v"]), ExecProvider)
     assert isinstance(built(provider="cloudflare", credentialsFile="conf/cf.toml"),
                       LexiconProvider)
-    with pytest.raises(ConfigError, match="tsigSecretFile .*cannot read"):
+    with pytest.raises(ConfigError, match=r"tsigSecretFile .*cannot read"):
         built(provider="rfc2136", nameserver="127.0.0.1", tsigKeyName="k",
               tsigSecretFile="conf/missing")

@@ -31,9 +31,10 @@ page.SECURITY_HEADERS (CSP, nosniff, no-referrer).
 
 Path safety: routing of /api/* is done here on the raw request target (aiohttp decodes
 `%2e%2e` / `%2F` before its own matching). Any `%` or a `.`/`..` segment in the path is
-answered 400 before a handler runs, and `{domain}` must pass controller.paths.validate_domain
-(lowercase hostname ≤ 253 chars, no `/`, `..`, unicode), so nothing outside the store can be
-named. Non-ASCII bytes are refused by aiohttp's HTTP parser (400) before reaching the app.
+answered 400 before a handler runs, and `{domain}` must pass controller.paths.validate_store_key
+(lowercase hostname ≤ 253 chars, no `/`, `..`, unicode; a dual block's second certificate is
+`<name>@ecc` / `<name>@rsa`, no other `@`), so nothing outside the store can be named.
+Non-ASCII bytes are refused by aiohttp's HTTP parser (400) before reaching the app.
 
 `start_admin()` binds in the background with retries when the port is busy (NJet starts the
 next copilot ~0.1 s after SIGTERM of the old one, which may still hold the port); never
@@ -61,7 +62,7 @@ from controller.adapters.admin import page
 from controller.adapters.admin.limits import ConnectionGate, ConnectionLimits
 from controller.errors import ConfigError, ControllerError
 from controller.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from controller.paths import validate_domain
+from controller.paths import validate_store_key
 from controller.ports import PUBLIC_HEALTH_FIELDS, AdminBackend
 from controller.ports import CertView as CertView  # re-exported: admin_backend.py imports it here
 from controller.ports import DeleteResult as DeleteResult  # likewise
@@ -92,7 +93,7 @@ class _ApiError(Exception):
 
 def _domain(segment: str) -> str:
     try:
-        return validate_domain(segment)
+        return validate_store_key(segment)  # a dual block's second certificate: <name>@<slot>
     except ConfigError:
         shown = segment if len(segment) <= 80 else segment[:80] + "…"
         raise _ApiError(400, f"not a valid certificate name: {shown!r}") from None

@@ -28,7 +28,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationErro
 from controller.adapters.store import fsutil
 from controller.errors import ConfigError, StoreError
 from controller.logs import log_event
-from controller.paths import StorePaths, validate_domain
+from controller.paths import StorePaths, validate_store_key
 from controller.plan import Plan
 from controller.policy import GcRelease
 from controller.ports import GcConfirmations
@@ -66,7 +66,7 @@ class GcConfirmFile:
             return None
         try:
             doc = _ConfirmDoc.model_validate_json(data)
-            names = frozenset(validate_domain(n) for n in doc.names)
+            names = frozenset(validate_store_key(n) for n in doc.names)  # <name>@<slot> too
         except (ValidationError, ConfigError) as exc:
             count = exc.error_count() if isinstance(exc, ValidationError) else 1
             self._unusable(f"{self.path} is not a gc confirmation ({count} errors)")
