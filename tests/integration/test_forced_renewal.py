@@ -80,7 +80,10 @@ def layout(tmp_path: Path) -> Path:
     (prefix / "conf").mkdir(parents=True)
     (prefix / "conf" / "njet.conf").write_text(CONF)
     (prefix / CONFIG).write_text(
+        # a CA of our own (the fake issuer): Let's Encrypt's default URL would bring its
+        # duplicate-certificate budget (5 a week), which this test is not about
         '[njet]\napiAddress = ""\n[acme]\nkeyType = "ec256"\n'
+        'acmeCaDir = "https://ca.test.invalid/dir"\n'
         f'[admin]\naddress = "127.0.0.1:{free_tcp_port()}"\n')
     return prefix
 
