@@ -73,10 +73,14 @@ def validate_store_key(key: str) -> str:
     domain, slot = split_store_key(key.strip().lower())
     if slot is None:
         return validate_domain(domain)
+    bad = ConfigError(f"not a valid certificate name: {key!r} (a dual block's second"
+                      " certificate is <name>@ecc or <name>@rsa)")
     if slot not in SLOTS or SLOT_SEP in domain:
-        raise ConfigError(f"not a valid certificate name: {key!r} (a dual block's second"
-                          f" certificate is <name>@ecc or <name>@rsa)")
-    return store_key(validate_domain(domain), slot)
+        raise bad
+    try:
+        return store_key(validate_domain(domain), slot)
+    except ConfigError:
+        raise bad from None
 
 
 def safe_file_name(domain: str) -> str:

@@ -336,9 +336,11 @@ def test_a_key_type_removed_from_the_list_orphans_its_slot_and_diff_says_it_stay
                                            key_type=KeyType.RSA2048)}
     pairs = {"shop.test": stored("shop.test", KeyType.RSA2048),
              "shop.test@ecc": stored("shop.test@ecc", KeyType.EC256)}
-    statuses = {k: CertStatus(domain=k) for k in pairs}
+    statuses = {k: CertStatus(domain=k, applied_fingerprint=v.info.fingerprint)
+                for k, v in pairs.items()}
     observed = Observed(stored=pairs, njet_targets={"shop.test": TARGET})
     p = plan(Desired(specs=single), observed, statuses, NOW, SETTINGS)
+    assert p.actions == ()
     assert [(s.domain, s.reason) for s in p.scheduled] == [
         ("shop.test@ecc", Reason.ORPHAN_GRACE)]
     [note] = p.notes
@@ -380,7 +382,7 @@ def test_no_note_while_both_slots_are_wanted_or_when_the_whole_block_left() -> N
     both = plan(desired, Observed(stored=pairs), statuses, NOW, SETTINGS)
     assert not both.notes
     gone = plan(Desired(specs={}), Observed(stored=pairs), statuses, NOW, SETTINGS)
-    assert not gone.notes
+    assert not [n for n in gone.notes if "keyType" in n]
     assert {s.domain for s in gone.scheduled} == {"shop.test", "shop.test@ecc"}
 
 
