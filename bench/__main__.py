@@ -20,7 +20,8 @@ from bench.common import RESULTS_DIR, BenchError, controller_program, start_pebb
 from bench.report import markdown, write_results
 from bench.runner import BENCHES, Options, document, machine, run_benches
 
-QUICK = Options(runs=3, trials=3, names=10, peer_certs=2, dns_runs=3, wildcards=10)
+QUICK = Options(runs=3, trials=3, names=10, peer_certs=2, dns_runs=3, wildcards=10,
+                ari_certs=1000)
 
 
 def parse(argv: list[str] | None) -> tuple[Options, Path, bool]:
@@ -42,6 +43,8 @@ def parse(argv: list[str] | None) -> tuple[Options, Path, bool]:
                    " quick 3)")
     p.add_argument("--wildcards", type=int, help="dns01 wildcard certificates in one pass"
                    " (default 50, quick 10)")
+    p.add_argument("--ari-certs", type=int, help="ari: certificates whose polls are simulated"
+                   " (default 10000, quick 1000)")
     p.add_argument("--profile", action="store_true", help="always profile the scale bench")
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help="results directory")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -56,6 +59,7 @@ def parse(argv: list[str] | None) -> tuple[Options, Path, bool]:
         peer_certs=a.peer_certs or base.peer_certs, concurrency=a.concurrency, scale=a.scale,
         sim_servers=a.sim_servers, events=a.events, profile=a.profile, only=only,
         dns_runs=a.dns_runs or base.dns_runs, wildcards=a.wildcards or base.wildcards,
+        ari_certs=a.ari_certs or base.ari_certs,
         mode="quick" if a.quick else "full",
     )
     return opts, a.out, a.keep

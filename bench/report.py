@@ -98,9 +98,24 @@ def _dns01(f: dict[str, Any]) -> list[Row]:
              f"{w['records_left']} TXT records left")]
 
 
+def _ari(f: dict[str, Any]) -> list[Row]:
+    c, r = f["poll_cost"], f["revoked"]
+    gap = c["hours_between_polls_of_a_cert"]
+    return [(f"ARI polls for {c['certificates']} certificates (steady state, simulated)",
+             f"{c['steady_requests_per_hour']:.0f}/h; {gap['min']:.2f}–{gap['max']:.2f} h "
+             f"between two polls of one ({c['polls_per_cert_per_interval']:.2f} per 6 h)"),
+            ("ARI: most requests in one pass / in any minute; passes per hour",
+             f"{c['max_requests_per_pass']} / {c['max_requests_per_minute']}; "
+             f"{c['passes_per_hour']:.0f} (first round {c['first_round_hours']:.1f} h; "
+             f"step {_s(c['step_cpu_seconds_per_pass'])} CPU per pass)"),
+            ("window moved into the past → renewed (moved right after a poll)",
+             f"after {r['delay_seconds']['median'] / 3600:.2f} h (simulated, next poll) + "
+             f"{_s(r['renewal_seconds']['median'])} (poll + issuance, n={r['trials']})")]
+
+
 ROWS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "floor": _floor, "served": _served, "throughput": _throughput, "scale": _scale,
-    "events": _events, "dns01": _dns01,
+    "events": _events, "dns01": _dns01, "ari": _ari,
 }
 
 

@@ -5,7 +5,7 @@ and writes the results) and by tests/bench/test_bench_smoke.py (tiny sizes). A b
 is recorded as {"error": ...} and the others still run; a missed goal is just a figure.
 Order: floor (time to served needs its median), served and events (one simulator and one
 controller `run` shared), throughput (needs Pebble's http-01 port free), scale, dns01 (its own
-BIND and Pebble).
+BIND and Pebble), ari (the ARI shim in front of the one Pebble).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 
 from bench.common import BenchError
 
-BENCHES = ("floor", "served", "throughput", "scale", "events", "dns01")
+BENCHES = ("floor", "served", "throughput", "scale", "events", "dns01", "ari")
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class Options:
     events: int = 1000
     dns_runs: int = 5  # dns01: issuances per challenge type
     wildcards: int = 50  # dns01: wildcard certificates in one pass
+    ari_certs: int = 10_000  # ari: certificates whose polls are simulated
     profile: bool = False
     only: tuple[str, ...] = BENCHES
     mode: str = "full"
@@ -59,6 +60,7 @@ def _guarded(name: str, results: dict[str, Any], fn: Callable[[], dict[str, Any]
 
 
 def run_benches(opts: Options, pebble: Any, workdir: Path, stem: Path) -> dict[str, Any]:
+    from bench.ari import run_ari
     from bench.dns01 import run_dns01
     from bench.events import run_events
     from bench.floor import run_floor
@@ -100,6 +102,9 @@ def run_benches(opts: Options, pebble: Any, workdir: Path, stem: Path) -> dict[s
         _guarded("dns01", results, lambda: run_dns01(
             workdir / "dns01", runs=opts.dns_runs, wildcards=opts.wildcards,
             concurrency=opts.concurrency))
+    if "ari" in want:
+        _guarded("ari", results, lambda: run_ari(
+            pebble, workdir / "ari", certs=opts.ari_certs, trials=opts.trials))
     return {name: results[name] for name in BENCHES if name in results}
 
 

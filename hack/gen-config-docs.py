@@ -110,7 +110,8 @@ KEYS: dict[str, str] = {
                             " `min(renewBeforeDays, 1/3 of the lifetime)` is left (1/2 for"
                             " lifetimes under 10 days)",
     "acme.keyType": "the key type of new keys; unset = the bootstrap certificate's type in"
-                    " njet.conf, else `rsa2048`",
+                    " njet.conf, else `rsa2048`; a list of two, one RSA and one ECDSA: every"
+                    " block gets both (README: Dual certificates)",
     "acme.caBundle": "a PEM file trusted for the CA's HTTPS (e.g. Pebble's test CA); relative"
                      " to the prefix",
     "acme.eabKid": "external account binding: the key id the CA gave",
@@ -120,6 +121,9 @@ KEYS: dict[str, str] = {
                             " default profile, `true` = an error (nothing is ordered)",
     "acme.reuseKey": "a renewal keeps the stored key (e.g. for DANE TLSA 3 1 1 pins); a key"
                      " type change always makes a new one",
+    "acme.ari": "ask the CA's renewal information (ARI, RFC 9773) when its directory offers"
+                " `renewalInfo`, and renew at a time chosen inside the window it suggests (the"
+                " emergency rule still wins); `false` = the lifetime rule only",
     "acme.httpValidationPort": "the port the CA connects to for http-01 (where NJet's port-80"
                                " server listens, with `proxyHttpChallengeServerIp`)",
     "acme.fallbackAfter": "consecutive failed orders of a certificate at a CA (connection"
@@ -180,8 +184,9 @@ KEYS: dict[str, str] = {
     "admin.maxConnections": "admin connections open at once; one more is answered `503` and"
                             " closed",
     "certificates.*.keyType": "this certificate's key type, over `[acme] keyType` and the"
-                              " bootstrap certificate's type; a list (dual RSA + ECDSA) is"
-                              " refused for now",
+                              " bootstrap certificate's type; a list of two, one RSA and one"
+                              " ECDSA: a dual certificate (`<name>.crt` and"
+                              " `<name>@ecc.crt` or `<name>@rsa.crt`)",
     "certificates.*.profile": "the ACME profile for this certificate, over `[acme] profile`;"
                               " changing it resets the certificate's backoff",
     "certificates.*.profileRequired": "over `[acme] profileRequired`",
@@ -258,6 +263,8 @@ def type_name(tp: Any) -> str:
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         return "one of " + ", ".join(f"`{json.dumps(m.value)}`" for m in tp)
     origin = typing.get_origin(tp)
+    if origin is tuple and Ellipsis not in _args(tp) and len(set(_args(tp))) == 1:
+        return f"list of {len(_args(tp))} ({type_name(_args(tp)[0])} each)"
     if origin in (list, tuple):
         items = [a for a in _args(tp) if a is not Ellipsis]
         return "list of " + (type_name(items[0]) + "s" if items else "values")

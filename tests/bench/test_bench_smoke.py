@@ -24,7 +24,8 @@ from bench.served import MARKS
 pytestmark = pytest.mark.pebble
 
 TINY = Options(runs=1, trials=1, names=2, peer_certs=1, concurrency=4, scale=200,
-               sim_servers=200, events=50, dns_runs=1, wildcards=2, mode="smoke")
+               sim_servers=200, events=50, dns_runs=1, wildcards=2, ari_certs=200,
+               mode="smoke")
 
 
 @pytest.fixture(scope="module")
@@ -110,6 +111,17 @@ def test_every_bench_runs_once_and_reports_every_figure(bench_pebble: Any,
     assert dns01["wildcards"]["certs"] == 2 and dns01["wildcards"]["records_left"] == 0
     positive(dns01["wildcards"], "batch_seconds", "per_cert_seconds")
     check_goals(benches["dns01"])
+
+    ari = benches["ari"]["figures"]
+    cost = ari["poll_cost"]
+    assert cost["certificates"] == 200 and cost["requests"] > 200
+    positive(cost, "steady_requests_per_hour", "max_requests_per_pass", "passes_per_hour",
+             "first_round_hours", "polls_per_cert_per_interval")
+    positive(cost["hours_between_polls_of_a_cert"], "min", "mean", "max")
+    assert ari["revoked"]["trials"] == 1
+    positive(ari["revoked"]["delay_seconds"], "median")
+    positive(ari["revoked"]["renewal_seconds"], "median")
+    check_goals(benches["ari"])
 
     doc = document(TINY, bench_pebble, benches, started=started, peers=peers,
                    machine_at_start=machine())

@@ -297,6 +297,9 @@ BAD_TARGETS = [
     b"/api/v1/cert/a_b.test",
     b"/api/v1/cert/-a.test",
     b"/api/v1//cert/..",
+    b"/api/v1/cert/a.test@foo",  # "@" only as a dual block's <name>@ecc / <name>@rsa
+    b"/api/v1/cert/a.test@ecc@rsa",
+    b"/api/v1/cert/@ecc",
 ]
 
 
@@ -311,6 +314,17 @@ async def test_bad_domain_values_get_400_and_touch_nothing(
     assert status == 400
     assert backend.calls == []
     assert snapshot(tmp_path) == before
+
+
+async def test_a_dual_blocks_second_certificate_is_named_by_its_store_key(
+    http: tuple[aiohttp.ClientSession, str], backend: DiskBackend
+) -> None:
+    session, base = http
+    put_cert(backend.paths, "a.test@ecc")
+    async with session.get(f"{base}/api/v1/cert/A.test@ECC", headers=AUTH) as r:
+        assert r.status == 200
+        assert (await r.json())["domain"] == "a.test@ecc"
+    assert ("get", "a.test@ecc") in backend.calls
 
 
 async def test_bad_domain_values_on_renew_get_400(

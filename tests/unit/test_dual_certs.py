@@ -17,6 +17,7 @@ from controller.adapters.store.lego import LegoStore
 from controller.adapters.store.quarantine import Quarantine, parse_entry
 from controller.adapters.store.statusfile import StatusFiles
 from controller.app import App
+from controller.certinfo import fingerprint_pem, read_cert_info
 from controller.config import load_config, parse_config
 from controller.desired_source import CertSettings, DesiredSource, expand_dual
 from controller.errors import ConfigError
@@ -149,13 +150,7 @@ def write_pair(paths: StorePaths, stem: str, names: list[str], key_type: KeyType
     (paths.certificates / f"{stem}.crt").write_bytes(made.fullchain_pem)
     (paths.certificates / f"{stem}.key").write_bytes(made.key_pem)
     (paths.certificates / f"{stem}.key").chmod(0o600)
-    return make_fingerprint(made.cert_pem)
-
-
-def make_fingerprint(pem: bytes) -> str:
-    from controller.certinfo import fingerprint_pem
-
-    return fingerprint_pem(pem)
+    return fingerprint_pem(made.cert_pem)
 
 
 def test_the_scan_keys_a_second_slot_by_its_store_key_and_refuses_other_at_signs(
@@ -288,8 +283,6 @@ def stored(key: str, key_type: KeyType, *, lifetime: timedelta = timedelta(days=
            ) -> StoredCert:
     made = make_cert(["shop.test", "www.shop.test"], key_type=key_type,
                      not_before=NOW - timedelta(days=1), lifetime=lifetime)
-    from controller.certinfo import read_cert_info
-
     return StoredCert(key, read_cert_info(made.fullchain_pem), key_matches=True)
 
 
@@ -391,45 +384,103 @@ def test_no_note_while_both_slots_are_wanted_or_when_the_whole_block_left() -> N
 
 async def test_a_pass_applies_each_slot_with_its_cert_type_and_probes_each_with_its_key_type(
 ) -> None:
-    if True:
-        clock = FakeClock()
-        store, issuer, statuses = MemoryStore(), FakeIssuer(clock), MemoryStatus()
-        desired = dual_desired()
-        boot = make_cert(["shop.test"], key_type=KeyType.EC256, self_signed=True)
-        block = FakeBlock(("127.0.0.1:8443",), ("shop.test", "www.shop.test"),
-                          served={"ecc": make_fingerprint(boot.cert_pem)},
-                          config_cert_type="ecc")
-        njet = FakeNjet([block])
-        prober = FakeProber(njet)
+    clock = FakeClock()
+    store, issuer, statuses = MemoryStore(), FakeIssuer(clock), MemoryStatus()
+    desired = dual_desired()
+    boot = make_cert(["shop.test"], key_type=KeyType.EC256, self_signed=True)
+    block = FakeBlock(("127.0.0.1:8443",), ("shop.test", "www.shop.test"),
+                      served={"ecc": fingerprint_pem(boot.cert_pem)},
+                      config_cert_type="ecc")
+    njet = FakeNjet([block])
+    prober = FakeProber(njet)
 
-        async def no_sleep(_seconds: float) -> None:
-            return None
+    async def no_sleep(_seconds: float) -> None:
+        return None
 
-        executor = Executor(store=store, issuer_factory=issuer.factory, njet=njet,
-                            prober=prober, probe_timeout=1.0, repeated_error=FakeRepeated,
-                            clock=clock, sleep=no_sleep)
-        rec = Reconciler(settings=SETTINGS, load_desired=FakeDesired(desired.specs.values()),
-                         gatherer=Gatherer(store, SETTINGS, njet=njet, prober=prober,
-                                           probe_timeout=1.0),
-                         executor=executor, status_store=statuses, clock=clock)
-        result = await rec.converge(probe=True)
-        assert result.plan.in_sync
-        assert sorted(issuer.orders) == [("shop.test", KeyType.EC256),
-                                         ("shop.test", KeyType.RSA2048)]
-        rsa, ecc = store.get("shop.test"), store.get("shop.test@ecc")
-        assert rsa is not None and rsa.info.key_type is KeyType.RSA2048
-        assert ecc is not None and ecc.info.key_type is KeyType.EC256
-        assert sorted((p.cert_type, p.fingerprint) for p in njet.puts) == sorted(
-            [("rsa", rsa.info.fingerprint), ("ecc", ecc.info.fingerprint)])
-        assert all(p.server_names[0] == "shop.test" for p in njet.puts)
-        assert block.served == {"rsa": rsa.info.fingerprint, "ecc": ecc.info.fingerprint}
-        assert statuses.records["shop.test"].applied_fingerprint == rsa.info.fingerprint
-        assert statuses.records["shop.test@ecc"].applied_fingerprint == ecc.info.fingerprint
+    executor = Executor(store=store, issuer_factory=issuer.factory, njet=njet,
+                        prober=prober, probe_timeout=1.0, repeated_error=FakeRepeated,
+                        clock=clock, sleep=no_sleep)
+    rec = Reconciler(settings=SETTINGS, load_desired=FakeDesired(desired.specs.values()),
+                     gatherer=Gatherer(store, SETTINGS, njet=njet, prober=prober,
+                                       probe_timeout=1.0),
+                     executor=executor, status_store=statuses, clock=clock)
+    result = await rec.converge(probe=True)
+    assert result.plan.in_sync
+    assert sorted(issuer.orders) == [("shop.test", KeyType.EC256),
+                                     ("shop.test", KeyType.RSA2048)]
+    rsa, ecc = store.get("shop.test"), store.get("shop.test@ecc")
+    assert rsa is not None and rsa.info.key_type is KeyType.RSA2048
+    assert ecc is not None and ecc.info.key_type is KeyType.EC256
+    assert sorted((p.cert_type, p.fingerprint) for p in njet.puts) == sorted(
+        [("rsa", rsa.info.fingerprint), ("ecc", ecc.info.fingerprint)])
+    assert all(p.server_names[0] == "shop.test" for p in njet.puts)
+    assert block.served == {"rsa": rsa.info.fingerprint, "ecc": ecc.info.fingerprint}
+    assert statuses.records["shop.test"].applied_fingerprint == rsa.info.fingerprint
+    assert statuses.records["shop.test@ecc"].applied_fingerprint == ecc.info.fingerprint
 
-        prober.calls.clear()
-        again = await rec.pass_once(probe=True)
-        assert again.plan.in_sync and again.outcomes == []
-        assert sorted(prober.calls) == [("127.0.0.1:8443", "shop.test", "ecc"),
-                                        ("127.0.0.1:8443", "shop.test", "rsa")]
-        assert again.observed.served["shop.test@ecc"].fingerprint == ecc.info.fingerprint
-        assert again.observed.served["shop.test"].fingerprint == rsa.info.fingerprint
+    prober.calls.clear()
+    again = await rec.pass_once(probe=True)
+    assert again.plan.in_sync and again.outcomes == []
+    assert sorted(prober.calls) == [("127.0.0.1:8443", "shop.test", "ecc"),
+                                    ("127.0.0.1:8443", "shop.test", "rsa")]
+    assert again.observed.served["shop.test@ecc"].fingerprint == ecc.info.fingerprint
+    assert again.observed.served["shop.test"].fingerprint == rsa.info.fingerprint
+
+
+async def test_the_repeated_trap_of_one_slot_renews_that_slot_only() -> None:
+    """NJet restarted and serves its config certificate again: re-adding the block's first
+    dynamic certificate (the RSA one, pushed first) is answered "repeated" and not served, so
+    that slot alone gets a fresh key and certificate; the ECDSA slot is re-applied as it is."""
+    clock = FakeClock()
+    store, issuer, statuses = MemoryStore(), FakeIssuer(clock), MemoryStatus()
+    desired = dual_desired()
+    boot = fingerprint_pem(make_cert(["shop.test"], key_type=KeyType.EC256,
+                                     self_signed=True).cert_pem)
+    block = FakeBlock(("127.0.0.1:8443",), ("shop.test", "www.shop.test"),
+                      served={"ecc": boot}, config_cert_type="ecc")
+    njet = FakeNjet([block])
+    prober = FakeProber(njet)
+
+    async def no_sleep(_seconds: float) -> None:
+        return None
+
+    executor = Executor(store=store, issuer_factory=issuer.factory, njet=njet, prober=prober,
+                        probe_timeout=1.0, repeated_error=FakeRepeated, clock=clock,
+                        sleep=no_sleep, concurrency=1)  # the RSA slot is pushed first
+    rec = Reconciler(settings=SETTINGS, load_desired=FakeDesired(desired.specs.values()),
+                     gatherer=Gatherer(store, SETTINGS, njet=njet, prober=prober,
+                                       probe_timeout=1.0),
+                     executor=executor, status_store=statuses, clock=clock)
+    assert (await rec.converge(probe=True)).plan.in_sync
+    assert [p.cert_type for p in njet.puts] == ["rsa", "ecc"]
+    old_rsa, old_ecc = (store.get(k) for k in ("shop.test", "shop.test@ecc"))
+    assert old_rsa is not None and old_ecc is not None
+
+    block.served = {"ecc": boot}  # a restart without the retained records
+    trapped = await rec.pass_once(probe=True)
+    by_key = {o.action.domain: o for o in trapped.outcomes}
+    assert by_key["shop.test"].needs_new_key and not by_key["shop.test"].ok
+    assert by_key["shop.test@ecc"].ok
+    assert statuses.records["shop.test"].new_key
+    assert not statuses.records["shop.test@ecc"].new_key
+
+    backoff = statuses.records["shop.test"].backoff_until
+    assert backoff is not None
+    clock.now = backoff  # the per-certificate backoff of the failed apply is over
+    renewed = await rec.pass_once(probe=False)
+    assert [(a.kind, a.domain) for a in renewed.plan.actions] == [
+        (ActionKind.RENEW, "shop.test")]
+    new_rsa = store.get("shop.test")
+    assert new_rsa is not None and new_rsa.info.fingerprint != old_rsa.info.fingerprint
+    assert block.served == {"rsa": new_rsa.info.fingerprint, "ecc": old_ecc.info.fingerprint}
+
+
+def test_a_gc_confirmation_may_name_a_second_slot(tmp_path: Path) -> None:
+    from controller.adapters.store.gcconfirm import GcConfirmFile
+    from controller.policy import GcRelease
+
+    files = GcConfirmFile(StorePaths(tmp_path))
+    files.save(GcRelease(names=frozenset({"shop.test@ecc", "blog.test"}), confirmed_at=NOW,
+                         by="cli"))
+    got = files.load()
+    assert got is not None and got.names == {"shop.test@ecc", "blog.test"}
