@@ -6,9 +6,9 @@ tests/unit/test_layers.py holds the one map from module to layer and fails on a 
 from it, on an import against these rules, and when this list or README.md's disagrees with it.
 
   core         errors, model, reasons, status, paths, listens, certinfo, njetmatch, events,
-               ports, policy, policies/, plan, fold, render. Pure: no I/O, process, clock or
-               randomness library, no call that touches a file or reads a clock. Uses nothing
-               else.
+               servernames, ports, policy, policies/, plan, fold, render. Pure: no I/O,
+               process, clock or randomness library, no call that touches a file or reads a
+               clock. Uses nothing else.
   support      logs, metrics, gcpause, faultpoints, clock, threads: process-wide helpers
                (stderr, the metrics registry, gc, SIGKILL at named points, the system clock,
                blocking work on daemon threads); never a file or the network, and asyncio only

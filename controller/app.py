@@ -166,7 +166,8 @@ class App:
         # the reconciler's clock, read when used (tests swap it after construction)
         self.status_files = StatusFiles(self.paths, read_only=self.read_only,
                                         clock=lambda: self.reconciler.clock())
-        self.runtime = RuntimeStore(self.paths, read_only=self.read_only)
+        self.runtime = RuntimeStore(self.paths, read_only=self.read_only,
+                                    wildcards=cfg.dns_configured)
         self.gc_confirmations = GcConfirmFile(self.paths, read_only=self.read_only)
         self.quarantine = Quarantine(self.paths, retention=cfg.controller.quarantineRetention,
                                      read_only=self.read_only)

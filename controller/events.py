@@ -9,21 +9,22 @@ Two payload kinds (see njet-contract README §5–§7):
 
 Called by adapters/mqtt/listener.py (events), adapters/store/runtime.py and the controller's resync
 (srv records → specs). pydantic validates at this boundary; frozen dataclasses come out.
+A runtime server's names follow njet.conf's rule (servernames.usable_names), wildcards included
+when the caller says a [dns] section makes dns-01 available (`wildcards=True`).
 Error messages never echo the payload (a server_body may carry an inline `data:` key).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from controller.errors import ConfigError
 from controller.model import CertificateSpec, NameWarning, Source
-from controller.paths import validate_domain
+from controller.servernames import usable_names
 
 EVENT_TOPIC = "/automaticcertificatemanagement/event/request"
 SRV_TOPIC_FILTER = "/ins/srv/#"
@@ -254,23 +255,10 @@ def body_is_managed(server_body: str) -> bool:
 
 
 def _spec_for(
-    names: Iterable[str], addrs: Iterable[str], origin: str
+    names: Sequence[str], addrs: Iterable[str], origin: str, wildcards: bool
 ) -> tuple[CertificateSpec | None, list[NameWarning]]:
-    warnings: list[NameWarning] = []
-    valid: list[str] = []
-    for raw in names:
-        if raw.strip().startswith("*."):
-            warnings.append(
-                NameWarning(raw, "wildcard names need dns-01, which is not supported", origin)
-            )
-            continue
-        try:
-            name = validate_domain(raw)
-        except ConfigError:
-            warnings.append(NameWarning(raw, "not a valid DNS name", origin))
-            continue
-        if name not in valid:
-            valid.append(name)
+    valid, problems = usable_names(names, origin, wildcards=wildcards)
+    warnings = list(problems)
     if not valid:
         shown = ", ".join(repr(n) for n in names) or "none"
         warnings.append(NameWarning("", f"no usable server name (got {shown})", origin))
@@ -278,7 +266,7 @@ def _spec_for(
     listens = tuple(dict.fromkeys(a.strip() for a in addrs if a.strip()))
     spec = CertificateSpec(
         domain=valid[0],
-        names=tuple(valid),
+        names=valid,
         listens=listens,
         source=Source.EVENT,
         origin=origin,
@@ -286,17 +274,21 @@ def _spec_for(
     return spec, warnings
 
 
-def specs_from_domains(domains: Iterable[EventDomain], *, origin: str = EVENT_ORIGIN) -> EventSpecs:
-    """One spec per event domain: domain = first usable name; names lowercased, deduplicated.
+def specs_from_domains(
+    domains: Iterable[EventDomain], *, origin: str = EVENT_ORIGIN, wildcards: bool = False
+) -> EventSpecs:
+    """One spec per event domain: domain = first usable name, names as njet.conf's
+    (servernames.usable_names; `wildcards`: a [dns] section exists, so `*.x` is issued as is
+    and `.x` as x + *.x, else both are warnings and `.x` gives x).
 
-    Invalid and wildcard names are skipped and reported; a domain with no usable name gives
+    Names that cannot be issued are skipped and reported; a domain with no usable name gives
     no spec. Two domains may yield the same `domain` (one name on two listens): merging is
     the caller's choice.
     """
     specs: list[CertificateSpec] = []
     warnings: list[NameWarning] = []
     for d in domains:
-        spec, warns = _spec_for(d.server_names, d.server_addrs, origin)
+        spec, warns = _spec_for(d.server_names, d.server_addrs, origin, wildcards)
         warnings.extend(warns)
         if spec is not None:
             specs.append(spec)
@@ -304,9 +296,10 @@ def specs_from_domains(domains: Iterable[EventDomain], *, origin: str = EVENT_OR
 
 
 def specs_from_servers(
-    servers: Iterable[RuntimeServer], *, origin: str = EVENT_ORIGIN
+    servers: Iterable[RuntimeServer], *, origin: str = EVENT_ORIGIN, wildcards: bool = False
 ) -> EventSpecs:
-    """Specs for the managed TLS dynamic servers; a managed server without ssl is reported."""
+    """Specs for the managed TLS dynamic servers (names as specs_from_domains, `wildcards`
+    too); a managed server without ssl is reported."""
     specs: list[CertificateSpec] = []
     warnings: list[NameWarning] = []
     for srv in servers:
@@ -321,7 +314,7 @@ def specs_from_servers(
                 )
             )
             continue
-        spec, warns = _spec_for(srv.names, (srv.addr_port,), origin)
+        spec, warns = _spec_for(srv.names, (srv.addr_port,), origin, wildcards)
         warnings.extend(warns)
         if spec is not None:
             specs.append(spec)

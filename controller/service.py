@@ -43,6 +43,7 @@ from controller.logs import log_event
 from controller.metrics import ControllerMetrics
 from controller.model import Source
 from controller.reconcile import Loop
+from controller.servernames import usable_names
 
 SRV_TOPICS = "/ins/srv/#"
 START_RETRY = 30.0  # seconds between start-up attempts after a store error
@@ -85,10 +86,11 @@ class Service:
         except ControllerError:
             static = {}
         static_names = {frozenset(s.names) for s in static.values() if s.source is Source.CONF}
+        wild = self.config.dns_configured  # the names a block stands for, as njet.conf's
         runtime_domains = tuple(
             d for d in event.domains
             if event.action is EventAction.DELETE
-            or frozenset(n.lower() for n in d.server_names) not in static_names
+            or frozenset(usable_names(d.server_names, "", wildcards=wild)[0]) not in static_names
         )
         changed = False
         if runtime_domains:
@@ -115,7 +117,7 @@ class Service:
                       level=logging.WARNING, error=str(exc))
             return
         servers = [s for s in (_parse(p) for p in records.values()) if s is not None]
-        specs = specs_from_servers(servers).specs
+        specs = specs_from_servers(servers, wildcards=self.config.dns_configured).specs
         if self.app.runtime.replace_all(specs):
             log_event("runtime servers rebuilt from retained records", count=len(specs))
 

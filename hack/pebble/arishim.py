@@ -12,10 +12,12 @@ work here too), plus:
   explanation_url=...)`; without `cert_id`, for every certificate), else DEFAULT_WINDOW (60..61
   days from now); `shim.fail_renewal_info(status, retry_after=..., count=...)` answers errors
   instead. `shim.polls()` lists (certID, status answered) of every renewalInfo request;
-- every newOrder's JWS payload (base64url of the `payload` member) is decoded and recorded
-  (`shim.orders()`: the payload objects, `shim.replaces()`: their `replaces`, None when absent)
-  before the newOrder hooks run (`shim.new_order_hooks`: `hook(payload)` returns None to
-  forward, or `(status, problem)` to answer with that problem document instead);
+- every newOrder's JWS payload (base64url of the `payload` member) is decoded; the newOrder
+  hooks run first (`shim.new_order_hooks`: `hook(payload)` returns None to forward, or
+  `(status, problem)` to answer with that problem document instead); then it is recorded with
+  its answer (`shim.orders()`: the payload objects, badNonce retries left out;
+  `shim.replaces()`: their `replaces`, None when absent; `shim.order_statuses()`: what each
+  was answered; `shim.order_log()`: everything);
   `shim.reject_replaces(count=1)` adds one that answers 409 alreadyReplaced to the next
   `count` newOrders that carry `replaces`. Everything else goes to Pebble unchanged;
 - ACME profiles (Pebble 2.4 has none): `shim.advertise_profiles({"classic": "...", ...})` puts
@@ -123,6 +125,7 @@ class AriShim(FaultProxy):  # type: ignore[misc]
         self._failures: list[_Failure] = []
         self._polls: list[tuple[str, int]] = []
         self._orders: list[dict[str, Any]] = []
+        self._order_log: list[tuple[dict[str, Any], int]] = []
         self._new_order_path = "/order-plz"
         self.directory_hooks: list[DirectoryHook] = [self._add_renewal_info]
         self.new_order_hooks: list[NewOrderHook] = []
@@ -179,26 +182,51 @@ class AriShim(FaultProxy):  # type: ignore[misc]
     def replaces(self) -> list[str | None]:
         return [o.get("replaces") for o in self.orders()]
 
+    def order_log(self) -> list[tuple[dict[str, Any], int]]:
+        """Every newOrder with the status answered, badNonce retries included."""
+        with self._ari_lock:
+            return [(dict(o), s) for o, s in self._order_log]
+
+    def order_statuses(self) -> list[int]:
+        """The status answered to each of `orders()`."""
+        with self._ari_lock:
+            return [s for o, s in self._order_log if any(o is x for x in self._orders)]
+
     # -- serving (FaultProxy calls _forward for every request no fault rule answered) -----------
     async def _forward(self, request: Any) -> Answer:
         path = request.path
         if request.method == "GET" and path.startswith(RENEWAL_PATH + "/"):
             return self._renewal_info(path[len(RENEWAL_PATH) + 1:])
         if request.method == "POST" and path == self._new_order_path:
-            payload = decode_payload(request.body) or {}
-            with self._ari_lock:
-                self._orders.append(payload)
-                hooks = list(self.new_order_hooks)
-            for hook in hooks:
-                answer = hook(payload)
-                if answer is not None:
-                    status, doc = answer
-                    return status, [("Content-Type", "application/problem+json")], \
-                        json.dumps(doc).encode()
+            return await self._new_order(request)
         status, headers, body = await super()._forward(request)
         if request.method == "GET" and path == "/dir" and status == 200:
             body = self._rewrite_directory(body, request)
         return status, headers, body
+
+    async def _new_order(self, request: Any) -> Answer:
+        payload = decode_payload(request.body) or {}
+        with self._ari_lock:
+            hooks = list(self.new_order_hooks)
+        for hook in hooks:
+            answer = hook(payload)
+            if answer is not None:
+                status, doc = answer
+                self._record_order(payload, status, json.dumps(doc).encode())
+                return status, [("Content-Type", "application/problem+json")], \
+                    json.dumps(doc).encode()
+        status, headers, body = await super()._forward(request)
+        self._record_order(payload, status, body)
+        return status, headers, body
+
+    def _record_order(self, payload: dict[str, Any], status: int, body: bytes) -> None:
+        """Record a newOrder with its answer; a badNonce answer is left out of `orders()` (the
+        client sends the same order again: a retry, not another order)."""
+        bad_nonce = status == 400 and b"badNonce" in body
+        with self._ari_lock:
+            self._order_log.append((payload, status))
+            if not bad_nonce:
+                self._orders.append(payload)
 
     def _rewrite_directory(self, body: bytes, request: Any) -> bytes:
         try:

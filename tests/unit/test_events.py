@@ -1,4 +1,5 @@
-"""controller.events on NJet's recorded payloads (njet-contract) and on malformed input."""
+"""controller.events on NJet's recorded payloads (njet-contract) and on malformed input, and the
+names of runtime-announced servers (wildcards with and without [dns]) against njet.conf's rule."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from controller.desired import desired_from_servers
 from controller.events import (
     EventAction,
     EventDomain,
@@ -19,6 +21,7 @@ from controller.events import (
     specs_from_servers,
 )
 from controller.model import Source
+from controller.njetconf import http_servers, parse_text
 from tests.contract import CONTRACT
 
 
@@ -209,3 +212,81 @@ def test_a_managed_dynamic_server_without_ssl_is_reported_not_specified() -> Non
     result = specs_from_servers([RuntimeServer("127.0.0.1:8080", "p.test", True, False)])
     assert result.specs == ()
     assert "does not listen with ssl" in result.warnings[0].reason
+
+
+# --- wildcard and dot-prefixed names: njet.conf's rule (controller/servernames.py) -------------
+
+WILD_DOMAINS = (
+    EventDomain(("*.W.test",), ("127.0.0.1:28443",), "acme"),  # as NJet sends it (verbatim)
+    EventDomain((".d.test",), ("127.0.0.1:28443",), "acme"),
+)
+
+
+def test_with_dns_a_runtime_wildcard_is_issued_as_is_and_a_dot_name_as_both_halves() -> None:
+    result = specs_from_domains(WILD_DOMAINS, wildcards=True)
+    assert [(s.domain, s.names, s.listens, s.key) for s in result.specs] == [
+        ("*.w.test", ("*.w.test",), ("127.0.0.1:28443",), "*.w.test"),
+        ("d.test", ("d.test", "*.d.test"), ("127.0.0.1:28443",), "d.test"),
+    ]
+    assert all(s.source is Source.EVENT for s in result.specs)
+    assert result.warnings == ()
+
+
+def test_without_dns_a_runtime_wildcard_is_a_warning_and_a_dot_name_gives_its_base() -> None:
+    result = specs_from_domains(WILD_DOMAINS)
+    assert [(s.domain, s.names) for s in result.specs] == [("d.test", ("d.test",))]
+    by_name = {w.name: w.reason for w in result.warnings}
+    assert "configure a DNS provider in a [dns] section" in by_name["*.W.test"]
+    assert by_name[".d.test"].startswith("a leading dot means d.test and *.d.test")
+    assert "no usable server name (got '*.W.test')" in by_name[""]
+
+
+def test_with_dns_an_event_wildcard_is_issued_and_other_bad_names_stay_warnings() -> None:
+    domains = [
+        EventDomain(("_", "WWW.Example.TEST", "www.example.test", "*.x.test"), ("1.2.3.4:443",)),
+        EventDomain(("~^re.*$", "../etc", "x.*", "*.*.test"), ("1.2.3.4:443",)),
+    ]
+    result = specs_from_domains(domains, wildcards=True)
+    assert [(s.domain, s.names) for s in result.specs] == [
+        ("www.example.test", ("www.example.test", "*.x.test")),
+    ]
+    reported = {w.name for w in result.warnings}
+    assert {"_", "~^re.*$", "../etc", "x.*", "*.*.test"} <= reported
+    assert "*.x.test" not in reported
+
+
+@pytest.mark.parametrize("wildcards", [False, True], ids=["no-dns", "dns"])
+def test_retained_srv_records_with_wildcard_names_follow_the_same_rule(wildcards: bool) -> None:
+    servers = [
+        RuntimeServer("127.0.0.1:8443", "*.rt.test", True, True),
+        RuntimeServer("127.0.0.1:8443", ".dot.test  extra.test", True, True),
+    ]
+    result = specs_from_servers(servers, wildcards=wildcards)
+    got = [(s.domain, s.names) for s in result.specs]
+    if wildcards:
+        assert got == [("*.rt.test", ("*.rt.test",)),
+                       ("dot.test", ("dot.test", "*.dot.test", "extra.test"))]
+        assert result.warnings == ()
+    else:
+        assert got == [("dot.test", ("dot.test", "extra.test"))]
+        assert {w.name for w in result.warnings} == {"*.rt.test", ".dot.test", ""}
+
+
+@pytest.mark.parametrize("wildcards", [False, True], ids=["no-dns", "dns"])
+@pytest.mark.parametrize("names", [
+    ("*.a.test",), (".a.test",), (".a.test", "*.a.test", "a.test"), ("b.test", ".a.test"),
+    ("*.a.test", "A.test.", "localhost", "10.0.0.1", "_", "x.*.test"),
+])
+def test_an_announced_block_gets_exactly_the_names_and_warnings_of_the_same_conf_block(
+    names: tuple[str, ...], wildcards: bool
+) -> None:
+    conf = ("http { server { listen 127.0.0.1:8443 ssl; server_name "
+            + " ".join(names) + "; ssl_certificate_management acme; } }")
+    static = desired_from_servers(http_servers(parse_text(conf, file="n.conf")),
+                                  wildcards=wildcards)
+    announced = specs_from_domains([EventDomain(names, ("127.0.0.1:8443",))],
+                                   wildcards=wildcards)
+    assert [s.names for s in announced.specs] == [s.names for s in static.specs.values()]
+    assert [(w.name, w.reason) for w in announced.warnings if w.name] == [
+        (w.name, w.reason) for w in static.warnings
+    ]

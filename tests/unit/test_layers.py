@@ -56,6 +56,7 @@ LAYER_OF: dict[str, str] = {
     "controller.certinfo": "core",
     "controller.njetmatch": "core",
     "controller.events": "core",
+    "controller.servernames": "core",
     "controller.ports": "core",
     "controller.policy": "core",
     "controller.policies.*": "core",

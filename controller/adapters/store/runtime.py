@@ -76,12 +76,15 @@ class RuntimeStore:
         *,
         clock: Callable[[], datetime] = utc_now,
         read_only: bool = False,
+        wildcards: bool = False,
     ) -> None:
         self._path = paths.runtime / "servers.json"
         self._lego = paths.lego
         self.read_only = read_only  # `diff`: never set a corrupt file aside, never save
         self._clock = clock  # names a corrupt file set aside
         self._cache: tuple[CertificateSpec, ...] | None = None
+        # a [dns] section exists: events' wildcard names are kept (events.specs_from_domains)
+        self.wildcards = wildcards
 
     @property
     def path(self) -> Path:
@@ -158,10 +161,10 @@ class RuntimeStore:
     def apply(self, event: NjetEvent) -> bool:
         """Fold one event into the stored state; True when something changed (and was saved).
 
-        Invalid names are skipped (see controller.events.specs_from_domains; the warnings are
-        logged here).
+        Names that cannot be issued are skipped (see controller.events.specs_from_domains, with
+        this store's `wildcards`; the warnings are logged here).
         """
-        derived = specs_from_domains(event.domains)
+        derived = specs_from_domains(event.domains, wildcards=self.wildcards)
         for w in derived.warnings:
             log.warning("event %s: skipped name %r: %s", event.action, w.name, w.reason)
         current = list(self.load())
