@@ -81,6 +81,7 @@ def policy_settings(config: Config) -> PolicySettings:
         store_only=config.store_only,
         default_profile=config.acme.profile.strip(),
         reuse_key=config.acme.reuseKey,
+        ari=config.acme.ari,
         cas=(config.acme.acmeCaDir.strip(), *(ca.acmeCaDir for ca in config.acme.fallback)),
         fallback_after=config.acme.fallbackAfter,
     )

@@ -23,6 +23,9 @@ and a `reconcile` re-run during a CA's Retry-After sends the CA nothing).
 An answer for a certificate that is no longer the stored one is dropped, and a poll's state
 is tied to the certificate's fingerprint (CertStatus.with_ari), so a window fetched for the
 previous certificate never schedules the new one. An explanationURL is logged with its window.
+A chosen time is never less than an hour after the certificate began (policies/ari.py
+MIN_AGE; when this controller stored it, if later than its notBefore): no renewal loop even
+when a CA answers a past window for every certificate.
 """
 
 from __future__ import annotations
@@ -223,8 +226,10 @@ class AriStep:
                 window_end=kept.window_end if kept else None,
                 explanation_url=kept.explanation_url if kept else None,
                 polled_at=now, errors=errors, last_error=error)
-            log_event("ARI renewal information not fetched", level=logging.WARNING,
-                      domain=domain, error=error, next_poll=state.next_poll.isoformat())
+            # a warning for the first failure in a row; the repeats (every 6 h at most) are info
+            log_event("ARI renewal information not fetched",
+                      level=logging.WARNING if errors == 1 else logging.INFO, domain=domain,
+                      error=error, failures=errors, next_poll=state.next_poll.isoformat())
             return cur.with_ari(state, renewal_at=None)
         start, end = answer.window_start, answer.window_end
         at = choose_renewal(start, end, current=chosen_for(cur, fp), now=now,

@@ -2,7 +2,8 @@
 (`run`) against the NJet simulator, Pebble and a real BIND (dns-01 through RFC 2136). A
 `dyn_srv` add of `server_name *.<x>` (its MQTT `generateCertificate` event, and its retained
 `/ins/srv/*` record read at start) gets a wildcard certificate through dns-01, applied and
-served by SNI for a name under it; its delete removes it. The names live under the fixture's
+served by SNI for a name under it, and one of `.<y>` a certificate for y and *.y; a delete
+removes the wildcard one. The names live under the fixture's
 shop.test zone (tests/fixtures/dns.py: tests use names of their own there)."""
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def world(
     toml["controller"].update(interval="1h", deleteGracePeriod="0s")
     toml["admin"] = {"address": f"127.0.0.1:{admin_port}"}
     toml["dns"] = bind_dns.dns_section(tmp_path)
+    toml["log"] = {"v": 2}  # the dns-01 record lines
     prefix.write_toml(toml)
     ctl = Controller(prefix, admin_port)
     yield sim, prefix, ctl
@@ -95,28 +97,43 @@ def served_wildcard(sim: Any, prefix: Prefix, base: str) -> bool:
     return got is not None and served_fingerprint(sim, sni=f"a.{base}") == got[0]
 
 
-def test_a_runtime_wildcard_server_gets_a_dns01_certificate_applied_and_served(
+def test_runtime_wildcard_and_dot_servers_get_dns01_certificates_applied_and_served(
     world: Any, bind_dns: DnsWorld,
 ) -> None:
     sim, prefix, ctl = world
     ctl.start()
-    assert wait_until(lambda: (ctl.health() or {}).get("mqtt_connected") is True, 20)
-    base = unique("rt")
-    dyn_srv(sim, "POST", "add", f"*.{base}")
+    # the start-up pass (and its rebuild from the retained records) is over: the adds below
+    # reach the controller as events
+    assert wait_until(lambda: (ctl.health() or {}).get("reconciles", 0) >= 1
+                      and (ctl.health() or {}).get("mqtt_connected") is True, 20)
+    wild, dot = unique("rt"), unique("dot")
+    dyn_srv(sim, "POST", "add", f"*.{wild}")
+    dyn_srv(sim, "POST", "add", f".{dot}")
 
-    assert wait_until(lambda: served_wildcard(sim, prefix, base), 60), (
+    def dot_served() -> bool:
+        got = stored(prefix, dot)
+        return got is not None and all(served_fingerprint(sim, sni=n) == got[0]
+                                       for n in (dot, f"y.{dot}"))
+
+    assert wait_until(lambda: served_wildcard(sim, prefix, wild) and dot_served(), 60), (
         ctl.log.read_text()[-3000:])
-    got = stored(prefix, f"_.{base}")
-    assert got is not None and got[1] == (f"*.{base}",)
+    wild_cert, dot_cert = stored(prefix, f"_.{wild}"), stored(prefix, dot)
+    assert wild_cert is not None and wild_cert[1] == (f"*.{wild}",)
+    assert dot_cert is not None and set(dot_cert[1]) == {dot, f"*.{dot}"}
     runtime = json.loads((prefix.root / ".lego" / "runtime" / "servers.json").read_text())
-    assert [s["names"] for s in runtime["servers"]] == [[f"*.{base}"]]
-    assert txt(bind_dns.primary.address, f"_acme-challenge.{base}") == set()
+    assert sorted(s["names"] for s in runtime["servers"]) == sorted([
+        [dot, f"*.{dot}"], [f"*.{wild}"]])
+    for name in (wild, dot):
+        assert txt(bind_dns.primary.address, f"_acme-challenge.{name}") == set()
     log = ctl.log.read_text()
-    assert "skipped name" not in log and "challenge=dns" in log
+    assert "skipped name" not in log
+    assert f"dns-01 record written domain=*.{wild} name=_acme-challenge.{wild}" in log
+    assert f"dns-01 record removed name=_acme-challenge.{wild}" in log
 
-    dyn_srv(sim, "PUT", "del", f"*.{base}")
-    assert wait_until(lambda: stored(prefix, f"_.{base}") is None, 30), (
+    dyn_srv(sim, "PUT", "del", f"*.{wild}")
+    assert wait_until(lambda: stored(prefix, f"_.{wild}") is None, 30), (
         ctl.log.read_text()[-3000:])
+    assert stored(prefix, dot) == dot_cert
 
 
 def test_a_wildcard_server_added_while_the_controller_was_down_converges_from_its_record(

@@ -517,3 +517,33 @@ def test_renewal_info_runs_off_the_loop() -> None:
         return ticks > 0
 
     assert asyncio.run(main())
+
+
+# -- metrics ---------------------------------------------------------------------------------
+
+
+def test_the_ari_series_are_rendered_and_dropped_with_the_certificate() -> None:
+    from controller.metrics import ControllerMetrics
+
+    m = ControllerMetrics()
+    m.set_ari_next_poll("a.test", NOW)
+    m.observe_ari_request("ok")
+    m.observe_ari_request("ok")
+    m.observe_ari_request("error")
+    text = m.render()
+    assert (f'njcm_certificate_ari_next_poll_timestamp_seconds{{name="a.test"}} '
+            f"{NOW.timestamp()!r}") in text
+    assert 'njcm_ari_requests_total{result="ok"} 2.0' in text
+    assert 'njcm_ari_requests_total{result="error"} 1.0' in text
+    m.set_ari_next_poll("a.test", None)
+    assert 'next_poll_timestamp_seconds{name="a.test"}' not in m.render()
+    m.set_ari_next_poll("b.test", NOW)
+    m.retain_certificates([])
+    assert 'next_poll_timestamp_seconds{name="b.test"}' not in m.render()
+
+
+def test_the_renewal_timestamp_follows_the_ari_choice() -> None:
+    s = stored()
+    st = CertStatus(domain="a.test").with_ari(ari(), renewal_at=NOW + timedelta(days=40, hours=2))
+    renewals = next_renewal(Observed(stored={"a.test": s}), {"a.test": st}, SETTINGS)
+    assert renewals["a.test"] == NOW + timedelta(days=40, hours=2)

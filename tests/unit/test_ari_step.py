@@ -297,3 +297,24 @@ async def test_a_ca_answering_past_windows_for_everything_renews_once_an_hour_no
         result = await w.rec.converge()
         w.clock.now = w.rec.next_deadline(result, timedelta(hours=24))
     assert 4 <= len(w.issuer.orders) <= 6  # one an hour
+
+
+async def test_the_pass_feeds_the_next_poll_and_the_chosen_renewal_time_to_metrics() -> None:
+    from controller.admin_backend import ControllerBackend
+    from controller.metrics import ControllerMetrics
+    from controller.reconcile import Loop
+
+    w = ari_world(A)
+    b = ControllerBackend(reconciler=w.rec, loop=Loop(w.rec, timedelta(hours=1)),
+                          metrics=ControllerMetrics(), mqtt_state={"connected": False})
+    w.rec.observer = b
+    w.step.on_request = b.metrics.observe_ari_request
+    await issued(w)
+    st = w.status("a.test")
+    assert st.ari is not None and st.renewal_at is not None
+    text = b.metrics.render()
+    assert (f'njcm_certificate_ari_next_poll_timestamp_seconds{{name="a.test"}} '
+            f"{st.ari.next_poll.timestamp()!r}") in text
+    assert (f'njcm_certificate_renewal_timestamp_seconds{{name="a.test"}} '
+            f"{st.renewal_at.timestamp()!r}") in text
+    assert 'njcm_ari_requests_total{result="ok"} 1.0' in text
