@@ -6,16 +6,17 @@ tests/unit/test_layers.py holds the one map from module to layer and fails on a 
 from it, on an import against these rules, and when this list or README.md's disagrees with it.
 
   core         errors, model, reasons, status, paths, listens, certinfo, njetmatch, events,
-               servernames, ports, policy, policies/, plan, fold, render. Pure: no I/O,
+               servernames, ports/, policy, policies/, plan, fold, render. Pure: no I/O,
                process, clock or randomness library, no call that touches a file or reads a
                clock. Uses nothing else.
-  support      logs, metrics, gcpause, faultpoints, clock, threads: process-wide helpers
-               (stderr, the metrics registry, gc, SIGKILL at named points, the system clock,
-               blocking work on daemon threads); never a file or the network, and asyncio only
-               in threads. Uses core.
-  loading      config, dnsconfig, njetconf, conffiles, desired, desired_source: where files
-               are read (the TOML and its [dns] section, njet.conf and its includes, desired
-               state); no network or async library, no write. Uses core and support.
+  support      logs, metrics, promtext, gcpause, faultpoints, clock, threads: process-wide
+               helpers (stderr, the metric set and its registry, gc, SIGKILL at named points,
+               the system clock, blocking work on daemon threads); never a file or the
+               network, and asyncio only in threads. Uses core.
+  loading      config, config_sections, dnsconfig, njetconf, conffiles, desired,
+               desired_source: where files are read (the TOML, its sections' models and its
+               [dns] section, njet.conf and its includes, desired state); no network or async
+               library, no write. Uses core and support.
   adapters     controller/adapters/: store/ (lego store, journal, index, fsutil, lock, status
                files, runtime store), acme/, challenges/ (http-01, tls-alpn-01, http-01 through
                NJet), njet/ (API client, wire models, TLS probe), mqtt/, admin/ (HTTP server),
@@ -28,7 +29,7 @@ from it, on an import against these rules, and when this list or README.md's dis
                ari (polls the CA's renewal windows before a pass plans).
                Use core and support only: the
                store, the CA, NJet and njet.conf are reached through the Protocols of
-               ports.py; asyncio, but no network library, and no write.
+               ports/; asyncio, but no network library, and no write.
   composition  app (builds the adapters and the loop), service (the long-running process),
                admin_backend (what the admin API answers), pass_metrics (the metrics a pass
                feeds), cli (the entry point), cli_gc (the

@@ -21,6 +21,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
+from controller.config_sections import parse_duration
 from controller.desired import canonical_name, name_problem
 
 BUILTIN_PROVIDERS = ("rfc2136", "exec")
@@ -123,13 +124,7 @@ def _bounded(low: timedelta, high: timedelta | None, shown: str) -> AfterValidat
     return AfterValidator(check)
 
 
-def _duration(value: object) -> object:
-    from controller.config import parse_duration  # config imports this module
-
-    return parse_duration(value)
-
-
-Duration = Annotated[timedelta, BeforeValidator(_duration)]
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
 class DnsSection(BaseModel):

@@ -306,6 +306,7 @@ class Loop:
     error_pause: float = 1.0
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _probe: bool = True
+    _resync: bool = False
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
     reconciles: int = 0
     last: PassResult | None = None
@@ -319,6 +320,12 @@ class Loop:
     def wake(self, *, probe: bool = False) -> None:
         self._probe = self._probe or probe
         self._wake.set()
+
+    def resync(self) -> None:
+        """Run the resync hook (and a probing pass) at the next wake-up instead of waiting for
+        the interval: e.g. the MQTT link came back, and events sent meanwhile are lost."""
+        self._resync = True
+        self.wake(probe=True)
 
     @property
     def stopping(self) -> bool:
@@ -371,7 +378,8 @@ class Loop:
             self._wake.clear()
             now = self.reconciler.clock()
             probe = self._probe or now >= next_resync
-            if now >= next_resync:
+            if now >= next_resync or self._resync:
+                self._resync = False
                 next_resync = now + self.interval
                 if self.on_resync is not None:
                     try:

@@ -21,6 +21,7 @@ import contextlib
 import logging
 import resource
 import signal
+from collections.abc import Awaitable, Callable, Mapping
 
 from controller.adapters.admin.limits import ConnectionLimits
 from controller.adapters.admin.server import AdminServer, start_admin
@@ -48,15 +49,20 @@ from controller.servernames import usable_names
 SRV_TOPICS = "/ins/srv/#"
 START_RETRY = 30.0  # seconds between start-up attempts after a store error
 
+# (broker address, topic filter) -> retained topic -> payload: listener.read_retained
+RecordReader = Callable[[str, str], Awaitable[Mapping[str, bytes]]]
+
 
 class Service:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, *, read_records: RecordReader = read_retained) -> None:
         self.config = config
+        self._read_records = read_records  # tests hand in a reader they hold mid-read
         self.app = App(config)
         self.metrics = ControllerMetrics()
         self.loop = Loop(self.app.reconciler, config.controller.interval,
                          on_resync=self.refresh_runtime)
         self.mqtt_state: dict[str, object] = {"connected": False}
+        self._connected_before = False  # the MQTT link was up once: a reconnect resyncs
         events = EventLog(self.app.paths)
         self.backend = ControllerBackend(self.app.reconciler, self.loop, self.metrics,
                                          self.mqtt_state, events=events,
@@ -103,23 +109,37 @@ class Service:
         self.mqtt_state["connected"] = connected
         self.metrics.set_mqtt_connected(connected)
         if connected:
-            # events sent while we were away are lost: look again
-            self.loop.wake(probe=True)
+            # events sent while we were away are lost: rebuild the runtime servers from the
+            # retained records and look again (the first connect needs no second rebuild)
+            if self._connected_before:
+                self.loop.resync()
+            else:
+                self.loop.wake(probe=True)
+            self._connected_before = True
 
     async def refresh_runtime(self) -> None:
-        """Rebuild runtime-managed servers from NJet's retained /ins/srv records."""
+        """Rebuild runtime-managed servers from NJet's retained /ins/srv records (the Loop's
+        `on_resync`: at start-up and every interval).
+
+        Events keep arriving (`on_event`) while the records are read; the rebuild is opened
+        before the read (RuntimeStore.rebuilding) and `replace_all` re-applies every event
+        applied since, so an add or delete that came mid-read is not undone by the snapshot.
+        """
         if self.config.store_only:
             return
-        try:
-            records = await read_retained(self.config.mqtt_address, SRV_TOPICS)
-        except ControllerError as exc:
-            log_event("retained server records unreadable; keeping the known set",
-                      level=logging.WARNING, error=str(exc))
-            return
-        servers = [s for s in (_parse(p) for p in records.values()) if s is not None]
-        specs = specs_from_servers(servers, wildcards=self.config.dns_configured).specs
-        if self.app.runtime.replace_all(specs):
-            log_event("runtime servers rebuilt from retained records", count=len(specs))
+        runtime = self.app.runtime
+        with runtime.rebuilding() as since:
+            try:
+                records = await self._read_records(self.config.mqtt_address, SRV_TOPICS)
+            except ControllerError as exc:
+                log_event("retained server records unreadable; keeping the known set",
+                          level=logging.WARNING, error=str(exc))
+                return
+            servers = [s for s in (_parse(p) for p in records.values()) if s is not None]
+            specs = specs_from_servers(servers, wildcards=self.config.dns_configured).specs
+            if runtime.replace_all(specs, since=since):
+                log_event("runtime servers rebuilt from retained records",
+                          count=len(runtime.load()), replayed_events=runtime.sequence - since)
 
     # -- lifecycle ---------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""In-memory fakes of the ports (controller/ports.py) for step tests: no files, no sockets.
+"""In-memory fakes of the ports (controller/ports/) for step tests: no files, no sockets.
 
     clock = FakeClock()                       # Clock: a settable "now", aware UTC
     store = MemoryStore()                     # CertStore

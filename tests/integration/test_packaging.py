@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from controller.config import AdminSection
+from controller.config_sections import AdminSection
 from tests.e2e.harness import Prefix
 from tests.fixtures.pebble import free_tcp_port
 from tests.fixtures.programs import require_program, unavailable

@@ -9,13 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.config import (
-    MIN_INTERVAL,
-    MIN_PROBE_TIMEOUT,
-    load_config,
-    parse_duration,
-    unknown_keys,
-)
+from controller.config import load_config, unknown_keys
+from controller.config_sections import MIN_INTERVAL, MIN_PROBE_TIMEOUT, parse_duration
 from controller.errors import ConfigError
 from controller.model import ChallengeType, KeyType
 from tests.support.procs import clean_env

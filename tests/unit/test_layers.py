@@ -13,7 +13,7 @@ use (MAY_USE; its own included). Every import counts: function-level and TYPE_CH
   adapters     controller/adapters/<concern>/ (store, acme, challenges, njet, mqtt, admin): all
                the I/O; a subpackage uses another only through a seam listed in ADAPTER_SEAMS
   steps        observe, execute, reconcile: core and support only, never an adapter or a loader
-               (they reach the store, the CA, NJet and njet.conf through ports.py's Protocols);
+               (they reach the store, the CA, NJet and njet.conf through the Protocols of ports/);
                asyncio but no network library; they may read (observe reads the bootstrap
                certificates njet.conf names), never write
   composition  app, service, admin_backend, cli: build the adapters and hand them to the steps
@@ -57,7 +57,7 @@ LAYER_OF: dict[str, str] = {
     "controller.njetmatch": "core",
     "controller.events": "core",
     "controller.servernames": "core",
-    "controller.ports": "core",
+    "controller.ports.*": "core",
     "controller.policy": "core",
     "controller.policies.*": "core",
     "controller.plan": "core",
@@ -66,11 +66,13 @@ LAYER_OF: dict[str, str] = {
     # support
     "controller.logs": "support",
     "controller.metrics": "support",
+    "controller.promtext": "support",
     "controller.gcpause": "support",
     "controller.clock": "support",  # the one place that reads the system clock
     "controller.faultpoints": "support",
     # loading
     "controller.config": "loading",
+    "controller.config_sections": "loading",
     "controller.njetconf": "loading",
     "controller.conffiles": "loading",
     "controller.desired": "loading",

@@ -13,8 +13,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from controller.admin_backend import ControllerBackend
 from controller.errors import TemporaryError
-from controller.metrics import AcmeOutcome, ControllerMetrics, Registry
+from controller.metrics import AcmeOutcome, ControllerMetrics
 from controller.model import CertificateSpec
+from controller.promtext import Registry
 from controller.reconcile import Loop
 from tests.unit.test_reconcile_loop import A, B, World, world
 

@@ -237,3 +237,28 @@ async def test_the_loop_survives_an_exception() -> None:
         loop.stop()
         await task
     assert task.done() and task.exception() is None
+
+
+async def test_a_resync_request_runs_the_resync_hook_at_once_not_after_the_interval() -> None:
+    """The MQTT link came back: events sent meanwhile are lost, so the runtime servers are
+    rebuilt from the retained records right away (service.on_connection asks for it)."""
+    w = world(A)
+    resyncs: list[int] = []
+
+    async def on_resync() -> None:
+        resyncs.append(len(resyncs))
+
+    loop = Loop(w.rec, timedelta(hours=1), on_resync=on_resync, error_pause=0.0)
+    task = asyncio.create_task(loop.run())
+    try:
+        await w.rec.until_iteration(2)
+        assert resyncs == [0]  # at start
+        loop.wake()  # an ordinary wake-up: no resync within the interval
+        await w.rec.until_iteration(3)
+        assert resyncs == [0]
+        loop.resync()
+        await w.rec.until_iteration(4)
+        assert resyncs == [0, 1]
+    finally:
+        loop.stop()
+        await task

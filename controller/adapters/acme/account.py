@@ -1,6 +1,7 @@
 """The ACME account on disk, in lego's layout, so NJet's Go cert-manager and we share it.
 
-Used by acme/client.py (AcmeIssuer) from a worker thread. Layout (StorePaths.account_dir):
+Used by acme/connection.py (AcmeIssuer's base) from a worker thread. Layout
+(StorePaths.account_dir):
     accounts/<ca host_port>/<email>/account.json      {"email", "registration": {"body", "uri"}}
     accounts/<ca host_port>/<email>/keys/<email>.key  PEM, "EC PRIVATE KEY" (lego reads SEC1/PKCS1)
 Both files are mode 0600 in 0700 directories, written atomically (fsutil.atomic_write). A lego-

@@ -2,7 +2,9 @@
 
 Built by app.py (`AcmeIssuer.from_config`) and called by execute.py (`issue`). acme is
 synchronous, so every CA conversation runs on a daemon thread (acme/threads.py: never joined at
-exit) while the challenge servers (a ports.ChallengeSolver) answer on the event loop.
+exit) while the challenge servers (a ports.ChallengeSolver) answer on the event loop. What
+every call shares (the directory, the account, the stop flags, the timeouts) is its base class
+CaConnection (acme/connection.py); this module is the order flow.
 
 Stopping: every issue/revoke call has a stop flag that its networks check before each request
 and its retry and poll waits end on (acme/network.py). It is set when the calling task is
@@ -23,9 +25,8 @@ renewal's `replaces` (the old certificate's ARI identifier, RFC 9773) goes into 
 the order driver (acme/order.py) orders once more without it if the CA rejects it. The ARI
 client (acme/ari.py) shares this issuer's directory, timeouts and stop flags.
 
-The account lives in lego's layout (acme/account.py): registered once, reused (also when lego
-wrote it), registered again when the CA answers accountDoesNotExist (Pebble forgets accounts on
-restart). EAB (eabKid + base64url eabHmacKey) is sent when configured. A configured `profile`
+The account (acme/connection.py, in lego's layout: acme/account.py) is registered once and
+reused; EAB is sent when configured. A configured `profile`
 ([acme]'s, or a certificate's own) is looked up in the directory's meta.profiles (ACME profiles
 draft): when the CA does not advertise it, the order goes without a profile (the CA's default)
 and a warning is logged once per profile, unless `profileRequired` ([acme]'s, or the
@@ -46,74 +47,29 @@ import asyncio
 import logging
 import threading
 import time
-from contextlib import AbstractContextManager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import requests
-from acme import client as acme_client
-from acme import errors as acme_errors
 from acme import messages
-from josepy.jwa import RS256, JWASignature
-from josepy.jwk import JWK
 
-from controller.adapters.acme.account import (
-    AccountFiles,
-    account_files,
-    check_eab,
-    jwk_for,
-    load_account,
-    new_account_key,
-    registration_body,
-    save_key,
-    save_registration,
-    validate_email,
-)
-from controller.adapters.acme.checks import (
-    check_ca_bundle,
-    check_key_matches,
-    check_reused_key,
-    check_url,
-    names_of,
-)
-from controller.adapters.acme.errors import (
-    CaResponseError,
-    describe_network_error,
-    to_controller_error,
-)
-from controller.adapters.acme.network import CONNECT_TIMEOUT, READ_TIMEOUT, AcmeNetwork
+from controller.adapters.acme.checks import check_key_matches, check_reused_key, names_of
+from controller.adapters.acme.connection import CaConnection, RegisteredAccount
+from controller.adapters.acme.errors import CaResponseError, to_controller_error
+from controller.adapters.acme.network import CONNECT_TIMEOUT, READ_TIMEOUT
 from controller.adapters.acme.order import AccountGone, OrderDriver, PollPolicy, split_chain
-from controller.adapters.acme.threads import StopFlags
 from controller.adapters.challenges import tls_alpn  # registers tls-alpn-01 with acme
 from controller.adapters.challenges.solvers import LocalHttp01Solver, SolverSet
 from controller.certinfo import generate_private_key, make_csr_pem
 from controller.config import Config
-from controller.errors import (
-    CaUnreachableError,
-    ConfigError,
-    ControllerError,
-    TemporaryError,
-    mark_order_placed,
-)
+from controller.errors import ConfigError, ControllerError, mark_order_placed
 from controller.logs import log_event
 from controller.model import CertificateSpec, ChallengeType, IssuedCert, KeyType
 from controller.paths import StorePaths
 from controller.ports import ChallengeSolver
 from controller.threads import in_daemon_thread
 
-_EAB_REJECTED = frozenset({"unauthorized", "malformed", "badSignatureAlgorithm"})
 
-
-@dataclass(frozen=True)
-class _Account:
-    key: JWK
-    alg: JWASignature
-    key_pem: bytes
-    uri: str
-
-
-class AcmeIssuer:
+class AcmeIssuer(CaConnection):
     """See the module docstring. One instance per (CA, account); safe for concurrent issues."""
 
     def __init__(
@@ -135,10 +91,10 @@ class AcmeIssuer:
         request_timeout: tuple[float, float] = (CONNECT_TIMEOUT, READ_TIMEOUT),
         owns_solver: bool = False,
     ) -> None:
-        self.directory_url = check_url(directory_url)
-        self.email = validate_email(email)
-        self.ca_bundle = check_ca_bundle(ca_bundle)
-        self._eab_kid, self._eab_hmac_key = check_eab(eab_kid, eab_hmac_key)
+        super().__init__(
+            directory_url=directory_url, email=email, paths=paths, ca_bundle=ca_bundle,
+            eab_kid=eab_kid, eab_hmac_key=eab_hmac_key, request_timeout=request_timeout,
+        )
         self.profile = profile.strip()
         self.profile_required = profile_required
         self._profiles_warned: set[str] = set()  # not offered: warned once per profile
@@ -150,16 +106,8 @@ class AcmeIssuer:
         self.solvers = solvers
         # the challenge type of a certificate that does not choose one ([acme] challengeType)
         self.challenge_type = challenge_type or ChallengeType.HTTP
-        self.files: AccountFiles = account_files(paths, self.directory_url, self.email)
         self._policy = PollPolicy(interval=poll_interval, timeout=order_timeout)
-        self._request_timeout = request_timeout
         self._owns_solver = owns_solver
-        self._directory: messages.Directory | None = None
-        # (monotonic time, error) of a directory fetch answered with a Retry-After
-        self._directory_retry: tuple[float, str] = (0.0, "")
-        self._account: _Account | None = None
-        self._lock = asyncio.Lock()
-        self._stop_flags = StopFlags()
 
     @property
     def solver(self) -> ChallengeSolver:
@@ -263,26 +211,6 @@ class AcmeIssuer:
                 exc, context="revoking a certificate", ca_url=self.directory_url
             ) from exc
 
-    async def directory(self) -> messages.Directory:
-        """The CA's directory, fetched once and shared (the ARI client, acme/ari.py, reads
-        renewalInfo from it). Raises TemporaryError when it cannot be read."""
-        with self._stop_flags.flag() as stop:
-            return await self._get_directory(stop)
-
-    def stop_flag(self) -> AbstractContextManager[threading.Event]:
-        """A stop flag for one call to this issuer's CA made by a helper (the ARI client)."""
-        return self._stop_flags.flag()
-
-    @property
-    def request_timeout(self) -> tuple[float, float]:
-        """(connect, read) seconds of every request to the CA."""
-        return self._request_timeout
-
-    def stop(self) -> None:
-        """The process is stopping: from now on no request goes to the CA. Calls in flight end
-        at their next request or wait (TemporaryError "stopping"); a thread blocked in a read
-        is left to its timeout (it is a daemon thread). Safe to call from a signal handler."""
-        self._stop_flags.stop()
 
     async def close(self) -> None:
         self.stop()
@@ -291,7 +219,7 @@ class AcmeIssuer:
 
     # -- order ---------------------------------------------------------------------------------
     async def _order(
-        self, directory: messages.Directory, account: _Account, csr_pem: bytes,
+        self, directory: messages.Directory, account: RegisteredAccount, csr_pem: bytes,
         stop: threading.Event, *, solver: ChallengeSolver, profile: str,
         replaces: str | None = None,
     ) -> tuple[bytes, str, str | None]:
@@ -324,85 +252,13 @@ class AcmeIssuer:
         finally:
             driver.close()
 
-    def _network(self, key: JWK | None, alg: JWASignature, stop: threading.Event) -> AcmeNetwork:
-        return AcmeNetwork(key, alg=alg, verify=self.ca_bundle, stop=stop,
-                           timeout=self._request_timeout)
-
     def _driver(
-        self, directory: messages.Directory, account: _Account, stop: threading.Event
+        self, directory: messages.Directory, account: RegisteredAccount, stop: threading.Event
     ) -> OrderDriver:
         net = self._network(account.key, account.alg, stop)
         net.account = messages.RegistrationResource(uri=account.uri, body=messages.Registration())
         return OrderDriver(directory, net, policy=self._policy)
 
-    # -- directory -----------------------------------------------------------------------------
-    async def _get_directory(self, stop: threading.Event) -> messages.Directory:
-        """The directory, fetched once. A fetch answered with a Retry-After is not repeated
-        before it (the ARI step and an order in the same pass ask the CA once, not twice)."""
-        if self._directory is None:
-            async with self._lock:
-                if self._directory is None:
-                    left = self._directory_retry[0] - time.monotonic()
-                    if left > 0:
-                        raise TemporaryError(self._directory_retry[1], retry_after=left)
-                    try:
-                        self._directory = await in_daemon_thread(self._fetch_directory, stop)
-                    except TemporaryError as exc:
-                        if exc.retry_after:
-                            self._directory_retry = (time.monotonic() + exc.retry_after,
-                                                     str(exc))
-                        raise
-        return self._directory
-
-    async def _unreachable_or(
-        self, exc: requests.exceptions.ConnectionError, context: str, stop: threading.Event
-    ) -> ControllerError:
-        """A request of an order could not connect: the directory is read afresh, and when
-        that cannot connect either the CA is unreachable (CaUnreachableError), else the error
-        is the usual TemporaryError."""
-        self._directory = None
-        err = to_controller_error(exc, context=context, ca_url=self.directory_url)
-        try:
-            await self._get_directory(stop)
-        except CaUnreachableError:
-            return CaUnreachableError(str(err))
-        except ControllerError:
-            pass
-        return err
-
-    def _fetch_directory(self, stop: threading.Event) -> messages.Directory:
-        net = self._network(None, RS256, stop)
-        try:
-            directory = acme_client.ClientV2.get_directory(self.directory_url, net)
-        except ControllerError:  # stopping
-            raise
-        except requests.exceptions.RequestException as exc:
-            # refused, DNS, TLS or connect timeout: unreachable (the next CA is tried at once)
-            unreachable = isinstance(exc, requests.exceptions.ConnectionError)
-            raise (CaUnreachableError if unreachable else TemporaryError)(
-                f"cannot load the ACME directory {self.directory_url}:"
-                f" {describe_network_error(exc)}"
-            ) from exc
-        except CaResponseError as exc:
-            raise TemporaryError(
-                f"cannot load the ACME directory {self.directory_url}: {exc.describe()}",
-                retry_after=exc.retry_after,
-            ) from exc
-        except Exception as exc:  # not JSON, not a directory object
-            raise TemporaryError(
-                f"cannot load the ACME directory {self.directory_url}: {type(exc).__name__}:"
-                f" {' '.join(str(exc).split())[:200]}; check acmeCaDir"
-            ) from exc
-        finally:
-            net.close()
-        for field in ("newNonce", "newAccount", "newOrder"):
-            try:
-                directory[field]
-            except KeyError:
-                raise TemporaryError(
-                    f"{self.directory_url} is not an ACME directory (no {field}); check acmeCaDir"
-                ) from None
-        return directory
 
     def _profile_to_order(self, directory: messages.Directory, spec: CertificateSpec) -> str:
         """The profile the newOrder asks for ("": none). A wanted profile the directory does
@@ -430,79 +286,3 @@ class AcmeIssuer:
                       " (profileRequired = true refuses instead)", level=logging.WARNING,
                       key=key, profile=profile, ca=self.directory_url, offered=what)
         return ""
-
-    # -- account -------------------------------------------------------------------------------
-    async def _get_account(
-        self, directory: messages.Directory, stop: threading.Event
-    ) -> _Account:
-        if self._account is None:
-            async with self._lock:
-                if self._account is None:
-                    self._account = await in_daemon_thread(
-                        self._load_or_register, directory, stop)
-        return self._account
-
-    async def _register_again(
-        self, directory: messages.Directory, stale: _Account, stop: threading.Event
-    ) -> _Account:
-        async with self._lock:
-            if self._account is None or self._account.uri == stale.uri:
-                log_event(
-                    "the CA no longer knows the ACME account; registering again",
-                    level=logging.WARNING, ca=self.directory_url, account=stale.uri,
-                )
-                self._account = await in_daemon_thread(
-                    self._register, directory, stale.key_pem, stop)
-            return self._account
-
-    def _load_or_register(self, directory: messages.Directory, stop: threading.Event) -> _Account:
-        stored = load_account(self.files)
-        if stored is not None and stored.uri:
-            key, alg = jwk_for(stored.key_pem, self.files.key)
-            return _Account(key=key, alg=alg, key_pem=stored.key_pem, uri=stored.uri)
-        if stored is None:
-            key_pem = new_account_key()
-            save_key(self.files, key_pem)  # before registering: a registered key is never lost
-        else:
-            key_pem = stored.key_pem
-        return self._register(directory, key_pem, stop)
-
-    def _register(
-        self, directory: messages.Directory, key_pem: bytes, stop: threading.Event
-    ) -> _Account:
-        key, alg = jwk_for(key_pem, self.files.key)
-        eab: dict[str, Any] | None = None
-        if self._eab_kid:
-            eab = messages.ExternalAccountBinding.from_data(
-                account_public_key=key.public_key(), kid=self._eab_kid,
-                hmac_key=self._eab_hmac_key, directory=directory,
-            )
-        elif getattr(directory.meta, "external_account_required", False):
-            raise ConfigError(
-                f"the CA at {self.directory_url} requires external account binding:"
-                " set [acme] eabKid and eabHmacKey"
-            )
-        registration = messages.NewRegistration.from_data(
-            email=self.email or None, terms_of_service_agreed=True, external_account_binding=eab
-        )
-        net = self._network(key, alg, stop)
-        try:
-            regr = acme_client.ClientV2(directory, net).new_account(registration)
-            uri: str = regr.uri
-            body = registration_body(regr.body)
-        except acme_errors.ConflictError as exc:  # this key already has an account
-            uri, body = exc.location, {"status": "valid"}
-        except CaResponseError as exc:
-            if self._eab_kid and exc.code in _EAB_REJECTED:
-                raise ConfigError(
-                    f"the CA at {self.directory_url} rejected the external account binding"
-                    f" (eabKid {self._eab_kid!r}): {exc.describe()}"
-                ) from None
-            raise to_controller_error(
-                exc, context="registering the ACME account", ca_url=self.directory_url
-            ) from exc
-        finally:
-            net.close()
-        save_registration(self.files, self.email, uri, body)
-        log_event("acme account registered", account=uri, ca=self.directory_url)
-        return _Account(key=key, alg=alg, key_pem=key_pem, uri=uri)

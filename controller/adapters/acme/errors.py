@@ -1,8 +1,8 @@
 """What went wrong talking to an ACME CA, and what that means for the controller.
 
 Used by acme/network.py (which raises `CaResponseError` for every non-2xx answer and asks
-`is_transient` what to retry in place) and by acme/client.py (which turns whatever is left into
-the controller's error tree with `to_controller_error`):
+`is_transient` what to retry in place) and by acme/client.py and acme/connection.py (which turn
+whatever is left into the controller's error tree with `to_controller_error`):
   transient (connection errors, timeouts, 5xx, badNonce, short rateLimited) -> retried in place,
       then TemporaryError(retry_after=Retry-After when the CA gave one, at most 24 h);
   the CA refusing the request (rejectedIdentifier, unauthorized, malformed, caa, badCSR,

@@ -1,6 +1,7 @@
 """The stop flags that end blocking CA calls early.
 
-acme/client.py runs every CA conversation (acme is synchronous) on a daemon thread
+acme/client.py and acme/connection.py run every CA conversation (acme is synchronous) on a
+daemon thread
 (controller.threads.in_daemon_thread, re-exported here) rather than asyncio.to_thread, whose
 workers are joined at exit: a worker stuck in a CA's hanging socket read would keep a stopping
 process alive. When the awaiting task is cancelled the call returns at once; the thread ends on

@@ -61,11 +61,11 @@ from aiohttp import web
 from controller.adapters.admin import page
 from controller.adapters.admin.limits import ConnectionGate, ConnectionLimits
 from controller.errors import ConfigError, ControllerError
-from controller.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from controller.paths import validate_store_key
 from controller.ports import PUBLIC_HEALTH_FIELDS, AdminBackend
 from controller.ports import CertView as CertView  # re-exported: admin_backend.py imports it here
 from controller.ports import DeleteResult as DeleteResult  # likewise
+from controller.promtext import CONTENT_TYPE as METRICS_CONTENT_TYPE
 
 log = logging.getLogger(__name__)
 

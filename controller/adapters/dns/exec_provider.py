@@ -1,7 +1,7 @@
 """dns-01 through a user's program: `[dns] provider = "exec"`, for any DNS service without a
 built-in provider (Huawei Cloud DNS, an in-house API, ...).
 
-Implements the DnsProvider port (controller/ports.py) structurally; built by
+Implements the DnsProvider port (controller/ports/) structurally; built by
 adapters/dns/providers.py from `[dns] command` and `[dns] timeout`. The call shape follows
 lego's exec provider:
 

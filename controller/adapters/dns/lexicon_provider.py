@@ -1,7 +1,7 @@
 """dns-01 through a hosted DNS service's API, by dns-lexicon: `[dns] provider = "<lexicon's
 provider name>"` (aliyun, dnspod, cloudflare, route53, qcloud, ...) with `[dns] credentialsFile`.
 
-Implements the DnsProvider port (controller/ports.py) structurally; built by
+Implements the DnsProvider port (controller/ports/) structurally; built by
 adapters/dns/providers.py with `load_credentials(path)` for the credentials. dns-lexicon is an
 optional dependency (`pip install 'njet-cert-manager[dns-hosted]'`): it is imported only when a
 LexiconProvider is built, and its absence is a ConfigError that says what to install. Some of

@@ -2,9 +2,25 @@
 
 File: `<prefix>/.lego/runtime/servers.json` (`{"version": 1, "servers": [...]}`), written
 atomically with adapters/fsutil.atomic_write (temp + fsync + rename + directory fsync).
-Called by the controller: `apply()` for every MQTT event, `replace_all()` on start and on
-reconnect resync (specs rebuilt from the retained `/ins/srv/#` records and GET /api/v1/ssl),
-`load()` when computing desired state.
+Called by the controller (service.py): `apply()` for every MQTT event, `replace_all()` at
+start-up and at every periodic resync (specs rebuilt from the retained `/ins/srv/#` records),
+`load()` when computing desired state (also from the desired-state loader's worker thread:
+every method holds one lock).
+
+A rebuild and events race: reading the retained records takes a while (the broker is given
+time to go quiet), and an event applied during the read is absent from the snapshot. So a
+rebuild runs inside `rebuilding()`, which yields the sequence number of the last event applied
+(the mark); while a rebuild is open every applied event is also kept in memory with its number,
+and `replace_all(specs, since=mark)` re-applies, in order, every event numbered after the mark
+on top of the snapshot before writing. An add or a delete that arrived mid-read therefore
+survives the rebuild, and applying one that the snapshot already reflects changes nothing
+(a generate replaces the entry of its key, a delete of an absent name removes nothing). The
+snapshot is trusted for every event applied before the mark (NJet has updated its retained
+record by the time the read starts). Only the file is persisted, always whole and atomically:
+each event's result is written when it is applied and the rebuilt state (snapshot + replayed
+events) in one write, so a crash at any point leaves either the state before the rebuild with
+every event applied so far, or the rebuilt one; the in-memory numbers need not survive, as the
+next start rebuilds again.
 
 Entries are keyed by (domain = first usable name, listens). Matching rule of
 `deleteCertificate`: by name — an entry is removed when its domain equals the event domain's
@@ -22,7 +38,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -39,7 +56,7 @@ from controller.adapters.store.fsutil import (
 from controller.clock import utc_now
 from controller.errors import StoreError
 from controller.events import EventAction, NjetEvent, specs_from_domains
-from controller.model import CertificateSpec, Source
+from controller.model import CertificateSpec, NameWarning, Source
 from controller.paths import StorePaths
 
 log = logging.getLogger(__name__)
@@ -67,6 +84,44 @@ def _key(spec: CertificateSpec) -> tuple[str, frozenset[str]]:
     return spec.domain, frozenset(spec.listens)
 
 
+def _fold(
+    state: tuple[CertificateSpec, ...], event: NjetEvent, *, wildcards: bool
+) -> tuple[tuple[CertificateSpec, ...], tuple[NameWarning, ...]]:
+    """`state` with one event applied (pure), and the names the event had to skip."""
+    derived = specs_from_domains(event.domains, wildcards=wildcards)
+    current = list(state)
+    if event.action is EventAction.GENERATE:
+        for spec in derived.specs:
+            idx = next((i for i, s in enumerate(current) if _key(s) == _key(spec)), None)
+            if idx is None:
+                current.append(spec)
+            else:
+                current[idx] = spec
+    else:
+        for spec in derived.specs:
+            addrs = set(spec.listens)
+            current = [
+                s
+                for s in current
+                if not (s.domain == spec.domain and (not addrs or addrs & set(s.listens)))
+            ]
+    return tuple(current), derived.warnings
+
+
+def _normalised(specs: Iterable[CertificateSpec]) -> tuple[CertificateSpec, ...]:
+    by_key: dict[tuple[str, frozenset[str]], CertificateSpec] = {}
+    for s in specs:
+        norm = CertificateSpec(
+            domain=s.domain,
+            names=tuple(s.names),
+            listens=tuple(s.listens),
+            source=Source.EVENT,
+            origin=s.origin or "event",
+        )
+        by_key[_key(norm)] = norm
+    return tuple(by_key.values())
+
+
 class RuntimeStore:
     """The persisted list of event-sourced CertificateSpecs (source=Source.EVENT)."""
 
@@ -85,6 +140,35 @@ class RuntimeStore:
         self._cache: tuple[CertificateSpec, ...] | None = None
         # a [dns] section exists: events' wildcard names are kept (events.specs_from_domains)
         self.wildcards = wildcards
+        self._lock = threading.RLock()
+        self._seq = 0  # events applied by this instance
+        self._open: list[int] = []  # the marks of the rebuilds under way (`rebuilding`)
+        # (number, event) of every event applied after the oldest open mark
+        self._journal: list[tuple[int, NjetEvent]] = []
+
+    @property
+    def sequence(self) -> int:
+        """The number of the last event applied by this instance (0 before the first)."""
+        return self._seq
+
+    @contextlib.contextmanager
+    def rebuilding(self) -> Iterator[int]:
+        """Open a rebuild: yields the mark to hand to `replace_all(since=...)`.
+
+        Enter it before the snapshot is read; until it is left, applied events are kept in
+        memory for `replace_all` to re-apply. Leaving it (also by an exception or a
+        cancellation, e.g. the read failed) forgets the events no other open rebuild needs.
+        """
+        with self._lock:
+            mark = self._seq
+            self._open.append(mark)
+        try:
+            yield mark
+        finally:
+            with self._lock:
+                self._open.remove(mark)
+                floor = min(self._open, default=self._seq)
+                self._journal = [(n, e) for n, e in self._journal if n > floor]
 
     @property
     def path(self) -> Path:
@@ -98,6 +182,10 @@ class RuntimeStore:
         rebuilds the state. A file that is not a regular file of at most 256 MiB (a symlink,
         a FIFO, ...: fsutil.read_regular) raises StoreError naming it.
         """
+        with self._lock:
+            return self._load()
+
+    def _load(self) -> tuple[CertificateSpec, ...]:
         if self._cache is not None:
             return self._cache
         try:
@@ -162,51 +250,51 @@ class RuntimeStore:
         """Fold one event into the stored state; True when something changed (and was saved).
 
         Names that cannot be issued are skipped (see controller.events.specs_from_domains, with
-        this store's `wildcards`; the warnings are logged here).
+        this store's `wildcards`; the warnings are logged here). The event is numbered, and
+        kept for re-applying while a rebuild is open (`rebuilding`) even when it changed
+        nothing here or its write failed: the snapshot of the rebuild may still need it.
         """
-        derived = specs_from_domains(event.domains, wildcards=self.wildcards)
-        for w in derived.warnings:
-            log.warning("event %s: skipped name %r: %s", event.action, w.name, w.reason)
-        current = list(self.load())
-        if event.action is EventAction.GENERATE:
-            for spec in derived.specs:
-                idx = next((i for i, s in enumerate(current) if _key(s) == _key(spec)), None)
-                if idx is None:
-                    current.append(spec)
-                else:
-                    current[idx] = spec
-        else:
-            for spec in derived.specs:
-                addrs = set(spec.listens)
-                current = [
-                    s
-                    for s in current
-                    if not (s.domain == spec.domain and (not addrs or addrs & set(s.listens)))
-                ]
-        new = tuple(current)
-        if new == self.load():
-            return False
-        self._save(new)
-        return True
+        with self._lock:
+            self._seq += 1
+            if self._open:
+                self._journal.append((self._seq, event))
+            current = self._load()
+            new, warnings = _fold(current, event, wildcards=self.wildcards)
+            for w in warnings:
+                log.warning("event %s: skipped name %r: %s", event.action, w.name, w.reason)
+            if new == current:
+                return False
+            self._save(new)
+            return True
 
-    def replace_all(self, specs: tuple[CertificateSpec, ...] | list[CertificateSpec]) -> bool:
+    def replace_all(
+        self,
+        specs: Iterable[CertificateSpec],
+        *,
+        since: int | None = None,
+    ) -> bool:
         """Replace the whole state (resync); True when it differs from what was stored.
 
         Only domain, names, listens and origin are kept (source becomes Source.EVENT);
-        a repeated (domain, listens) key keeps the last spec.
+        a repeated (domain, listens) key keeps the last spec. With `since` (the mark yielded
+        by an open `rebuilding()`, taken before `specs` were read), every event applied after
+        the mark is re-applied in order on top of `specs` first, so none is lost to a snapshot
+        read before it arrived; the result is written in one atomic write. Without it `specs`
+        are taken as newer than every event. Raises ValueError for a `since` that is not the
+        mark of an open rebuild (the events after it may already be forgotten).
         """
-        by_key: dict[tuple[str, frozenset[str]], CertificateSpec] = {}
-        for s in specs:
-            norm = CertificateSpec(
-                domain=s.domain,
-                names=tuple(s.names),
-                listens=tuple(s.listens),
-                source=Source.EVENT,
-                origin=s.origin or "event",
-            )
-            by_key[_key(norm)] = norm
-        new = tuple(by_key.values())
-        if new == self.load():
-            return False
-        self._save(new)
-        return True
+        with self._lock:
+            new = _normalised(specs)
+            if since is not None:
+                if since not in self._open:
+                    raise ValueError(
+                        f"replace_all(since={since}) of {self._path}: no rebuild opened at "
+                        f"event {since} is under way (use RuntimeStore.rebuilding())"
+                    )
+                for n, event in self._journal:
+                    if n > since:
+                        new, _ = _fold(new, event, wildcards=self.wildcards)
+            if new == self._load():
+                return False
+            self._save(new)
+            return True
