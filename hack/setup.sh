@@ -19,6 +19,8 @@ command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)  # verifies de
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v named >/dev/null 2>&1 || [ -x /usr/sbin/named ] || need_apt+=(bind9)
 command -v nsupdate >/dev/null 2>&1 || need_apt+=(bind9-utils bind9-dnsutils)
+# `ip` adds the loopback aliases the dns-01 tests run several authoritative servers on
+command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need_apt+=(iproute2)
 if ! command -v promtool >/dev/null 2>&1; then
   echo "setup: installing Debian's prometheus for promtool (its service is not started)"
   SUDO=""; [ "$(id -u)" = 0 ] || SUDO="sudo"

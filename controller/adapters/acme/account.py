@@ -1,6 +1,6 @@
 """The ACME account on disk, in lego's layout, so NJet's Go cert-manager and we share it.
 
-Used by acme/connection.py (AcmeIssuer's base) from a worker thread. Layout
+Used by acme/connection.py (AcmeIssuer's base), from a worker thread. The layout
 (StorePaths.account_dir):
     accounts/<ca host_port>/<email>/account.json      {"email", "registration": {"body", "uri"}}
     accounts/<ca host_port>/<email>/keys/<email>.key  PEM, "EC PRIVATE KEY" (lego reads SEC1/PKCS1)

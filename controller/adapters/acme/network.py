@@ -1,8 +1,7 @@
 """The HTTP layer under acme's ClientV2: CA-bundle trust, problem documents, fast in-place retries.
 
 Used only by acme/connection.py (AcmeIssuer's base), always from a worker thread (acme is
-synchronous). Differences to
-acme.client.ClientNetwork:
+synchronous). Differences to acme.client.ClientNetwork:
 - `verify` may be a CA bundle path (handed to requests' `verify=`);
 - every non-2xx answer raises acme_errors.CaResponseError carrying the HTTP status, the ACME error
   code and Retry-After (acme's own messages.Error loses the headers);

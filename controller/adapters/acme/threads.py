@@ -1,12 +1,11 @@
 """The stop flags that end blocking CA calls early.
 
 acme/client.py and acme/connection.py run every CA conversation (acme is synchronous) on a
-daemon thread
-(controller.threads.in_daemon_thread, re-exported here) rather than asyncio.to_thread, whose
-workers are joined at exit: a worker stuck in a CA's hanging socket read would keep a stopping
-process alive. When the awaiting task is cancelled the call returns at once; the thread ends on
-its own (its stop flag makes the network layer refuse further requests) or dies with the
-process.
+daemon thread (controller.threads.in_daemon_thread, re-exported here) rather than
+asyncio.to_thread, whose workers are joined at exit: a worker stuck in a CA's hanging socket
+read would keep a stopping process alive. When the awaiting task is cancelled the call returns
+at once; the thread ends on its own (its stop flag makes the network layer refuse further
+requests) or dies with the process.
 
 `StopFlags` (one per AcmeIssuer) hands each call a threading.Event that its networks check
 (acme/network.py); `stop()` sets every flag in flight and every later one at once.
