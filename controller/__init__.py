@@ -5,10 +5,10 @@ Layers, bottom-up. A module imports only from its own layer and the layers its l
 tests/unit/test_layers.py holds the one map from module to layer and fails on a module missing
 from it, on an import against these rules, and when this list or README.md's disagrees with it.
 
-  core         errors, model, reasons, status, paths, listens, certinfo, njetmatch, events,
-               servernames, ports/, policy, policies/, plan, fold, render. Pure: no I/O,
-               process, clock or randomness library, no call that touches a file or reads a
-               clock. Uses nothing else.
+  core         errors, model, reasons, status, renewal_requests, paths, listens, certinfo,
+               njetmatch, events, servernames, ports/, policy, policies/, plan, fold, render.
+               Pure: no I/O, process, clock or randomness library, no call that touches a file
+               or reads a clock. Uses nothing else.
   support      logs, metrics, promtext, gcpause, faultpoints, clock, threads: process-wide
                helpers (stderr, the metric set and its registry, gc, SIGKILL at named points,
                the system clock, blocking work on daemon threads); never a file or the
@@ -25,8 +25,9 @@ from it, on an import against these rules, and when this list or README.md's dis
                All the network and file writes. Uses core, support and loading; a subpackage
                uses another only through a listed seam (acme -> store/fsutil and challenges,
                challenges -> njet, dns -> store/fsutil).
-  steps        observe (the one gatherer), execute (runs actions), reconcile (the loop),
-               ari (polls the CA's renewal windows before a pass plans).
+  steps        observe (the one gatherer), execute (runs actions), apply (pushes a pair to
+               NJet and proves it served), ca_fallback (one order across the CAs), reconcile
+               (the loop), ari (polls the CA's renewal windows before a pass plans).
                Use core and support only: the
                store, the CA, NJet and njet.conf are reached through the Protocols of
                ports/; asyncio, but no network library, and no write.

@@ -34,7 +34,8 @@ from controller.ports import CertStore, GcConfirmResult, IssuerFactory, RenewRes
 from controller.reasons import Reason
 from controller.reconcile import Loop, Reconciler
 from controller.render import plan_to_dict
-from controller.status import CertStatus, ForceRenewLimits, decide_forced_renewal
+from controller.renewal_requests import ForceRenewLimits, decide_forced_renewal
+from controller.status import CertStatus
 
 
 def cert_view(
@@ -293,9 +294,9 @@ def renew_limits(config: Config) -> ForceRenewLimits:
 
 async def forced_renewal(reconciler: Reconciler, domain: str, *, force: bool,
                          limits: ForceRenewLimits) -> RenewResult:
-    """Record a forced renewal of `domain` when status.decide_forced_renewal allows it (the
-    admin API, and `certs renew` when no controller runs). The decision and the status write
-    follow each other with no await between, so concurrent requests record one renewal."""
+    """Record a forced renewal of `domain` when renewal_requests.decide_forced_renewal allows it
+    (the admin API, and `certs renew` when no controller runs). The decision and the status
+    write follow each other with no await between, so concurrent requests record one renewal."""
     desired = await reconciler.desired_async(keep_last_good=True)
     if domain not in desired.specs:
         return RenewResult("unknown", f"{domain} is not a desired certificate")

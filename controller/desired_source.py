@@ -64,7 +64,7 @@ def _signature(paths: Iterable[str]) -> Signature:
 
 @dataclass(frozen=True)
 class CertSettings:
-    """One `[certificates."name"]` table (config.CertificateSettings); None = not set."""
+    """One `[certificates."name"]` table (config_sections.CertificateSettings); None = not set."""
 
     key_type: KeyTypes | None = None  # a tuple of two: a dual certificate (expand_dual)
     challenge_type: ChallengeType | None = None

@@ -4,20 +4,20 @@ Called by reconcile.py with the actions of one pass. Each action re-checks its p
 right before acting (the stored fingerprint it expects, or the unusable files it saw: those are
 quarantined right before the new order), issue/renew go ACME → store swap → apply → verify (a
 renewal the plan marks `reuse_key` orders with the stored key, read right before ordering), and
-every apply is proved by a real TLS handshake (NJet's code 0 — or 11, "repeated" — proves
-nothing); a new pair not valid yet is stored but not applied (the plan waits for its notBefore).
-A dual block's two certificates are two actions (store keys `<name>` and `<name>@<slot>`,
-Action.domain), each pushed to the same NJet block with the cert_type of its own key (NJet
-serves both: njet-contract §3.3) and verified by a handshake offering only that key type; SNI
-and targets come from the spec. An issuer of several CAs ([acme]'s and the [[acme.fallback]]
-ones: ports.CaChoices) is ordered from the CA policies/fallback.py picks from the certificate's
-failure streaks, and an order that fails there goes on at the next CA within the same attempt
-when that says so; the outcome names the CA that issued (or the streaks left). Errors become
-outcomes: temporary (retry after a delay) or permanent; the per-certificate backoff lives in
-status (fold.py). An optional `progress` (ports.ActionProgress, the CLI's `reconcile` provides
-one) is told as each action finishes. Every order at [acme]'s CA is recorded in the rate-limit
-ledger (ports.RateLedger, when one is given): placed or not, its failed validations, a
-rateLimited answer's Retry-After.
+every apply is proved by a real TLS handshake (apply.py: NJet's code 0 — or 11, "repeated" —
+proves nothing); a new pair not valid yet is stored but not applied (the plan waits for its
+notBefore). A dual block's two certificates are two actions (store keys `<name>` and
+`<name>@<slot>`, Action.domain), each pushed to the same NJet block with the cert_type of its
+own key (NJet serves both: njet-contract §3.3) and verified by a handshake offering only that
+key type; SNI and targets come from the spec. An issuer of several CAs ([acme]'s and the
+[[acme.fallback]] ones: ports.CaChoices) is ordered from the CA policies/fallback.py picks from
+the certificate's failure streaks, and an order that fails there goes on at the next CA within
+the same attempt when that says so (ca_fallback.py); the outcome names the CA that issued (or
+the streaks left). Errors become outcomes: temporary (retry after a delay) or permanent; the
+per-certificate backoff lives in status (fold.py). An optional `progress` (ports.ActionProgress,
+the CLI's `reconcile` provides one) is told as each action finishes. Every order at [acme]'s CA
+is recorded in the rate-limit ledger (ports.RateLedger, when one is given): placed or not, its
+failed validations, a rateLimited answer's Retry-After.
 """
 
 from __future__ import annotations
@@ -29,7 +29,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import ParamSpec, TypeVar
 
-from controller.certinfo import key_matches_cert, key_type_of_key
+from controller.apply import Applier, is_trap
+from controller.ca_fallback import CaOrderFailed, order_across_cas
+from controller.certinfo import key_type_of_key
 from controller.errors import (
     ConfigError,
     ControllerError,
@@ -43,9 +45,8 @@ from controller.errors import (
 from controller.faultpoints import fault_point, register
 from controller.fold import Outcome
 from controller.logs import log_event
-from controller.model import IssuedCert, KeyKind, KeyType, NjetTarget
+from controller.model import IssuedCert
 from controller.plan import Action, ActionKind
-from controller.policies.fallback import after_failure, choose_ca, failure_of, next_ca
 from controller.policies.ratelimits import BudgetScope, host_of, order_events
 from controller.ports import (
     ActionProgress,
@@ -59,19 +60,12 @@ from controller.ports import (
     RateLedger,
     RegisteredDomain,
 )
-from controller.status import CaStreak
 
-register("execute.after_order", "execute.after_store", "execute.after_apply",
-         "execute.after_verify")
+register("execute.after_order", "execute.after_store")  # apply.py registers after_apply/_verify
 
 P = ParamSpec("P")
 T = TypeVar("T")
 AcmeObserver = Callable[[str, float], None]  # (outcome "ok"|"temporary"|"permanent", seconds)
-
-APPLY_ATTEMPTS = 3
-APPLY_RETRY_DELAY = 0.2
-VERIFY_ATTEMPTS = 4
-VERIFY_DELAY = 0.15
 
 
 @dataclass
@@ -166,7 +160,7 @@ class Executor:
         key_pem = self._key_to_reuse(action)
         try:
             issued, issuer_ca = await self._order(issuer, action, key_pem)
-        except _CaOrderFailed as failed:
+        except CaOrderFailed as failed:
             return failed.outcome(action)
         fault_point("execute.after_order")
         stored = await store_write(self.store.put, action.domain, issued)
@@ -182,49 +176,31 @@ class Executor:
                       domain=action.domain, not_before=stored.info.not_before.isoformat())
             return made
         try:
-            served = await self._apply_all(action.targets, action.spec.names[0],
-                                           action.key_type, issued.cert_pem, issued.key_pem, fp)
+            served = await self._applier().apply_all(
+                action.targets, action.spec.names[0], action.key_type, issued.cert_pem,
+                issued.key_pem, fp)
         except ControllerError as exc:
             if action.kind is ActionKind.ISSUE:
                 where = await store_write(self.store.quarantine, action.domain)
                 log_event("first issuance could not be applied: pair quarantined",
                           level=logging.WARNING, domain=action.domain, moved_to=where)
             return replace(made, ok=False, error=f"issued but not applied: {exc}",
-                           needs_new_key=_is_trap(exc))
+                           needs_new_key=is_trap(exc))
         return replace(made, served_fingerprint=served)
-
     async def _order(
         self, issuer: Issuer, action: Action, key_pem: bytes | None
     ) -> tuple[IssuedCert, str | None]:
         """The new pair and the directory URL of the CA that issued it (None: a plain Issuer).
-        An issuer of several CAs (ports.CaChoices) is ordered from as policies/fallback.py
-        says: the CA to start at from the action's failure streaks, and whether a failure
-        goes on at the next CA within this attempt; when it does not, _CaOrderFailed carries
-        every CA's error and the streaks."""
+        An issuer of several CAs (ports.CaChoices) is ordered from as ca_fallback.py says
+        (policies/fallback.py decides); when no CA issued, CaOrderFailed carries every CA's
+        error and the streaks."""
         if not isinstance(issuer, CaChoices):
             return await self._order_from(issuer, action, key_pem), None
-        cas, after = issuer.cas, issuer.fallback_after
-        failures = {s.ca: s.failures for s in action.ca_failures}
-        tried: list[int] = []
-        errors: list[str] = []
-        index = choose_ca(cas, failures, after)
-        while index is not None:
-            tried.append(index)
-            try:
-                one = await issuer.for_ca(index)
-                return await self._order_from(one, action, key_pem, ca=cas[index]), cas[index]
-            except (TemporaryError, PermanentError, ConfigError) as exc:
-                failure = failure_of(exc)
-                failures = after_failure(failures, cas[index], failure, after)
-                errors.append(str(exc))
-                index = next_ca(cas, failures, after, tried=tried, failure=failure)
-                if index is None:
-                    raise _CaOrderFailed(exc, "; then ".join(errors), failures) from exc
-                log_event("the CA keeps failing: ordering from the next CA",
-                          level=logging.WARNING, domain=action.domain, ca=cas[tried[-1]],
-                          failure=failure.value, failures=failures[cas[tried[-1]]],
-                          next_ca=cas[index])
-        raise AssertionError("an issuer with no CA")  # pragma: no cover
+
+        async def order_at(one: Issuer, ca: str) -> IssuedCert:
+            return await self._order_from(one, action, key_pem, ca=ca)
+
+        return await order_across_cas(issuer, action, order_at)
 
     async def _order_from(
         self, issuer: Issuer, action: Action, key_pem: bytes | None, *, ca: str | None = None
@@ -319,83 +295,20 @@ class Executor:
             return Outcome(action, ok=False, skipped=True, error="pair vanished from the store")
         key_type = stored.info.key_type or action.key_type
         try:
-            served = await self._apply_all(action.targets, action.spec.names[0], key_type,
-                                           cert_pem, key_pem, stored.info.fingerprint)
+            served = await self._applier().apply_all(
+                action.targets, action.spec.names[0], key_type, cert_pem, key_pem,
+                stored.info.fingerprint)
         except ControllerError as exc:
-            return Outcome(action, ok=False, error=str(exc), needs_new_key=_is_trap(exc),
+            return Outcome(action, ok=False, error=str(exc), needs_new_key=is_trap(exc),
                            retry_after=getattr(exc, "retry_after", None))
         return Outcome(action, ok=True, served_fingerprint=served)
 
-    async def _apply_all(
-        self,
-        targets: Sequence[NjetTarget],
-        sni: str,
-        key_type: KeyType,
-        cert_pem: bytes,
-        key_pem: bytes,
-        fingerprint: str,
-    ) -> str:
-        """Apply to every block of the certificate (one after the other, each verified)."""
-        served = ""
-        for target in targets:
-            served = await self._apply(target, sni, key_type, cert_pem, key_pem, fingerprint)
-        return served
-
-    async def _apply(
-        self,
-        target: NjetTarget,
-        sni: str,
-        key_type: KeyType,
-        cert_pem: bytes,
-        key_pem: bytes,
-        fingerprint: str,
-    ) -> str:
-        """PUT the pair inline, then prove it is served; returns the served fingerprint."""
+    def _applier(self) -> Applier:
+        """What applies a pair to every block of its certificate (apply.py: one after the
+        other, each verified), over this executor's NJet, prober, timeout and sleep."""
         assert self.njet is not None
-        if not key_matches_cert(key_pem, cert_pem):
-            raise PermanentError("refusing to push a certificate whose key does not match")
-        last: str = "not attempted"
-        for attempt in range(1, APPLY_ATTEMPTS + 1):
-            repeated = False
-            try:
-                await self.njet.add_cert(listens=target.listens, server_names=target.server_names,
-                                         cert_type=key_type.njet_cert_type, cert_pem=cert_pem,
-                                         key_pem=key_pem)
-            except TemporaryError as exc:
-                last = str(exc)
-                await self.sleep(APPLY_RETRY_DELAY * attempt)
-                continue
-            except ControllerError as exc:
-                if self.repeated_error is not None and isinstance(exc, self.repeated_error):
-                    repeated = True
-                else:
-                    raise
-            fault_point("execute.after_apply")
-            served = await self._verify(target.listens[0], sni, key_type.njet_cert_type,
-                                        fingerprint)
-            if served == fingerprint:
-                fault_point("execute.after_verify")
-                return served
-            shown = served[:16] if served else "no certificate (handshake failed)"
-            last = f"NJet {'answered repeated' if repeated else 'accepted it'} but serves {shown}"
-            if repeated:
-                raise ApplyTrapError(last + "; only a fresh key and certificate get out of this")
-        raise TemporaryError(f"apply to {target.listens[0]} {sni} failed: {last}")
-
-    async def _verify(self, listen: str, sni: str, kind: KeyKind, expected: str) -> str | None:
-        """Handshake until `expected` is served (NJet's workers apply a moment after the
-        agent answers) or the attempts run out; returns the last fingerprint seen."""
-        if self.prober is None:
-            raise ConfigError("no TLS prober configured: cannot verify an apply")
-        served: str | None = None
-        for i in range(VERIFY_ATTEMPTS):
-            res = await self.prober(listen=listen, sni=sni, key_kind=kind,
-                                    timeout=self.probe_timeout)
-            served = res.fingerprint
-            if served == expected:
-                return served
-            await self.sleep(VERIFY_DELAY * (i + 1))
-        return served
+        return Applier(self.njet, self.prober, self.probe_timeout, self.repeated_error,
+                       self.sleep)
 
     # -- delete ----------------------------------------------------------------------------
 
@@ -447,27 +360,3 @@ class _Current:
         if action.expected_unusable:
             return self.fingerprint is None
         return self.unusable is None and self.fingerprint == action.expected_fingerprint
-
-
-class _CaOrderFailed(Exception):
-    """An order failed at every CA it was sent to (execute.py's own; never leaves _issue):
-    `message` says what each CA answered, `error` is the last one's error, `failures` the
-    consecutive failures per CA directory URL (into the status: fold.py)."""
-
-    def __init__(self, error: ControllerError, message: str, failures: dict[str, int]) -> None:
-        super().__init__(message)
-        self.error = error
-        self.failures = failures
-
-    def outcome(self, action: Action) -> Outcome:
-        streaks = tuple(CaStreak(ca, n) for ca, n in sorted(self.failures.items()) if n > 0)
-        return Outcome(action, ok=False, error=str(self), ca_failures=streaks,
-                       retry_after=getattr(self.error, "retry_after", None))
-
-
-class ApplyTrapError(TemporaryError):
-    """NJet answers code 11 for the first cert ever pushed to a block, which it does not serve."""
-
-
-def _is_trap(exc: BaseException) -> bool:
-    return isinstance(exc, ApplyTrapError)

@@ -2,8 +2,8 @@
 
 The one naming rule of the controller, for njet.conf blocks (desired.py) and for servers NJet
 announces at runtime (events.py: `dyn_srv` adds, MQTT `generateCertificate` events, the retained
-`/ins/srv/*` records), so a name means the same wherever it was written. config.py and
-dnsconfig.py use name_problem/canonical_name to check names the TOML holds.
+`/ins/srv/*` records), so a name means the same wherever it was written. config_sections.py
+and dnsconfig.py use name_problem/canonical_name to check names the TOML holds.
 
 usable_names(names, origin, wildcards=...) -> (certificate names, warnings): names are
 lowercased, one trailing dot stripped, de-duplicated in order; a name that cannot be issued

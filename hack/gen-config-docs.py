@@ -1,4 +1,5 @@
-"""Writes docs/config-reference.md from the pydantic models of controller/config.py.
+"""Writes docs/config-reference.md from the pydantic models of controller/config.py (Config and
+the section models it holds: config_sections.py, dnsconfig.py).
 
     .venv/bin/python hack/gen-config-docs.py           # rewrite docs/config-reference.md
     .venv/bin/python hack/gen-config-docs.py --check   # exit 1 if the committed file is stale
@@ -312,7 +313,7 @@ def toml_value(value: Any) -> str:
 
 
 def _bound_text(shown: str) -> str:
-    """config.py's `_at_least(..., "10s")` -> `≥ "10s"`; "at least X" -> `≥ X`; other texts
+    """config_sections.py's `_at_least(..., "10s")` -> `≥ "10s"`; "at least X" -> `≥ X`; other texts
     ('from "1s" to "1h"') as they are."""
     if re.fullmatch(r"[\d.]+\s*[a-z]*", shown):
         return f'≥ "{shown}"'
@@ -322,7 +323,7 @@ def _bound_text(shown: str) -> str:
 
 
 def _closure_minimum(func: Any) -> str | None:
-    """The bound a check in config.py or dnsconfig.py shows (the string in its closure)."""
+    """The bound a check in config_sections.py or dnsconfig.py shows (the string in its closure)."""
     for cell in getattr(func, "__closure__", None) or ():
         if isinstance(cell.cell_contents, str):
             return cell.cell_contents

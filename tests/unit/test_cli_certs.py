@@ -121,7 +121,7 @@ def test_conditions_survive_the_status_file_and_a_file_without_them_loads() -> N
 
 
 def test_a_forced_renewal_request_sets_issuing() -> None:
-    from controller.status import ForceRenewLimits, decide_forced_renewal
+    from controller.renewal_requests import ForceRenewLimits, decide_forced_renewal
 
     d = decide_forced_renewal(None, domain="a.test", stored_fingerprint="ff", not_before=None,
                               now=NOW, limits=ForceRenewLimits(), force=False)

@@ -8,8 +8,9 @@ from dataclasses import dataclass, replace
 
 import pytest
 
+from controller.apply import APPLY_ATTEMPTS, VERIFY_ATTEMPTS
 from controller.errors import ConfigError, PermanentError, StoreError, TemporaryError
-from controller.execute import APPLY_ATTEMPTS, VERIFY_ATTEMPTS, Executor
+from controller.execute import Executor
 from controller.fold import Outcome
 from controller.model import CertificateSpec, KeyType, NjetTarget
 from controller.plan import Action, ActionKind

@@ -51,6 +51,7 @@ LAYER_OF: dict[str, str] = {
     "controller.model": "core",
     "controller.reasons": "core",
     "controller.status": "core",
+    "controller.renewal_requests": "core",
     "controller.paths": "core",
     "controller.listens": "core",
     "controller.certinfo": "core",
@@ -83,6 +84,8 @@ LAYER_OF: dict[str, str] = {
     # steps
     "controller.observe": "steps",
     "controller.execute": "steps",
+    "controller.apply": "steps",
+    "controller.ca_fallback": "steps",
     "controller.reconcile": "steps",
     "controller.ari": "steps",
     "controller.threads": "support",  # blocking work on daemon threads, off the event loop

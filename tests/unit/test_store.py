@@ -19,6 +19,7 @@ import pytest
 
 from controller.adapters.store import fsutil
 from controller.adapters.store import lego as store_module
+from controller.adapters.store import pairs as pairs_module
 from controller.adapters.store.lego import LegoStore
 from controller.certinfo import fingerprint_pem, read_cert_info
 from controller.errors import StoreError
@@ -283,7 +284,7 @@ def test_unchanged_files_are_not_parsed_again(
         calls.append(pem)
         return read_cert_info(pem)
 
-    monkeypatch.setattr(store_module, "read_cert_info", counting)
+    monkeypatch.setattr(pairs_module, "read_cert_info", counting)  # where a pair is parsed
     first = store.load_all()
     assert len(calls) == 2
     lazy = LegoStore(paths, verify_interval=0)  # forces a full stat pass every time

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.adapters.store import lego as store_module
+from controller.adapters.store import pairs as store_module  # parses one pair
 from controller.adapters.store.lego import LegoStore
 from controller.certinfo import read_cert_info
 from controller.paths import StorePaths

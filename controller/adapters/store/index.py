@@ -11,7 +11,8 @@ facts, file identity included), and an entry that fails it (a hand edit of notAf
 cannot be decoded is dropped, so its pair is re-read from the files. The file is read with
 fsutil.read_regular (regular file, at most 256 MiB).
 
-Called by adapters/store/lego.py only. Stored at `<prefix>/.lego/index.json` (StorePaths.index).
+Called by adapters/store/lego.py only (pairs.py makes its Parsed entries). Stored at
+`<prefix>/.lego/index.json` (StorePaths.index).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The lego-layout certificate store (`CertStore` of ports.py): read, swap, delete, quarantine.
+"""The lego-layout certificate store (`CertStore` of ports/): read, swap, delete, quarantine.
 
 Layout (lego's, so NJet's Go cert-manager and lego itself read the same files):
   <prefix>/.lego/certificates/<name>.crt         leaf + chain (fullchain)
@@ -17,7 +17,8 @@ is written atomically; only then are files renamed into certificates/. The recor
 decides recovery: without it the entry is discarded (nothing was touched), with it the swap is
 finished in the recorded direction (forward, or back to the backup after a failed rename).
 So a name only ever holds its complete old files or its complete new files. The mechanics live
-in adapters/store/journal.py; this module builds the records and reads the store.
+in adapters/store/journal.py; this module builds the records and reads the store (one pair's
+files: adapters/store/pairs.py).
 
 load_all() caches parsed facts by (st_size, st_mtime_ns, st_ino) of .crt/.key/.json, so a
 scan of an unchanged store costs one stat per file; and while the certificates/ folder itself is
@@ -50,12 +51,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from controller.adapters.store import fsutil
-from controller.adapters.store.index import Ident, Parsed, load_index, save_index
+from controller.adapters.store.index import Parsed, load_index, save_index
 from controller.adapters.store.journal import Journal
 from controller.adapters.store.journal_record import FILE_SLOTS, JournalRecord
+from controller.adapters.store.pairs import parse_pair, refused_stems
 from controller.adapters.store.scan import (
     ModeGuard,
-    cert_url,
     entry_stat,
     ident_of,
     lstat_ident,
@@ -68,9 +69,7 @@ from controller.errors import ConfigError, StoreError
 from controller.gcpause import gc_paused
 from controller.model import IssuedCert, StoredCert
 from controller.paths import (
-    SLOT_SEP,
     StorePaths,
-    is_store_name,
     safe_file_name,
     split_store_key,
     stem_domain,
@@ -86,7 +85,6 @@ DIR_MODE = 0o700
 VERIFY_INTERVAL = 60.0
 SETTLE_NS = 1_000_000_000
 
-_Ident = Ident
 _Parsed = Parsed
 
 
@@ -221,7 +219,7 @@ class LegoStore:
         for stem in [s for s in crts if s.endswith(".issuer")]:
             if stem not in keys:
                 del crts[stem]  # <name>.issuer.crt is the chain of <name>, not a leaf
-        refused = _refused_stems(directory, crts, keys, jsons)
+        refused = refused_stems(directory, crts, keys, jsons)
         if not self._index_loaded:
             self._index_loaded = True
             on_disk = load_index(self.paths.index)
@@ -247,7 +245,7 @@ class LegoStore:
                 raise fsutil.store_error("stat", directory / crt_entry.name, exc) from None
             parsed = self._cache.get(stem)
             if parsed is None or parsed.ident != ident:
-                parsed = self._parse(stem, ident)
+                parsed = parse_pair(directory, stem, ident)
             cache[stem] = parsed
             if parsed.problem is None and parsed.stored is not None:
                 usable[parsed.domain] = parsed.stored
@@ -263,41 +261,6 @@ class LegoStore:
         self._cache = cache
         return usable, problems
 
-    def _parse(self, stem: str, ident: tuple[_Ident, _Ident | None, _Ident | None]) -> _Parsed:
-        directory = self.paths.certificates
-        crt_path, key_path = directory / f"{stem}.crt", directory / f"{stem}.key"
-        domain = stem_domain(stem)
-
-        def bad(problem: str) -> _Parsed:
-            return _Parsed(ident=ident, domain=domain, stored=None, problem=problem)
-
-        if ident[1] is None:
-            return bad(f"certificate {crt_path} has no key file {key_path.name}")
-        try:
-            cert_pem, key_pem = fsutil.read_regular(crt_path), fsutil.read_regular(key_path)
-        except OSError as exc:
-            return bad(str(fsutil.store_error("read", Path(exc.filename or crt_path), exc)))
-        try:
-            info = read_cert_info(cert_pem)
-        except ValueError as exc:
-            return bad(f"certificate {crt_path} cannot be read: {exc}")
-        for candidate in (info.common_name, *info.names[:1]):
-            if candidate and _file_stem(candidate) == stem:
-                domain = validate_domain(candidate)
-                break
-        try:
-            matches = key_matches_cert(key_pem, cert_pem)
-        except ValueError as exc:
-            return bad(f"key {key_path} cannot be read: {exc}")
-        stored = StoredCert(
-            domain=domain,
-            info=info,
-            key_matches=matches,
-            cert_url=cert_url(directory / f"{stem}.json") if ident[2] else None,
-        )
-        problem = None if matches else f"key {key_path} does not match certificate {crt_path}"
-        return _Parsed(ident=ident, domain=domain, stored=stored, problem=problem)
-
     def _parsed_for(self, domain: str) -> _Parsed | None:
         stem = safe_file_name(domain)
         directory = self.paths.certificates
@@ -311,7 +274,7 @@ class LegoStore:
         )
         parsed = self._cache.get(stem)
         if parsed is None or parsed.ident != ident:
-            parsed = self._parse(stem, ident)
+            parsed = parse_pair(directory, stem, ident)
             self._cache[stem] = parsed
         return parsed
 
@@ -414,22 +377,3 @@ class LegoStore:
     def _file_mode(slot: str) -> int:
         return KEY_MODE if slot in ("key", "pem", "pfx") else FILE_MODE
 
-
-def _refused_stems(directory: Path, *groups: dict[str, os.DirEntry[str]]) -> dict[str, str]:
-    """Take every stem with an "@" that is not `<name>@ecc` / `<name>@rsa` out of `groups`;
-    returns each as a problem (keyed by the stem) saying why."""
-    out: dict[str, str] = {}
-    for group in groups:
-        for stem in [s for s in group if SLOT_SEP in s and not is_store_name(s)]:
-            entry = group.pop(stem)
-            out.setdefault(stem, (
-                f"{directory / entry.name} is not a certificate name: only a dual block's"
-                " second certificate has an \"@\", as <name>@ecc or <name>@rsa"))
-    return out
-
-
-def _file_stem(name: str) -> str | None:
-    try:
-        return safe_file_name(name)
-    except ConfigError:
-        return None

@@ -10,7 +10,7 @@ reads, permission checks, the lego resource file and the temp-file sweep of reco
   in a folder that resolves inside the store; a file that cannot be removed is reported and the
   sweep goes on.
 
-Called by adapters/store/lego.py only.
+Called by adapters/store/lego.py only (and pairs.py, which reads the resource file's URL).
 """
 
 from __future__ import annotations
