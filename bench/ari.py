@@ -67,7 +67,7 @@ class _Ca:
     async def supported(self) -> bool:
         return True
 
-    async def renewal_info(self, cert_pem: bytes) -> AriAnswer:
+    async def renewal_info(self, cert_pem: bytes, *, ca: str | None = None) -> AriAnswer:
         now = self.clock[0]
         self.requests.append((now, cert_pem.decode()))
         return AriAnswer(fingerprint=cert_pem.decode(), cert_id=f"id.{cert_pem[:12].decode()}",

@@ -11,9 +11,10 @@ holding a wildcard always uses dns-01: desired_source.py). With [dns], start-up 
 removes the dns-01 records a previous run wrote and did not remove (.lego/dns-cleanups.json).
 With `[acme] ari` (the default) executing passes ask the CA's renewal information first (the
 ARI step, controller/ari.py, over the ARI client built on first use beside the issuer).
-The rate-limit ledger of [acme]'s CA (`.lego/ledger/`, adapters/store/ledger.py) is read by
-every pass and written by the executor, for the budget of `budget_scope` ([acme.rateLimits]
-over the CA's defaults); names are grouped by the packaged public suffix list (store/psl.py).
+Each CA's rate-limit ledger (`.lego/ledger/`, adapters/store/ledger.py) is read by every
+pass and written by the executor, for the budget of `budget_scope` ([acme]'s CA:
+[acme.rateLimits] over the CA's defaults) and `fallback_scopes` (the defaults only); names
+are grouped by the packaged public suffix list (store/psl.py).
 """
 
 from __future__ import annotations
@@ -44,7 +45,6 @@ from controller.policies.ratelimits import BudgetScope, limits_for
 from controller.policy import PolicySettings
 from controller.ports import (
     AriPoller,
-    CaChoices,
     ChallengeSolver,
     Issuer,
     LeftoverCleaner,
@@ -134,6 +134,25 @@ def budget_scope(config: Config) -> BudgetScope:
                        limits=limits_for(acme.acmeCaDir, acme.rateLimits.model_dump()))
 
 
+def fallback_scopes(config: Config) -> tuple[BudgetScope, ...]:
+    """The rate-limit budget of each `[[acme.fallback]]` CA: Let's Encrypt's published limits
+    for its directories, none for another CA (`[acme.rateLimits]` is [acme]'s CA's only); its
+    account is its `email` (unset: [acme]'s). A CA whose ledger file (by host:port) is an
+    earlier CA's has no budget of its own."""
+    acme, paths = config.acme, StorePaths(config.prefix)
+    seen = {paths.ledger_file(acme.acmeCaDir.strip())}
+    out = []
+    for fb in acme.fallback:
+        name = paths.ledger_file(fb.acmeCaDir)
+        if name in seen:
+            continue
+        seen.add(name)
+        email = acme.email if fb.email is None else fb.email
+        out.append(BudgetScope(ca=fb.acmeCaDir, account=email.strip(),
+                               limits=limits_for(fb.acmeCaDir, {})))
+    return tuple(out)
+
+
 def cert_settings(config: Config) -> dict[str, CertSettings]:
     """The TOML's [certificates."name"] tables as the desired layer takes them."""
     return {name: CertSettings(key_type=t.keyType, challenge_type=t.challengeType,
@@ -193,6 +212,8 @@ class App:
                             probe_timeout=timeout)
         scope = budget_scope(cfg)
         self.ledger = FileLedger(self.paths, scope.ca, read_only=self.read_only)
+        fallbacks = tuple((fb, FileLedger(self.paths, fb.ca, read_only=self.read_only))
+                          for fb in fallback_scopes(cfg))
         executor = Executor(
             store=self.store,
             issuer_factory=self.issuer,
@@ -204,6 +225,7 @@ class App:
             revoke_on_delete=cfg.controller.revokeOnDelete,
             ledger=None if self.read_only else self.ledger,
             budget_scope=scope,
+            fallback_budgets=() if self.read_only else fallbacks,
             registered_domain=registered_domain,
             clock=clock,
         )
@@ -218,6 +240,7 @@ class App:
             quarantine=None if self.read_only else self.quarantine,
             ledger=self.ledger,
             budget_scope=scope,
+            fallback_budgets=fallbacks,
             registered_domain=registered_domain,
         )
         if cfg.acme.ari and not self.read_only:  # `diff` and `certs` only show what is recorded
@@ -285,16 +308,19 @@ class App:
         return self._issuer
 
     async def ari_poller(self) -> AriPoller:
-        """The ARI client over the issuer's CA (built on first use, like the issuer); a
-        test's issuer that is no AcmeIssuer has no renewal information."""
+        """The ARI client (built on first use, like the issuer): over every CA of the
+        CaFallbackIssuer, each certificate asked at the CA that issued it; a test's issuer
+        that is no AcmeIssuer has no renewal information."""
         if self._ari is None:
             from controller.adapters.acme.ari import AriClient, NoAri
             from controller.adapters.acme.client import AcmeIssuer
+            from controller.adapters.acme.multi import CaFallbackAri, CaFallbackIssuer
 
             issuer = await self.issuer()
-            if isinstance(issuer, CaChoices):  # renewal information from [acme]'s CA
-                issuer = await issuer.for_ca(0)
-            self._ari = AriClient(issuer) if isinstance(issuer, AcmeIssuer) else NoAri()
+            if isinstance(issuer, CaFallbackIssuer):
+                self._ari = CaFallbackAri(issuer)
+            else:
+                self._ari = AriClient(issuer) if isinstance(issuer, AcmeIssuer) else NoAri()
         return self._ari
 
     def stop(self) -> None:

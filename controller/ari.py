@@ -5,7 +5,8 @@ Called by reconcile.py (`Reconciler.compute(poll=True)`: `reconcile` and `run`; 
 `diff`, which only shows what the status files hold). `refresh()` picks the desired,
 usable, unexpired certificates whose poll is due (policies/ari.py), reads their PEMs through
 the CertStore, asks the ports.AriPoller (one unauthenticated GET each, at most `concurrency`
-at once) and returns the changed statuses, which the reconciler keeps and saves. It draws the
+at once, at the CA that issued the certificate: status.issuer_ca, [acme]'s when none is
+recorded) and returns the changed statuses, which the reconciler keeps and saves. It draws the
 random numbers the pure rules take: the renewal time inside a new window and each next
 poll's jitter.
 
@@ -180,16 +181,17 @@ class AriStep:
         pems = await off_loop(_read_pems, self.store, domains)
         sem = asyncio.Semaphore(self.concurrency)
 
-        async def ask(pem: bytes) -> AriAnswer | None:
+        async def ask(domain: str, pem: bytes) -> AriAnswer | None:
+            st = statuses.get(domain)
             async with sem:
-                try:
-                    return await poller.renewal_info(pem)
+                try:  # at the CA that issued it ([acme]'s when not recorded)
+                    return await poller.renewal_info(pem, ca=st.issuer_ca if st else None)
                 except ControllerError as exc:  # the port never raises; a stop may
                     log_event("ARI poll not made", level=logging.DEBUG, error=str(exc))
                     return None
 
         asked = [d for d in domains if pems.get(d)]
-        answers = await asyncio.gather(*(ask(pems[d]) for d in asked))
+        answers = await asyncio.gather(*(ask(d, pems[d]) for d in asked))
         out: dict[str, CertStatus] = {}
         for domain, answer in zip(asked, answers, strict=True):
             stored = candidates[domain]

@@ -15,9 +15,9 @@ the certificate's failure streaks, and an order that fails there goes on at the 
 the same attempt when that says so (ca_fallback.py); the outcome names the CA that issued (or
 the streaks left). Errors become outcomes: temporary (retry after a delay) or permanent; the
 per-certificate backoff lives in status (fold.py). An optional `progress` (ports.ActionProgress,
-the CLI's `reconcile` provides one) is told as each action finishes. Every order at [acme]'s CA
-is recorded in the rate-limit ledger (ports.RateLedger, when one is given): placed or not, its
-failed validations, a rateLimited answer's Retry-After.
+the CLI's `reconcile` provides one) is told as each action finishes. Every order is recorded in
+the rate-limit ledger of the CA it went to (ports.RateLedger, when one is given for it): placed
+or not, its failed validations, a rateLimited answer's Retry-After.
 """
 
 from __future__ import annotations
@@ -91,6 +91,8 @@ class Executor:
     # account, names grouped by `registered_domain` (None: nothing is recorded)
     ledger: RateLedger | None = None
     budget_scope: BudgetScope | None = None
+    # the [[acme.fallback]] CAs' ledgers with their scopes: an order at one is recorded there
+    fallback_budgets: tuple[tuple[BudgetScope, RateLedger], ...] = ()
     registered_domain: RegisteredDomain | None = None
     clock: Clock = field(kw_only=True)
     sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep, kw_only=True)
@@ -192,13 +194,18 @@ class Executor:
     ) -> tuple[IssuedCert, str | None]:
         """The new pair and the directory URL of the CA that issued it (None: a plain Issuer).
         An issuer of several CAs (ports.CaChoices) is ordered from as ca_fallback.py says
-        (policies/fallback.py decides); when no CA issued, CaOrderFailed carries every CA's
-        error and the streaks."""
+        (policies/fallback.py decides); `replaces` goes only to the CA that issued the old
+        certificate (Action.replaces_ca, [acme]'s when unknown). When no CA issued,
+        CaOrderFailed carries every CA's error and the streaks."""
         if not isinstance(issuer, CaChoices):
             return await self._order_from(issuer, action, key_pem), None
 
+        home = action.replaces_ca if action.replaces_ca in issuer.cas else issuer.cas[0]
+
         async def order_at(one: Issuer, ca: str) -> IssuedCert:
-            return await self._order_from(one, action, key_pem, ca=ca)
+            # `replaces` names a certificate of the CA that issued it: never sent elsewhere
+            sent = action if ca == home else replace(action, replaces=None)
+            return await self._order_from(one, sent, key_pem, ca=ca)
 
         return await order_across_cas(issuer, action, order_at)
 
@@ -256,10 +263,14 @@ class Executor:
     async def _record(self, action: Action, exc: BaseException | None, ca: str | None) -> None:
         """What one issue attempt at `ca` leaves in the rate-limit ledger (ratelimits.
         order_events): the order if the CA accepted it, the hosts whose validation failed, a
-        rateLimited answer's Retry-After. Only the ledger's own CA ([acme]'s) is recorded; a
-        ledger that cannot be written is logged, never fails the action."""
+        rateLimited answer's Retry-After. Each CA's in its own ledger (`ledger` for [acme]'s
+        and a plain Issuer's, `fallback_budgets` for the others; a CA with none is not
+        recorded); a ledger that cannot be written is logged, never fails the action."""
         ledger, scope = self.ledger, self.budget_scope
-        if ledger is None or scope is None or action.spec is None or ca not in (None, scope.ca):
+        if ca is not None and (scope is None or ca != scope.ca):
+            ledger, scope = next(((lg, sc) for sc, lg in self.fallback_budgets if sc.ca == ca),
+                                 (None, None))
+        if ledger is None or scope is None or action.spec is None:
             return
         names = action.spec.names
         domain_of = self.registered_domain or (lambda name: name)

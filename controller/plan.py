@@ -21,13 +21,16 @@ the limits in force): after the per-subject chain, the orders it admitted are de
 `order_priority` (renewals of stored certificates first, the urgent ones ahead, then first
 issuances by name), each with `Subject.budget` saying what it would spend after the orders
 before it, so the rate-budget hold (a hold of the desired chain) keeps back those that no
-longer fit. `Plan.rate_budget` says what each limit has left after the admitted orders.
+longer fit. Each CA has its own budget: an order spends from the budget of the CA it starts
+at (`order_ca`, policies/fallback.py from the status's failure streaks), and a CA with no
+limit holds nothing. `Plan.rate_budget` says what each limit of each CA has left after the
+admitted orders.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
@@ -87,6 +90,9 @@ class Action:
     # renew: the ARI identifier of the certificate it replaces (RFC 9773 `replaces`), when
     # the CA's renewal information was fetched for it
     replaces: str | None = None
+    # renew: the CA that issued the certificate it replaces (status.issuer_ca; None: not
+    # recorded, [acme]'s): `replaces` goes to that CA only (execute.py)
+    replaces_ca: str | None = None
     # issue/renew: the certificate's consecutive failed orders per CA (from its status), from
     # which the executor picks the CA (policies/fallback.py)
     ca_failures: tuple[CaStreak, ...] = ()
@@ -169,10 +175,11 @@ def plan(
     settings: PolicySettings,
     *,
     release: GcRelease | None = None,
-    budget: BudgetInput | None = None,
+    budget: BudgetInput | Sequence[BudgetInput] | None = None,
 ) -> Plan:
     """`release`: the operator's confirmation on file (`gc confirm`), None when there is none;
-    `budget`: the rate-limit ledger and limits of the CA, None when no limit applies."""
+    `budget`: the rate-limit ledger and limits of each CA with a limit ([acme]'s first), None
+    or empty when no limit applies."""
     out = _Collected(notes=[*pass_notes(observed, settings), *slot_notes(
         desired, observed,
         lambda spec: wanted_key_type(spec, observed.bootstrap_key_types, settings).njet_cert_type)])
@@ -180,8 +187,9 @@ def plan(
         subject(d, desired.specs[d], observed, statuses.get(d), now, settings)
         for d in sorted(desired.specs))]
     remaining: tuple[BudgetRemaining, ...] = ()
-    if budget is not None:
-        decided, remaining = _spend_budget(decided, budget, now)
+    budgets = (budget,) if isinstance(budget, BudgetInput) else tuple(budget or ())
+    if budgets:
+        decided, remaining = _spend_budget(decided, budgets, now)
     for s, d in decided:
         out.add(s, d)
     orphans = [subject(d, None, observed, statuses.get(d), now, settings)
@@ -221,22 +229,38 @@ def plan(
 
 
 def _spend_budget(
-    decided: list[tuple[Subject, Decision]], budget: BudgetInput, now: datetime
+    decided: list[tuple[Subject, Decision]], budgets: Sequence[BudgetInput], now: datetime
 ) -> tuple[list[tuple[Subject, Decision]], tuple[BudgetRemaining, ...]]:
     """The orders the chain admitted, decided again in `order_priority` with what each would
-    spend after those before it (`Subject.budget`); an order still admitted spends it."""
-    book = BudgetBook(budget, now)
+    spend of the budget of the CA it goes to (`order_ca`) after those before it
+    (`Subject.budget`; a CA without a budget holds nothing); an order still admitted spends it."""
+    books: dict[str, BudgetBook] = {}
+    for b in budgets:  # [acme]'s first; a CA listed twice keeps its first budget
+        books.setdefault(b.scope.ca, BudgetBook(b, now))
+    primary = books[budgets[0].scope.ca]
     orders = [(order_priority(s, d.act), i) for i, (s, d) in enumerate(decided)
               if d.act is not None and d.act.kind in ORDERS and s.spec is not None]
     out = list(decided)
     for _, i in sorted(orders):
         s = decided[i][0]
         assert s.spec is not None
-        d = decide(DESIRED, replace(s, budget=book.for_order(s.spec.names)))
-        if d.act is not None and d.act.kind in ORDERS:
+        ca = order_ca(s)
+        book = primary if ca is None else books.get(ca)
+        d = decide(DESIRED, replace(s, budget=book.for_order(s.spec.names) if book else None))
+        if book is not None and d.act is not None and d.act.kind in ORDERS:
             book.spend(s.spec.names)
         out[i] = (s, d)
-    return out, book.remaining()
+    return out, tuple(r for b in books.values() for r in b.remaining())
+
+
+def order_ca(s: Subject) -> str | None:
+    """The directory URL of the CA `s`'s order starts at (policies/fallback.py over its
+    status's failure streaks; None: no CA list in the settings, the one CA)."""
+    cas = s.settings.cas
+    if not cas:
+        return None
+    failures = s.status.ca_failure_counts() if s.status is not None else {}
+    return fallback_start(cas, failures, s.settings.fallback_after) or cas[0]
 
 
 def subject(
@@ -301,6 +325,8 @@ class _Collected:
                          if s.spec is not None and d.act.kind in _ORDERS else None),
                 reuse_key=keeps_key(s, d.act),
                 replaces=replaces_id(s) if d.act.kind is ActionKind.RENEW else None,
+                replaces_ca=(s.status.issuer_ca if s.status is not None
+                             and d.act.kind is ActionKind.RENEW else None),
                 ca_failures=(s.status.ca_failures
                              if s.status is not None and d.act.kind in _ORDERS else ()),
                 ca=(fallback_start(s.settings.cas, s.status.ca_failure_counts(),

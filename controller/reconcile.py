@@ -84,6 +84,8 @@ class Reconciler:
     # account and limits it counts for and the public suffix lookup (None: no budget)
     ledger: RateLedger | None = None
     budget_scope: BudgetScope | None = None
+    # the [[acme.fallback]] CAs' ledgers with their scopes, each its own budget
+    fallback_budgets: tuple[tuple[BudgetScope, RateLedger], ...] = ()
     registered_domain: RegisteredDomain | None = None
     _domains: dict[str, str] = field(default_factory=dict)  # host -> registered domain
     _statuses: dict[str, CertStatus] | None = None
@@ -171,17 +173,22 @@ class Reconciler:
                  budget=self._budget(desired, now))
         return PassResult(desired, observed, p, release=release)
 
-    def _budget(self, desired: Desired, now: datetime) -> BudgetInput | None:
-        """The rate-limit ledger as this pass begins, the limits in force and the registered
-        domain of every desired name (looked up once per name); None: no limit applies."""
-        scope, ledger = self.budget_scope, self.ledger
-        if scope is None or ledger is None or not scope.limits.any:
-            return None
+    def _budget(self, desired: Desired, now: datetime) -> tuple[BudgetInput, ...]:
+        """Per CA with a limit ([acme]'s first, then the fallbacks): its rate-limit ledger as
+        this pass begins, the limits in force and the registered domain of every desired name
+        (looked up once per name); empty: no limit applies."""
+        primary = ((self.budget_scope, self.ledger)
+                   if self.budget_scope is not None and self.ledger is not None else None)
+        cas = [(scope, ledger) for scope, ledger in
+               ([primary] if primary else []) + list(self.fallback_budgets) if scope.limits.any]
+        if not cas:
+            return ()
         domain_of = self.registered_domain or (lambda name: name)
         hosts = {host_of(n) for spec in desired.specs.values() for n in spec.names}
         known = self._domains
         self._domains = {h: known[h] if h in known else domain_of(h) for h in hosts}
-        return BudgetInput(scope, ledger.snapshot(now), self._domains)
+        return tuple(BudgetInput(scope, ledger.snapshot(now), self._domains)
+                     for scope, ledger in cas)
 
     async def pass_once(self, *, probe: bool = False, keep_last_good: bool = False) -> PassResult:
         started = time.monotonic()

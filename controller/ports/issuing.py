@@ -91,14 +91,17 @@ class AriPoller(Protocol):
 
     `supported()` says whether the CA's directory offers `renewalInfo` (fetched once, shared
     with the Issuer); it raises TemporaryError when the directory cannot be read, ConfigError
-    for a bad CA URL. `renewal_info(cert_pem)` asks about the leaf of `cert_pem` (leaf + chain
-    as stored) with one unauthenticated GET and never raises for the CA's or the network's
-    trouble (that is an AriAnswer with `error`), nor for a certificate without an ARI
-    identifier (`cert_id` ""). Any number may run at once; `close` releases connections.
+    for a bad CA URL (of several CAs: [acme]'s). `renewal_info(cert_pem, ca=...)` asks the CA
+    whose directory URL is `ca` (the one that issued the certificate, status.issuer_ca; None or
+    a CA not configured: [acme]'s; a poller bound to one CA asks that one) about the leaf of
+    `cert_pem` (leaf + chain as stored) with one unauthenticated GET and never raises for the
+    CA's or the network's trouble (that is an AriAnswer with `error`), nor for a certificate
+    without an ARI identifier (`cert_id` ""). Any number may run at once; `close` releases
+    connections.
     """
 
     async def supported(self) -> bool: ...
-    async def renewal_info(self, cert_pem: bytes) -> AriAnswer: ...
+    async def renewal_info(self, cert_pem: bytes, *, ca: str | None = None) -> AriAnswer: ...
     async def close(self) -> None: ...
 
 

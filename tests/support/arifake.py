@@ -60,6 +60,7 @@ class FakeAri:
         self.fail: str | None = None
         self.moved: dict[str, tuple[datetime, datetime]] = {}
         self.requests: list[tuple[datetime, str]] = []
+        self.asked_ca: list[str | None] = []  # the `ca` of every renewal_info call
         self.closed = False
 
     def move(self, cert_id: str, start: datetime, end: datetime) -> None:
@@ -70,10 +71,11 @@ class FakeAri:
             raise TemporaryError("cannot load the ACME directory https://ca.fake/dir: refused")
         return self.offered
 
-    async def renewal_info(self, cert_pem: bytes) -> AriAnswer:
+    async def renewal_info(self, cert_pem: bytes, *, ca: str | None = None) -> AriAnswer:
         info = read_cert_info(cert_pem)
         ident = fake_cert_id(info)
         self.requests.append((self.clock(), ident))
+        self.asked_ca.append(ca)
         if self.fail is not None:
             return AriAnswer(fingerprint=info.fingerprint, cert_id=ident,
                              retry_after=self.retry_after, error=self.fail)

@@ -547,3 +547,32 @@ def test_the_renewal_timestamp_follows_the_ari_choice() -> None:
     st = CertStatus(domain="a.test").with_ari(ari(), renewal_at=NOW + timedelta(days=40, hours=2))
     renewals = next_renewal(Observed(stored={"a.test": s}), {"a.test": st}, SETTINGS)
     assert renewals["a.test"] == NOW + timedelta(days=40, hours=2)
+
+
+async def test_each_certificate_is_polled_at_the_ca_that_issued_it(ari_server: str) -> None:
+    """CaFallbackAri (multi.py): a certificate of the second CA is asked at the second CA's
+    renewalInfo; one with no recorded CA (or a CA no longer configured) at [acme]'s."""
+    from controller.adapters.acme.multi import CaFallbackAri, CaFallbackIssuer, CaSettings
+
+    bases = {0: f"{ari_server}/first", 1: f"{ari_server}/second"}
+    cas = [CaSettings("https://one.test/dir", "[acme]", "", None),
+           CaSettings("https://two.test/dir", "acme.fallback[0]", "", None)]
+    built: list[int] = []
+
+    def build(index: int, ca: CaSettings) -> Any:
+        built.append(index)
+        return _Issuer({"renewalInfo": bases[index]})
+
+    ari = CaFallbackAri(CaFallbackIssuer(cas, build, fallback_after=2))
+    assert built == []  # nothing built before it is asked
+    cert = pem(leaf())
+    for answer in ("/first", "/second"):
+        _Handler.answers[f"{answer}/{RFC_ID}"] = (200, {}, json.dumps({"suggestedWindow": {
+            "start": "2026-06-20T00:00:00Z", "end": "2026-06-21T00:00:00Z"}}).encode())
+    second = await ari.renewal_info(cert, ca="https://two.test/dir")
+    assert built == [1] and _Handler.seen == [f"/second/{RFC_ID}"] and second.error is None
+    await ari.renewal_info(cert, ca=None)
+    await ari.renewal_info(cert, ca="https://gone.test/dir")
+    assert _Handler.seen[1:] == [f"/first/{RFC_ID}"] * 2 and sorted(built) == [0, 1]
+    assert await ari.supported()  # [acme]'s CA's answer
+    await ari.close()

@@ -1,10 +1,11 @@
 """The ARI client (RFC 9773): a certificate's ARI identifier and one renewalInfo GET for it.
 
-Built by app.py over the AcmeIssuer (`AriClient(issuer)`), the ports.AriPoller the ARI step
-(controller/ari.py) asks. It shares the issuer's directory (fetched once), caBundle, timeouts
-and stop flags: a stopping process sends nothing more. Our own client, because the `acme`
-package's `ClientV2.renewal_time()` draws a new random time on every call with a naive clock;
-here the answer is only parsed, and the step chooses (and keeps) the time.
+Built over one AcmeIssuer (`AriClient(issuer)`): by app.py for a plain issuer, by multi.py's
+CaFallbackAri once per CA; the ports.AriPoller the ARI step (controller/ari.py) asks. It
+shares the issuer's directory (fetched once), caBundle, timeouts and stop flags: a stopping
+process sends nothing more. Our own client, because the `acme` package's
+`ClientV2.renewal_time()` draws a new random time on every call with a naive clock; here the
+answer is only parsed, and the step chooses (and keeps) the time.
 
 - `cert_id(cert)`: base64url(AKI keyIdentifier) "." base64url(the serial's DER content bytes),
   no padding (§4.1); "" for a certificate without an authority key identifier.
@@ -120,7 +121,8 @@ class AriClient:
             return None
         return url if isinstance(url, str) and url else None
 
-    async def renewal_info(self, cert_pem: bytes) -> AriAnswer:
+    async def renewal_info(self, cert_pem: bytes, *, ca: str | None = None) -> AriAnswer:
+        """Asks this client's CA (`ca` is for the port's composite: multi.py CaFallbackAri)."""
         try:
             leaf = leaf_of(cert_pem)
         except ValueError as exc:
@@ -217,7 +219,7 @@ class NoAri:
     async def supported(self) -> bool:
         return False
 
-    async def renewal_info(self, cert_pem: bytes) -> AriAnswer:
+    async def renewal_info(self, cert_pem: bytes, *, ca: str | None = None) -> AriAnswer:
         return AriAnswer(fingerprint="", cert_id="", error="no ACME CA: no renewal information")
 
     async def close(self) -> None:

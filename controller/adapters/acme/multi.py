@@ -13,6 +13,9 @@ AcmeIssuer), its own caBundle, EAB and profile; the challenge solvers are shared
 whose caBundle cannot be read is a ConfigError naming `acme.fallback[<i>].caBundle` when it
 is first needed (the primary's, as before, `[acme] caBundle`).
 
+CaFallbackAri is its ports.AriPoller (app.py): each certificate's renewal information from
+the CA that issued it, one AriClient per CA.
+
 `revoke` asks the CAs in order until one revokes the certificate (a CA that did not issue it
 refuses); when none does, the first CA's error is raised. `stop` and `close` reach every CA
 built, also one built after `stop`.
@@ -24,6 +27,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from cryptography.hazmat.primitives import hashes
+
+from controller.adapters.acme.ari import AriClient, cert_id, leaf_of
 from controller.adapters.acme.checks import check_ca_bundle
 from controller.adapters.acme.client import AcmeIssuer
 from controller.adapters.challenges.solvers import SolverSet
@@ -31,6 +37,7 @@ from controller.config import Config, resolve_path
 from controller.errors import ControllerError
 from controller.model import CertificateSpec, IssuedCert, KeyType
 from controller.paths import StorePaths
+from controller.ports import AriAnswer
 
 
 @dataclass(frozen=True)
@@ -142,3 +149,42 @@ class CaFallbackIssuer:
         self.stop()
         for issuer in list(self._issuers.values()):
             await issuer.close()
+
+
+class CaFallbackAri:
+    """The ports.AriPoller of a CaFallbackIssuer: one AriClient per CA, built on first use over
+    that CA's AcmeIssuer (`for_ca`), so a certificate is polled at the CA that issued it
+    (`renewal_info(pem, ca=status.issuer_ca)`; None or a CA no longer configured: [acme]'s).
+    `supported()` is [acme]'s CA's answer (the step's switch); a fallback CA whose directory
+    has no renewalInfo, or that cannot be built, answers that as an AriAnswer's error."""
+
+    def __init__(self, issuer: CaFallbackIssuer) -> None:
+        self._issuer = issuer
+        self._clients: dict[int, AriClient] = {}
+
+    async def _client(self, index: int) -> AriClient:
+        client = self._clients.get(index)
+        if client is None:
+            client = self._clients[index] = AriClient(await self._issuer.for_ca(index))
+        return client
+
+    async def supported(self) -> bool:
+        return await (await self._client(0)).supported()
+
+    async def renewal_info(self, cert_pem: bytes, *, ca: str | None = None) -> AriAnswer:
+        cas = self._issuer.cas
+        index = cas.index(ca) if ca in cas else 0
+        try:
+            client = await self._client(index)
+        except ControllerError as exc:  # a fallback's caBundle, say: an answer, never a raise
+            try:
+                leaf = leaf_of(cert_pem)
+                fingerprint, ident = leaf.fingerprint(hashes.SHA256()).hex(), cert_id(leaf)
+            except ValueError:
+                fingerprint, ident = "", ""
+            return AriAnswer(fingerprint=fingerprint, cert_id=ident, error=str(exc))
+        return await client.renewal_info(cert_pem)
+
+    async def close(self) -> None:
+        for client in list(self._clients.values()):
+            await client.close()
