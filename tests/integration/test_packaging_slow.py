@@ -34,7 +34,8 @@ from tests.fixtures.programs import unavailable
 from tests.integration.test_packaging import build_dists
 from tests.support.procs import clean_env, stop_process, tail, wait_until
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]  # a PyInstaller build takes minutes on 2 loaded cores
+# a PyInstaller build takes minutes on 2 loaded cores
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
 ROOT = Path(__file__).resolve().parents[2]
 PY = sys.executable
