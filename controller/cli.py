@@ -316,28 +316,14 @@ async def cmd_certs_renew(app: object, name: str, *, force: bool) -> int:
 
 
 async def _renew_through_admin(cfg: Config, domain: str, *, force: bool, holder: str) -> int:
-    import aiohttp
+    from controller.cli_admin import post_to_admin
 
-    from controller.adapters.admin.server import parse_listen_address
-
-    host, port = parse_listen_address(cfg.admin.address)
-    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
-    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    url = f"http://{netloc}/api/v1/cert/{domain}/renew" + ("?force=true" if force else "")
-    headers = {"Authorization": f"Bearer {cfg.admin.token}"} if cfg.admin.token else {}
-    try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session, \
-                session.post(url, headers=headers) as response:
-            status, text = response.status, await response.text()
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        print(f"error: {holder} holds the store lock but its admin API at {netloc} does not "
-              f"answer ({type(exc).__name__}: {exc}); retry once it is done", file=sys.stderr)
+    path = f"/api/v1/cert/{domain}/renew" + ("?force=true" if force else "")
+    answer = await post_to_admin(cfg, path, seconds=30, holder=holder)
+    if answer is None:
         return 1
-    try:
-        doc = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        doc = {}
-    said = doc.get("status") or doc.get("error") if isinstance(doc, dict) else None
+    status, doc, netloc = answer
+    said = doc.get("status") or doc.get("error")
     if status == 202:
         print(f"{domain}: {said or 'renewal requested'} (the running controller, {holder})")
         return 0

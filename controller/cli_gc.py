@@ -72,27 +72,12 @@ async def cmd_gc_confirm(app: App) -> int:
 
 
 async def _confirm_through_admin(cfg: Config, *, holder: str) -> int:
-    import aiohttp
+    from controller.cli_admin import post_to_admin
 
-    from controller.adapters.admin.server import parse_listen_address
-
-    host, port = parse_listen_address(cfg.admin.address)
-    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
-    netloc = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    headers = {"Authorization": f"Bearer {cfg.admin.token}"} if cfg.admin.token else {}
-    try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=60)) as session, \
-                session.post(f"http://{netloc}/api/v1/gc/confirm", headers=headers) as response:
-            status, text = response.status, await response.text()
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        print(f"error: {holder} holds the store lock but its admin API at {netloc} does not "
-              f"answer ({type(exc).__name__}: {exc}); retry once it is done", file=sys.stderr)
+    answer = await post_to_admin(cfg, "/api/v1/gc/confirm", seconds=60, holder=holder)
+    if answer is None:
         return 1
-    try:
-        doc = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        doc = {}
-    doc = doc if isinstance(doc, dict) else {}
+    status, doc, netloc = answer
     if status == 200:
         names = ", ".join(str(n) for n in doc.get("released", []))
         print(f"released {doc.get('count', '?')} deletions once: {names}; the running "

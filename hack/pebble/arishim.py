@@ -30,7 +30,6 @@ constructor). CLI: `python3 hack/pebble/arishim.py --upstream 127.0.0.1:14000 --
 
 from __future__ import annotations
 
-import argparse
 import base64
 import binascii
 import importlib.util
@@ -287,25 +286,7 @@ class AriShim(FaultProxy):  # type: ignore[misc]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="ARI shim (HTTPS) in front of Pebble")
-    parser.add_argument("--upstream", required=True, help="Pebble's host:port")
-    parser.add_argument("--state-dir", type=Path, required=True,
-                        help="the harness state dir (server.pem, server.key, ca.pem)")
-    parser.add_argument("--port", type=int, default=0)
-    args = parser.parse_args(argv)
-    host, _, port = args.upstream.rpartition(":")
-    shim = AriShim(int(port), upstream_host=host or "127.0.0.1",
-                   cert=args.state_dir / "server.pem", key=args.state_dir / "server.key",
-                   upstream_ca=args.state_dir / "ca.pem", port=args.port).start()
-    print(f"directory: {shim.directory_url}", flush=True)
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        shim.stop()
-    return 0
-
+    return int(_fp.serve_cli(AriShim, "ARI shim (HTTPS) in front of Pebble", argv))
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -413,17 +413,19 @@ class FaultProxy:
         await writer.drain()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="HTTPS fault proxy in front of Pebble")
+def serve_cli(proxy_class: Callable[..., FaultProxy], description: str,
+              argv: list[str] | None = None) -> int:
+    """The command line of faultproxy.py and arishim.py: run `proxy_class` until interrupted."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--upstream", required=True, help="Pebble's host:port")
     parser.add_argument("--state-dir", type=Path, required=True,
                         help="the harness state dir (server.pem, server.key, ca.pem)")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args(argv)
     host, _, port = args.upstream.rpartition(":")
-    proxy = FaultProxy(int(port), upstream_host=host or "127.0.0.1",
-                       cert=args.state_dir / "server.pem", key=args.state_dir / "server.key",
-                       upstream_ca=args.state_dir / "ca.pem", port=args.port).start()
+    proxy = proxy_class(int(port), upstream_host=host or "127.0.0.1",
+                        cert=args.state_dir / "server.pem", key=args.state_dir / "server.key",
+                        upstream_ca=args.state_dir / "ca.pem", port=args.port).start()
     print(f"directory: {proxy.directory_url}", flush=True)
     try:
         threading.Event().wait()
@@ -433,6 +435,9 @@ def main(argv: list[str] | None = None) -> int:
         proxy.stop()
     return 0
 
+
+def main(argv: list[str] | None = None) -> int:
+    return serve_cli(FaultProxy, "HTTPS fault proxy in front of Pebble", argv)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -19,27 +19,15 @@ from aiohttp import web
 from controller.adapters.hooks.dispatch import Dispatcher
 from controller.adapters.hooks.observer import HookObserver
 from controller.adapters.hooks.webhook import WebhookNotifier
-from controller.execute import Executor
 from controller.metrics import ControllerMetrics
 from controller.model import CertificateSpec
-from controller.observe import Gatherer
 from controller.paths import StorePaths
-from controller.policy import PolicySettings
 from controller.reconcile import Reconciler
-from tests.fakes import (
-    FakeClock,
-    FakeDesired,
-    FakeIssuer,
-    MemoryStatus,
-    MemoryStore,
-    RecordingObserver,
-    spec,
-)
+from tests.fakes import FakeClock, FakeIssuer, MemoryStore, RecordingObserver
 from tests.fixtures.pebble import free_tcp_port
 from tests.logcapture import capture_logs
+from tests.support.hookkit import A, B, store_only_reconciler
 
-A = spec("a.test", "www.a.test")
-B = spec("b.test")
 SECRET = b"webhook-hmac-key"
 TOKEN_PATH = "/hook/T0K3N-in-path"
 TOKEN_QUERY = "access_token=S3CR3T-in-query"
@@ -112,14 +100,10 @@ def world(url: str, *, template: str = "json", retries: int = 3, timeout: float 
                                secret=secret, on_result=metrics.observe_notification,
                                backoff=0.01)
     dispatcher = Dispatcher(store=store, notifier=notifier)
-    settings = PolicySettings(store_only=True)
     passes = RecordingObserver()
-    rec = Reconciler(settings=settings, load_desired=FakeDesired(specs),
-                     gatherer=Gatherer(store, settings),
-                     executor=Executor(store=store, issuer_factory=issuer.factory, clock=clock),
-                     status_store=MemoryStatus(), clock=clock,
-                     observers=[HookObserver(dispatcher, StorePaths(Path("/srv/njet")),
-                                             clock=clock), passes])
+    rec, _ = store_only_reconciler(
+        specs, clock=clock, store=store, issuer=issuer,
+        observers=[HookObserver(dispatcher, StorePaths(Path("/srv/njet")), clock=clock), passes])
     return World(rec, dispatcher, metrics, passes)
 
 

@@ -26,23 +26,11 @@ from controller.adapters.hooks.events import (
 from controller.adapters.hooks.webhook import render_body, signature, target_of
 from controller.config import parse_config
 from controller.errors import ConfigError, TemporaryError
-from controller.execute import Executor
-from controller.observe import Gatherer
 from controller.paths import StorePaths
-from controller.policy import PolicySettings
 from controller.reconcile import Reconciler
-from tests.fakes import (
-    FakeClock,
-    FakeDesired,
-    FakeIssuer,
-    MemoryStatus,
-    MemoryStore,
-    RecordingObserver,
-    spec,
-)
+from tests.fakes import FakeClock, FakeDesired, FakeIssuer, MemoryStore, RecordingObserver
+from tests.support.hookkit import A, B, store_only_reconciler
 
-A = spec("a.test", "www.a.test")
-B = spec("b.test")
 PATHS = StorePaths(Path("/srv/njet"))
 
 
@@ -51,13 +39,9 @@ def store_only(*specs: Any) -> tuple[Reconciler, MemoryStore, FakeIssuer, FakeCl
     clock = FakeClock()
     store = MemoryStore()
     issuer = FakeIssuer(clock)
-    desired = FakeDesired(specs)
-    settings = PolicySettings(store_only=True, delete_grace=timedelta(0))
     observer = RecordingObserver()
-    rec = Reconciler(settings=settings, load_desired=desired,
-                     gatherer=Gatherer(store, settings),
-                     executor=Executor(store=store, issuer_factory=issuer.factory, clock=clock),
-                     status_store=MemoryStatus(), clock=clock, observers=[observer])
+    rec, desired = store_only_reconciler(specs, clock=clock, store=store, issuer=issuer,
+                                         observers=[observer], delete_grace=timedelta(0))
     return rec, store, issuer, clock, desired, observer
 
 

@@ -26,26 +26,13 @@ from controller.adapters.hooks.events import (
 from controller.adapters.hooks.observer import HookObserver
 from controller.adapters.hooks.runner import OUTPUT_TAIL, HookResult, HookRunner
 from controller.errors import TemporaryError
-from controller.execute import Executor
 from controller.metrics import ControllerMetrics
 from controller.model import CertificateSpec
-from controller.observe import Gatherer
 from controller.paths import StorePaths
-from controller.policy import PolicySettings
 from controller.reconcile import Reconciler
-from tests.fakes import (
-    FakeClock,
-    FakeDesired,
-    FakeIssuer,
-    MemoryStatus,
-    MemoryStore,
-    RecordingObserver,
-    spec,
-)
+from tests.fakes import FakeClock, FakeIssuer, MemoryStore, RecordingObserver
 from tests.logcapture import capture_logs
-
-A = spec("a.test", "www.a.test")
-B = spec("b.test")
+from tests.support.hookkit import A, B, store_only_reconciler
 
 DUMP_ENV = textwrap.dedent("""\
     import json, os, sys
@@ -87,14 +74,10 @@ def world(tmp_path: Path, commands: dict[str, tuple[str, ...]], *, timeout: floa
     runner = HookRunner(commands, cwd=prefix, timeout=timeout,
                         on_result=metrics.observe_hook_run)
     dispatcher = Dispatcher(store=store, runner=runner, queue_size=queue_size)
-    settings = PolicySettings(store_only=True, delete_grace=timedelta(0))
     passes = RecordingObserver()
-    rec = Reconciler(settings=settings, load_desired=FakeDesired(specs),
-                     gatherer=Gatherer(store, settings),
-                     executor=Executor(store=store, issuer_factory=issuer.factory, clock=clock),
-                     status_store=MemoryStatus(), clock=clock,
-                     observers=[HookObserver(dispatcher, StorePaths(prefix), clock=clock),
-                                passes])
+    rec, _ = store_only_reconciler(
+        specs, clock=clock, store=store, issuer=issuer, delete_grace=timedelta(0),
+        observers=[HookObserver(dispatcher, StorePaths(prefix), clock=clock), passes])
     return World(rec, store, issuer, dispatcher, metrics, passes, prefix)
 
 

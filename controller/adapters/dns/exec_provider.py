@@ -28,6 +28,7 @@ import os
 import signal
 from collections.abc import Sequence
 
+from controller.adapters.dns.pername import PerNameProvider
 from controller.errors import ConfigError, TemporaryError
 from controller.logs import log_event
 
@@ -53,7 +54,7 @@ class _Tail:
         return self.data.decode("utf-8", errors="replace").strip()
 
 
-class ExecProvider:
+class ExecProvider(PerNameProvider):
     """Runs `command + [action, fqdn + ".", value]` for each present/cleanup."""
 
     def __init__(self, command: Sequence[str], *, timeout: float) -> None:
@@ -65,20 +66,14 @@ class ExecProvider:
             raise ConfigError(f"[dns] timeout must be more than 0 seconds, not {timeout}")
         self.command = tuple(command)
         self.timeout = float(timeout)
-        self._locks: dict[str, asyncio.Lock] = {}
-
-    async def present(self, *, zone: str, fqdn: str, value: str) -> None:
-        await self._call("present", zone, fqdn, value)
-
-    async def cleanup(self, *, zone: str, fqdn: str, value: str) -> None:
-        await self._call("cleanup", zone, fqdn, value)
+        super().__init__()
 
     async def close(self) -> None:
         """Nothing stays running between calls."""
 
     async def _call(self, action: str, zone: str, fqdn: str, value: str) -> None:
         name = fqdn.rstrip(".").lower()
-        lock = self._locks.setdefault(name, asyncio.Lock())
+        lock = self._lock(name)
         async with lock:
             await self._run(action, zone.rstrip("."), name, value)
 

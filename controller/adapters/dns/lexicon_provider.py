@@ -45,6 +45,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from controller.adapters.dns.pername import PerNameProvider
 from controller.adapters.store.fsutil import UnsafeFileError, read_regular
 from controller.errors import ConfigError, ControllerError, TemporaryError
 from controller.logs import log_event
@@ -156,7 +157,7 @@ def _warn_if_shared(path: Path) -> None:
                   level=logging.WARNING, file=str(path), mode=oct(stat.S_IMODE(mode)))
 
 
-class LexiconProvider:
+class LexiconProvider(PerNameProvider):
     """One hosted DNS account (lexicon provider + credentials) for one zone."""
 
     def __init__(self, provider: str, credentials: Mapping[str, str], *, zone: str,
@@ -183,13 +184,7 @@ class LexiconProvider:
         self._secrets = sorted({v for v in credentials.values() if len(v) >= _SECRET_MIN},
                                key=len, reverse=True)
         self._provider_class: Any = _load_provider_class(name)
-        self._locks: dict[str, asyncio.Lock] = {}
-
-    async def present(self, *, zone: str, fqdn: str, value: str) -> None:
-        await self._call("present", zone, fqdn, value)
-
-    async def cleanup(self, *, zone: str, fqdn: str, value: str) -> None:
-        await self._call("cleanup", zone, fqdn, value)
+        super().__init__()
 
     async def close(self) -> None:
         """Nothing is kept open between calls (each call has its own lexicon provider)."""
@@ -202,7 +197,7 @@ class LexiconProvider:
         if name != apex and not name.endswith("." + apex):
             raise ConfigError(f"dns provider {self.name}: {name} is not inside zone {apex}")
         work = self._present_sync if action == "present" else self._cleanup_sync
-        lock = self._locks.setdefault(name, asyncio.Lock())
+        lock = self._lock(name)
         async with lock:
             try:
                 await asyncio.wait_for(in_daemon_thread(work, apex, name, value), self.timeout)
