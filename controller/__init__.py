@@ -35,8 +35,8 @@ from it, on an import against these rules, and when this list or README.md's dis
                admin_backend (what the admin API answers), pass_metrics (the metrics a pass
                feeds), cli (the entry point), cli_gc (the
                gc and quarantine commands), cli_certs (certs list/delete, status), cli_show
-               (certs show), cli_output (output formats, colour, reconcile's progress). Uses
-               all.
+               (certs show), cli_output (output formats, colour, reconcile's progress),
+               cli_admin (asking a running controller's admin API). Uses all.
 """
 
 __version__ = "0.1.0"

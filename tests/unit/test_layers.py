@@ -96,6 +96,7 @@ LAYER_OF: dict[str, str] = {
     "controller.service": "composition",
     "controller.cli": "composition",
     "controller.cli_gc": "composition",
+    "controller.cli_admin": "composition",
     "controller.cli_certs": "composition",
     "controller.cli_show": "composition",
     "controller.cli_output": "composition",
