@@ -244,3 +244,19 @@ def test_broker_addresses_are_parsed(address: str, expected: str) -> None:
 def test_bad_broker_addresses_are_config_errors(address: str) -> None:
     with pytest.raises(ConfigError, match="MQTT address"):
         MqttListener(address, on_event=lambda _e: None)
+
+
+async def test_a_record_published_while_the_retained_records_are_read_counts(
+    mosquitto: MosquittoBroker,
+) -> None:
+    """NJet sends the event first and updates the record after: a record that lands during the
+    read (forwarded live, without the retain flag) is the current one, not a stray message."""
+    base = f"/ins/srv/{uuid.uuid4().hex}"
+    await publish(mosquitto.unix_address, f"{base}/old", b'{"v":1}', retain=True)
+    reading = asyncio.ensure_future(
+        read_retained(mosquitto.unix_address, f"{base}/#", settle=1.0, timeout=5.0))
+    await asyncio.sleep(0.3)  # subscribed, the retained batch delivered, still settling
+    await publish(mosquitto.unix_address, f"{base}/new", b'{"v":2}', retain=True)
+    await publish(mosquitto.unix_address, f"{base}/old", b'{"v":3}', retain=True)
+    found = await reading
+    assert found == {f"{base}/old": b'{"v":3}', f"{base}/new": b'{"v":2}'}

@@ -250,17 +250,19 @@ async def read_retained(
     """Every retained message under `topic_filter`, topic → payload (cleared records omitted).
 
     Collects until no message arrived for `settle` seconds after the SUBACK, or `timeout`
-    seconds in all. Raises TemporaryError when the broker cannot be reached.
+    seconds in all. A record published while we read (the broker forwards it live, without the
+    retain flag) is newer than the retained copy and replaces it: NJet sends an event before it
+    updates the record, so a read that ignored it would rebuild from a stale record (see
+    adapters/store/runtime.py). Raises TemporaryError when the broker cannot be reached.
     """
     addr = parse_broker_address(address)
     found: dict[str, bytes] = {}
     last = asyncio.Event()
 
-    def on_message(_c: Any, topic: str, payload: bytes, _q: int, props: Any) -> int:
-        retain = props.get("retain", 0) if isinstance(props, dict) else 0
+    def on_message(_c: Any, topic: str, payload: bytes, _q: int, _props: Any) -> int:
         if not payload:
             found.pop(topic, None)  # a record cleared while we read
-        elif retain:
+        else:  # the retained copy, or a newer record published while we read
             found[topic] = bytes(payload)
         last.set()
         return 0
