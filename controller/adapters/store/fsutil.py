@@ -14,6 +14,7 @@ FIFO (O_NONBLOCK), refuses anything but a regular file and anything over a size 
 (an OSError) naming the file. Writing never follows a planted link either: new files are
 created with O_EXCL|O_NOFOLLOW and renamed over the old name (which replaces a link, never
 writes through it). `ensure_inside` checks that a path resolves inside the store.
+`ReadOnlyGuard` is the read-only refusal (`diff`) shared by the store's file owners.
 
 Called by lego.py, journal.py, index.py, statusfile.py, runtime.py and lock.py (all in
 adapters/store/) and adapters/acme/account.py. `_open` and `_write_fd` are the only places that
@@ -32,6 +33,7 @@ from pathlib import Path
 
 from controller import paths
 from controller.errors import StoreError
+from controller.paths import StorePaths
 
 TEMP_INFIX = ".tmp-"
 MAX_FILE_BYTES = 1 << 20  # a certificate chain, a key, a .json, a status or an account file
@@ -138,6 +140,18 @@ def _write_fd(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+class ReadOnlyGuard:
+    """Base of the store's file owners that `diff` opens read-only (LegoStore, StatusFiles,
+    Quarantine, GcConfirmFile): `_writable(what)` raises StoreError when `read_only`."""
+
+    paths: StorePaths
+    read_only: bool
+
+    def _writable(self, what: str) -> None:
+        if self.read_only:
+            raise StoreError(f"cannot {what}: the store {self.paths.lego} is open read-only")
 
 
 def store_error(action: str, path: Path, exc: OSError) -> StoreError:

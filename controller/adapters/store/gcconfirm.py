@@ -26,7 +26,7 @@ from datetime import datetime
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from controller.adapters.store import fsutil
-from controller.errors import ConfigError, StoreError
+from controller.errors import ConfigError
 from controller.logs import log_event
 from controller.paths import StorePaths, validate_store_key
 from controller.plan import Plan
@@ -45,7 +45,7 @@ class _ConfirmDoc(BaseModel):
     by: str = Field(default="", max_length=200)
 
 
-class GcConfirmFile:
+class GcConfirmFile(fsutil.ReadOnlyGuard):
     """`.lego/gc-confirm.json` (see the module docstring); `read_only` refuses save/consume."""
 
     def __init__(self, paths: StorePaths, *, read_only: bool = False) -> None:
@@ -105,10 +105,6 @@ class GcConfirmFile:
         except OSError as exc:
             raise fsutil.store_error("remove", self.path, exc) from None
         return removed
-
-    def _writable(self, what: str) -> None:
-        if self.read_only:
-            raise StoreError(f"cannot {what}: the store {self.paths.lego} is open read-only")
 
 
 def confirm_held(

@@ -105,7 +105,7 @@ def resource_json(domain: str, cert_url: str) -> bytes:
     return json.dumps(doc, indent="\t").encode() + b"\n"
 
 
-class LegoStore:
+class LegoStore(fsutil.ReadOnlyGuard):
     """`CertStore` over `<prefix>/.lego/certificates/` (see the module docstring)."""
 
     def __init__(
@@ -128,10 +128,6 @@ class LegoStore:
         self._indexed: dict[str, object] = {}
         self._snapshot: _Snapshot | None = None
         self._journal = Journal(paths, file_mode=self._file_mode, now=self._now)
-
-    def _writable(self, what: str) -> None:
-        if self.read_only:
-            raise StoreError(f"cannot {what}: the store {self.paths.lego} is open read-only")
 
     def _forget(self, name: str | None = None) -> None:
         self._snapshot = None

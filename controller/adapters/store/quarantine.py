@@ -85,7 +85,7 @@ def _mode(slot: str) -> int:
     return KEY_MODE if slot in ("key", "pem", "pfx") else FILE_MODE
 
 
-class Quarantine:
+class Quarantine(fsutil.ReadOnlyGuard):
     """quarantine/ of one store (see the module docstring)."""
 
     def __init__(
@@ -159,10 +159,6 @@ class Quarantine:
         return matching[-1]
 
     # -- writing ------------------------------------------------------------------------------
-
-    def _writable(self, what: str) -> None:
-        if self.read_only:
-            raise StoreError(f"cannot {what}: the store {self.paths.lego} is open read-only")
 
     def restore(self, name: str) -> QuarantinedPair:
         """Put the quarantined pair `name` back into certificates/ (see the module docstring).

@@ -43,7 +43,7 @@ DIR_MODE = 0o700
 _Ident = tuple[int, int, int]
 
 
-class StatusFiles:
+class StatusFiles(fsutil.ReadOnlyGuard):
     """Load and save CertStatus records (see the module docstring)."""
 
     def __init__(self, paths: StorePaths, *, read_only: bool = False,
@@ -140,11 +140,6 @@ class StatusFiles:
             raise fsutil.store_error("remove", path, exc) from None
         with self._lock:
             self._cache.pop(path.name, None)
-
-
-    def _writable(self, what: str) -> None:
-        if self.read_only:
-            raise StoreError(f"cannot {what}: the store {self.paths.lego} is open read-only")
 
 
 def _parse(path: Path, file_name: str) -> CertStatus | None:
