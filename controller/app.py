@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from controller.adapters.store.gcconfirm import GcConfirmFile
 from controller.adapters.store.ledger import FileLedger
@@ -161,6 +161,17 @@ def cert_settings(config: Config) -> dict[str, CertSettings]:
             for name, t in config.certificates.items()}
 
 
+async def _remove_leftovers(cleaner: LeftoverCleaner, removed: str, key: str, *,
+                            failed: str) -> None:
+    """Let `cleaner` remove what a previous run left, logging each one (as `key`) or the error."""
+    try:
+        for what in await cleaner.remove_leftovers():
+            fields: dict[str, Any] = {key: what}
+            log_event(removed, **fields)
+    except ControllerError as exc:
+        log_event(failed, level=logging.WARNING, error=str(exc))
+
+
 @dataclass
 class App:
     config: Config
@@ -259,14 +270,9 @@ class App:
         if not self.config.acme.proxyHttpChallengeServerIp or self.njet is None:
             return
         solver = self.solvers.get(ChallengeType.HTTP)  # the NJet-proxied http-01 solver
-        if not isinstance(solver, LeftoverCleaner):
-            return
-        try:
-            for what in await solver.remove_leftovers():
-                log_event("removed a left-over challenge location", location=what)
-        except ControllerError as exc:
-            log_event("could not check for left-over challenge locations",
-                      level=logging.WARNING, error=str(exc))
+        if isinstance(solver, LeftoverCleaner):
+            await _remove_leftovers(solver, "removed a left-over challenge location", "location",
+                                    failed="could not check for left-over challenge locations")
 
     async def _remove_dns_leftovers(self) -> None:
         """With [dns]: build the dns-01 solver now (its provider's secrets are read and its
@@ -280,14 +286,10 @@ class App:
             log_event("the dns-01 provider cannot be used", level=logging.WARNING,
                       error=str(exc))
             return
-        if not self.paths.dns_cleanups.exists() or not isinstance(solver, LeftoverCleaner):
-            return
-        try:
-            for what in await solver.remove_leftovers():
-                log_event("removed a left-over dns-01 record", record=what)
-        except ControllerError as exc:
-            log_event("could not remove left-over dns-01 records; retried at the next start",
-                      level=logging.WARNING, error=str(exc))
+        if self.paths.dns_cleanups.exists() and isinstance(solver, LeftoverCleaner):
+            await _remove_leftovers(
+                solver, "removed a left-over dns-01 record", "record",
+                failed="could not remove left-over dns-01 records; retried at the next start")
 
     def load_desired(self, *, fresh: bool = False) -> Desired:
         return self.desired_source.load(fresh=fresh)

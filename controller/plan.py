@@ -302,9 +302,6 @@ def subject(
     )
 
 
-_ORDERS = (ActionKind.ISSUE, ActionKind.RENEW)
-
-
 @dataclass
 class _Collected:
     actions: list[Action] = field(default_factory=list)
@@ -322,16 +319,16 @@ class _Collected:
                 expected_unusable=s.stored is None and s.problem is not None,
                 spec_hash=s.spec_hash, targets=s.targets,
                 profile=(wanted_profile(s.spec, s.settings)
-                         if s.spec is not None and d.act.kind in _ORDERS else None),
+                         if s.spec is not None and d.act.kind in ORDERS else None),
                 reuse_key=keeps_key(s, d.act),
                 replaces=replaces_id(s) if d.act.kind is ActionKind.RENEW else None,
                 replaces_ca=(s.status.issuer_ca if s.status is not None
                              and d.act.kind is ActionKind.RENEW else None),
                 ca_failures=(s.status.ca_failures
-                             if s.status is not None and d.act.kind in _ORDERS else ()),
+                             if s.status is not None and d.act.kind in ORDERS else ()),
                 ca=(fallback_start(s.settings.cas, s.status.ca_failure_counts(),
                                    s.settings.fallback_after)
-                    if s.status is not None and d.act.kind in _ORDERS else None),
+                    if s.status is not None and d.act.kind in ORDERS else None),
             ))
         self.waiting.extend(Waiting(s.domain, w.reason, w.message, w.until) for w in d.waits)
         self.scheduled.extend(Scheduled(s.domain, x.reason, x.message, x.at) for x in d.later)
