@@ -129,12 +129,12 @@ def test_includes_nested_inside_deep_blocks_are_refused_not_a_recursion_error(
     for i in range(files):
         inner = f"include deep{i + 1}.conf;" if i + 1 < files else "worker_processes 1;"
         (conf_dir / f"deep{i}.conf").write_text("x {" * depth + inner + "}" * depth)
-    try:
+    with pytest.raises(ConfSyntaxError, match="nested too deep") as caught:
         load_desired(conf_dir / "deep0.conf")
-    except ConfSyntaxError as exc:
-        text = (conf_dir / Path(exc.file).name).read_text()
-        badinput.assert_located(exc, files={str(conf_dir / f"deep{i}.conf") for i in range(files)},
-                                text=text, main=exc.file)  # fmt: skip
+    exc = caught.value
+    text = (conf_dir / Path(exc.file).name).read_text()
+    badinput.assert_located(exc, files={str(conf_dir / f"deep{i}.conf") for i in range(files)},
+                            text=text, main=exc.file)  # fmt: skip
 
 
 # --- TOML ----------------------------------------------------------------------------------

@@ -167,7 +167,6 @@ async def test_concurrent_renew_calls_for_one_certificate_coalesce_into_one_orde
     events = [e for e in rig.events() if e["domain"] == "b.test"]
     assert len(events) == 10 and {e["result"] for e in events} == {"202"}
     assert Counter(e["detail"] for e in events) == said
-    assert len({e["peer"] for e in events}) >= 1
     assert all(e["peer"].startswith("127.0.0.1:") for e in events)
 
 
