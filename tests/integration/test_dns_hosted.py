@@ -25,6 +25,7 @@ import pytest
 from controller.adapters.dns.lexicon_provider import INSTALL_HINT, LexiconProvider
 from controller.errors import ConfigError, TemporaryError
 from controller.ports import DnsProvider
+from tests.fixtures.programs import require_module
 from tests.integration.dns_fake_apis import (
     AUTH_FAILURE,
     CREDENTIALS,
@@ -35,7 +36,7 @@ from tests.integration.dns_fake_apis import (
 from tests.integration.dns_fakes import ZONE, FakeApi
 from tests.logcapture import capture_logs
 
-pytest.importorskip("lexicon", reason="dns-lexicon (the dns-hosted extra) is not installed")
+require_module("lexicon", why="dns-lexicon, the dns-hosted extra")
 
 NAME = f"_acme-challenge.{ZONE}"
 OURS = "gfj9Xq-xsq_Ue3JzA2Wj0yNpSs2SwSmvSfUOhcbYbEc"
@@ -73,7 +74,7 @@ async def fake(request: pytest.FixtureRequest,
                monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeApi]:
     provider = request.param
     if provider == "route53":
-        pytest.importorskip("boto3", reason="boto3 (dns-lexicon's route53 extra) is not installed")
+        require_module("boto3", why="dns-lexicon's route53 extra")
     api = FAKES[provider](provider, dict(CREDENTIALS[provider]))
     point_lexicon(monkeypatch, provider, await api.start())
     try:

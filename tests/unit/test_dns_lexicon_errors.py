@@ -9,8 +9,9 @@ import pytest
 import requests
 
 from controller.adapters.dns.lexicon_errors import classify
+from tests.fixtures.programs import require_module
 
-lexicon_exceptions = pytest.importorskip("lexicon.exceptions")
+lexicon_exceptions = require_module("lexicon.exceptions", why="dns-lexicon, the dns-hosted extra")
 
 
 def http_error(status: int, body: bytes = b"", headers: dict[str, str] | None = None,
