@@ -6,4 +6,7 @@ pytest_plugins = [
     "tests.fixtures.njetsim",
     "tests.fixtures.mqtt",
     "tests.fixtures.faults",
+    "tests.fixtures.pg",
+    "tests.fixtures.pgcluster",
+    "tests.fixtures.haproxy",
 ]

@@ -13,18 +13,21 @@ from it, on an import against these rules, and when this list or README.md's dis
                helpers (stderr, the metric set and its registry, gc, SIGKILL at named points,
                the system clock, blocking work on daemon threads); never a file or the
                network, and asyncio only in threads. Uses core.
-  loading      config, config_sections, dnsconfig, njetconf, conffiles, desired,
-               desired_source: where files are read (the TOML, its sections' models and its
-               [dns] section, njet.conf and its includes, desired state); no network or async
-               library, no write. Uses core and support.
+  loading      config, config_sections, dnsconfig, storeconfig, njetconf, conffiles, desired,
+               desired_source: where files are read (the TOML, its sections' models, its
+               [dns] and [store] sections, njet.conf and its includes, desired state); no
+               network or async library, no write. Uses core and support.
   adapters     controller/adapters/: store/ (lego store, journal, index, fsutil, lock, status
                files, runtime store), acme/, challenges/ (http-01, tls-alpn-01, http-01 through
                NJet), njet/ (API client, wire models, TLS probe), mqtt/, admin/ (HTTP server),
                hooks/ ([hooks] commands and the [notify] webhook, in background tasks), dns/
-               (dns-01: solver, lookups, propagation, providers).
+               (dns-01: solver, lookups, propagation, providers), adapters/pg/ (fleet mode's
+               PostgreSQL: the fenced store and its mirror, leases, statuses, nodes, shared
+               challenges, ledger, accounts, event log).
                All the network and file writes. Uses core, support and loading; a subpackage
                uses another only through a listed seam (acme -> store/fsutil and challenges,
-               challenges -> njet, dns -> store/fsutil).
+               challenges -> njet, dns -> store/fsutil, pg -> store/lego, store/fsutil and
+               store/gcconfirm).
   steps        observe (the one gatherer), execute (runs actions), apply (pushes a pair to
                NJet and proves it served), ca_fallback (one order across the CAs), reconcile
                (the loop), ari (polls the CA's renewal windows before a pass plans).
@@ -36,7 +39,8 @@ from it, on an import against these rules, and when this list or README.md's dis
                feeds), cli (the entry point), cli_gc (the
                gc and quarantine commands), cli_certs (certs list/delete, status), cli_show
                (certs show), cli_output (output formats, colour, reconcile's progress),
-               cli_admin (asking a running controller's admin API). Uses all.
+               cli_admin (asking a running controller's admin API), cli_store (store
+               migrate), fleet (fleet mode's adapters wired for the loop). Uses all.
 """
 
 __version__ = "0.1.0"

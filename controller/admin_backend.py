@@ -17,7 +17,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.adapters.admin.server import CertView, DeleteResult
 from controller.adapters.store.events import EventLog
@@ -36,6 +36,9 @@ from controller.reconcile import Loop, Reconciler
 from controller.render import plan_to_dict
 from controller.renewal_requests import ForceRenewLimits, decide_forced_renewal
 from controller.status import CertStatus
+
+if TYPE_CHECKING:
+    from controller.fleet import Fleet
 
 
 def cert_view(
@@ -78,6 +81,7 @@ class ControllerBackend:
     events: EventLog | None = None  # mutating calls are written here (service.py sets it)
     renew_limits: ForceRenewLimits = field(default_factory=ForceRenewLimits)
     pass_feed: PassFeed = field(default_factory=PassFeed)  # action/NJet/failing-since metrics
+    fleet: Fleet | None = None  # fleet mode (service.py sets it): /healthz's fleet part
 
     def _now(self) -> datetime:
         return self.reconciler.clock()
@@ -174,7 +178,7 @@ class ControllerBackend:
         caller only ports.PUBLIC_HEALTH_FIELDS.
         """
         parts = (self._health_loop(), self._health_store(), self._health_gc(),
-                 self._health_mqtt())
+                 self._health_mqtt(), self._health_fleet())
         status = max((p.status for p in parts), key=HEALTH_STATUSES.index)
         doc: dict[str, Any] = {"ok": status == "ok", "status": status}
         for part in parts:
@@ -214,6 +218,13 @@ class ControllerBackend:
         # events only wake the loop (the periodic resync goes on): a lost link is not "degraded"
         return HealthPart("ok", {"mqtt_connected": self.mqtt_state.get("connected")})
 
+    def _health_fleet(self) -> HealthPart:
+        """Fleet mode: the database link, live nodes, whether this node's settings agree."""
+        if self.fleet is None:
+            return HealthPart("ok", {})
+        status, fields = self.fleet.health()
+        return HealthPart(status, fields)
+
     def metrics_text(self) -> str:
         return self.metrics.render()
 
@@ -223,6 +234,8 @@ class ControllerBackend:
                 observed: Observed, statuses: dict[str, CertStatus]) -> None:
         failed = any(not o.ok and not o.skipped for o in outcomes)
         self.metrics.observe_reconcile(seconds, failed=failed)
+        if self.fleet is not None:
+            self.fleet.observe(self.metrics)
         settings = self.reconciler.settings
         self.pass_feed.record(self.metrics, plan=plan, outcomes=outcomes, observed=observed,
                               statuses=statuses, store_only=settings.store_only, now=self._now())

@@ -45,11 +45,15 @@ from controller.policies.ratelimits import BudgetScope, limits_for
 from controller.policy import PolicySettings
 from controller.ports import (
     AriPoller,
+    CertStore,
     ChallengeSolver,
+    GcConfirmations,
     Issuer,
     LeftoverCleaner,
     ProbeOutcome,
     Prober,
+    RateLedger,
+    StatusPersistence,
     Stoppable,
 )
 from controller.reconcile import Reconciler
@@ -57,6 +61,7 @@ from controller.reconcile import Reconciler
 if TYPE_CHECKING:
     from controller.adapters.challenges.solvers import SolverSet
     from controller.adapters.njet.api import NjetClient
+    from controller.fleet import Fleet
 
 
 async def tls_probe(
@@ -87,8 +92,11 @@ def policy_settings(config: Config) -> PolicySettings:
     )
 
 
-def build_solvers(config: Config, njet: NjetClient | None) -> SolverSet:
-    """Every challenge type's solver factory (each solver built on first use)."""
+def build_solvers(config: Config, njet: NjetClient | None,
+                  fleet: Fleet | None = None) -> SolverSet:
+    """Every challenge type's solver factory (each solver built on first use). In fleet mode
+    http-01 and tls-alpn-01 are shared (adapters/pg/challenges.py): the token goes to the
+    database, and every node's relay answers it on that node's own solver."""
     from controller.adapters.challenges.solvers import (
         LocalHttp01Solver,
         LocalTlsAlpn01Solver,
@@ -97,22 +105,29 @@ def build_solvers(config: Config, njet: NjetClient | None) -> SolverSet:
 
     acme = config.acme
 
+    def shared(solver: ChallengeSolver) -> ChallengeSolver:
+        if fleet is None:
+            return solver
+        from controller.adapters.pg.challenges import FleetChallengeSolver
+
+        return FleetChallengeSolver(solver, fleet.db, fleet.node, fleet.live_nodes)
+
     def http01() -> ChallengeSolver:
         local = LocalHttp01Solver(acme.httpChallengeServerAddress)
         if acme.proxyHttpChallengeServerIp and njet is not None:
             from controller.adapters.challenges.njet_http01 import NjetProxyHttp01Solver
 
-            return NjetProxyHttp01Solver(
+            return shared(NjetProxyHttp01Solver(
                 local,
                 njet=njet,
                 listen_ip=acme.proxyHttpChallengeServerIp,
                 port=acme.httpValidationPort,
                 upstream_address=acme.httpChallengeServerAddress,
-            )
-        return local
+            ))
+        return shared(local)
 
     def tls_alpn01() -> ChallengeSolver:
-        return LocalTlsAlpn01Solver(acme.tlsChallengeServerAddress)
+        return shared(LocalTlsAlpn01Solver(acme.tlsChallengeServerAddress))
 
     factories = {ChallengeType.HTTP: http01, ChallengeType.TLS: tls_alpn01}
     dns = config.dns
@@ -177,12 +192,15 @@ class App:
     config: Config
     read_only: bool = False  # `diff`: nothing under .lego is created, repaired or rewritten
     paths: StorePaths = field(init=False)
-    store: LegoStore = field(init=False)
-    status_files: StatusFiles = field(init=False)
+    # the certificate store, statuses, deletion-guard confirmation and [acme]'s CA's ledger:
+    # files under .lego/, or (fleet mode) the fleet database's, with .lego/ as the mirror
+    store: CertStore = field(init=False)
+    status_files: StatusPersistence = field(init=False)
     runtime: RuntimeStore = field(init=False)
-    gc_confirmations: GcConfirmFile = field(init=False)
+    gc_confirmations: GcConfirmations = field(init=False)
     quarantine: Quarantine = field(init=False)
-    ledger: FileLedger = field(init=False)  # the rate-limit ledger of [acme]'s CA
+    ledger: RateLedger = field(init=False)
+    fleet: Fleet | None = field(init=False, default=None)  # fleet mode ([store] postgres)
     desired_source: DesiredSource = field(init=False)
     njet: NjetClient | None = field(init=False, default=None)
     reconciler: Reconciler = field(init=False)
@@ -193,13 +211,22 @@ class App:
     def __post_init__(self) -> None:
         cfg = self.config
         self.paths = StorePaths(cfg.prefix)
-        self.store = LegoStore(self.paths, read_only=self.read_only)
+        mirror = LegoStore(self.paths, read_only=self.read_only)
+        self.store = mirror
         # the reconciler's clock, read when used (tests swap it after construction)
         self.status_files = StatusFiles(self.paths, read_only=self.read_only,
                                         clock=lambda: self.reconciler.clock())
         self.runtime = RuntimeStore(self.paths, read_only=self.read_only,
                                     wildcards=cfg.dns_configured)
         self.gc_confirmations = GcConfirmFile(self.paths, read_only=self.read_only)
+        if cfg.store.fleet:
+            from controller.adapters.pg.gcconfirm import PgGcConfirmations
+            from controller.fleet import Fleet
+
+            self.fleet = Fleet(cfg, mirror, read_only=self.read_only)
+            self.store = self.fleet.store
+            self.status_files = self.fleet.status
+            self.gc_confirmations = PgGcConfirmations(self.fleet.db)
         self.quarantine = Quarantine(self.paths, retention=cfg.controller.quarantineRetention,
                                      read_only=self.read_only)
         self.desired_source = DesiredSource(
@@ -222,9 +249,8 @@ class App:
         gatherer = Gatherer(self.store, settings, njet=self.njet, prober=prober,
                             probe_timeout=timeout)
         scope = budget_scope(cfg)
-        self.ledger = FileLedger(self.paths, scope.ca, read_only=self.read_only)
-        fallbacks = tuple((fb, FileLedger(self.paths, fb.ca, read_only=self.read_only))
-                          for fb in fallback_scopes(cfg))
+        self.ledger = self._ledger(scope.ca)
+        fallbacks = tuple((fb, self._ledger(fb.ca)) for fb in fallback_scopes(cfg))
         executor = Executor(
             store=self.store,
             issuer_factory=self.issuer,
@@ -238,6 +264,7 @@ class App:
             budget_scope=scope,
             fallback_budgets=() if self.read_only else fallbacks,
             registered_domain=registered_domain,
+            gate=self.fleet.gate if self.fleet is not None else None,
             clock=clock,
         )
         self.reconciler = Reconciler(
@@ -253,11 +280,20 @@ class App:
             budget_scope=scope,
             fallback_budgets=fallbacks,
             registered_domain=registered_domain,
+            fleet_sync=self.fleet.sync if self.fleet is not None else None,
         )
         if cfg.acme.ari and not self.read_only:  # `diff` and `certs` only show what is recorded
             self.reconciler.ari = AriStep(self.ari_poller, self.store,
                                           clock=lambda: self.reconciler.clock(),
                                           concurrency=cfg.controller.concurrency)
+
+    def _ledger(self, ca: str) -> RateLedger:
+        """The rate-limit ledger of the CA at `ca`: a file under .lego/ledger/, or the fleet's."""
+        if self.fleet is not None:
+            from controller.adapters.pg.ledger import PgLedger
+
+            return PgLedger(self.fleet.db, ca)
+        return FileLedger(self.paths, ca, read_only=self.read_only)
 
     async def prepare(self) -> None:
         """Start-up chores before the first pass (the store lock must be held): finish or undo
@@ -297,14 +333,36 @@ class App:
     @property
     def solvers(self) -> SolverSet:
         if self._solvers is None:
-            self._solvers = build_solvers(self.config, self.njet)
+            self._solvers = build_solvers(self.config, self.njet, self.fleet)
         return self._solvers
+
+    def start_relay(self) -> None:
+        """Fleet mode: the relay that answers the other nodes' http-01 and tls-alpn-01
+        challenges on this node's own solvers (service.py runs it)."""
+        if self.fleet is None or self.read_only:
+            return
+        from controller.adapters.pg.challenges import ChallengeRelay
+
+        kinds = {"http-01": ChallengeType.HTTP, "tls-alpn-01": ChallengeType.TLS}
+
+        def local_for(challenge_type: str) -> ChallengeSolver | None:
+            kind = kinds.get(challenge_type)
+            if kind is None or kind not in self.solvers.types:
+                return None
+            solver = self.solvers.get(kind)
+            local: ChallengeSolver | None = getattr(solver, "local", None)
+            return local
+
+        self.fleet.relay = ChallengeRelay(self.fleet.db, self.fleet.node, local_for)
 
     async def issuer(self) -> Issuer:
         """[acme]'s CA and the [[acme.fallback]] ones (adapters/acme/multi.py), built on
         first use; each CA's own issuer is built when an order first goes to it."""
         if self._issuer is None:
             from controller.adapters.acme.multi import CaFallbackIssuer
+
+            if self.fleet is not None:  # the fleet's ACME accounts first: one per CA
+                await self.fleet.pull_accounts()
 
             self._issuer = CaFallbackIssuer.from_config(self.config, self.paths, self.solvers)
         return self._issuer
@@ -339,3 +397,5 @@ class App:
             await self._solvers.close()
         if self.njet is not None:
             await self.njet.close()
+        if self.fleet is not None:
+            self.fleet.close()

@@ -124,6 +124,13 @@ def build_parser() -> argparse.ArgumentParser:
     gsub = g.add_subparsers(dest="gc_command", required=True)
     gsub.add_parser("confirm", parents=[common],
                     help="release, once, the deletions the deletion guard holds")
+    sto = sub.add_parser("store", parents=[common], help="the certificate store's backends")
+    stosub = sto.add_subparsers(dest="store_command", required=True)
+    mig = stosub.add_parser("migrate", parents=[common],
+                            help="copy the store between the files and the fleet database "
+                                 "(no reissue)")
+    mig.add_argument("--from", dest="source", choices=["file", "postgres"], required=True)
+    mig.add_argument("--to", dest="target", choices=["file", "postgres"], required=True)
     sub.add_parser("schema", parents=[common], help="print the JSON schema of the TOML config")
     return p
 
@@ -187,6 +194,10 @@ async def dispatch(args: argparse.Namespace, cfg: Config) -> int:
             from controller import cli_gc
 
             return await cli_gc.dispatch(app, args)
+        if args.command == "store":
+            from controller import cli_store
+
+            return await cli_store.cmd_migrate(app, args.source, args.target)
         if args.command in ("certs", "status"):
             from controller import cli_certs
 
@@ -206,11 +217,17 @@ async def cmd_diff(app: object, output: str, *, everything: bool = False) -> int
     now = app.reconciler.clock()
     rows = renewal_rows(result.desired, result.observed, app.reconciler.statuses,
                         app.reconciler.settings, now, everything=everything)
+    fleet = app.fleet.describe() if app.fleet is not None else None
     if output == "json":
         doc = {**plan_to_dict(result.plan, now=now), "renewals": renewals_to_list(rows)}
+        if fleet is not None:
+            doc["fleet"] = fleet
         sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
     else:
-        print("\n".join([plan_to_text(result.plan), *renewals_to_text(rows)]))
+        from controller.cli_store import fleet_text
+
+        print("\n".join([plan_to_text(result.plan), *renewals_to_text(rows),
+                         *(fleet_text(fleet) if fleet is not None else [])]))
     return 0 if result.plan.in_sync else 2
 
 

@@ -7,6 +7,7 @@ and the expected type, never the value (it may be a token or an EAB key).
 `[certificates."name"]` table keys are host names (config_sections.certificate_name), checked
 here and made canonical; two spellings of one name are an error. `[dns]`
 (controller/dnsconfig.py) configures dns-01; challengeType "dns" without it is an error.
+`[store]` (controller/storeconfig.py) picks the file store or the fleet's PostgreSQL.
 `[[acme.fallback]]` entries list further CAs, every CA once, errors naming
 `acme.fallback[<index from 0>].<key>`.
 Relative paths are resolved against the NJet prefix (NJet launches copilots from an arbitrary
@@ -38,6 +39,7 @@ from controller.config_sections import (
 from controller.dnsconfig import DnsSection
 from controller.errors import ConfigError
 from controller.model import ChallengeType
+from controller.storeconfig import StoreSection
 
 
 def _key_path(key: object) -> str:
@@ -63,6 +65,8 @@ class Config(BaseModel):
     dns: DnsSection | None = None
     hooks: HooksSection = HooksSection()
     notify: NotifySection = NotifySection()
+    # [store]: the file store (default) or the fleet's PostgreSQL (controller/storeconfig.py)
+    store: StoreSection = StoreSection()
 
     # Filled by load_config, not from the file.
     prefix: Path = Path("/usr/local/njet")
@@ -106,7 +110,7 @@ def resolve_path(prefix: Path, value: str) -> Path:
 
 
 _SECTIONS = ("copilot", "acme", "njet", "mqtt", "log", "controller", "admin", "hooks",
-             "notify")
+             "notify", "store")
 
 
 def unknown_keys(cfg: Config) -> list[str]:

@@ -42,6 +42,12 @@ class StoreError(ControllerError):
     """The certificate store could not be read or written (disk full, read-only, corrupt)."""
 
 
+class HandledElsewhere(ControllerError):
+    """Fleet mode: another node does this action (it holds the certificate's lease, or it
+    already stored a newer certificate), or this node must not order (its [acme] settings
+    differ from the fleet's). The executor reports it as a skipped action, with no backoff."""
+
+
 class RateLimited(TemporaryError):
     """The CA answered rateLimited (HTTP 429); `retry_after` says for how long, when it did.
     The rate-limit ledger records it (policies/ratelimits.py)."""

@@ -17,7 +17,9 @@ the streaks left). Errors become outcomes: temporary (retry after a delay) or pe
 per-certificate backoff lives in status (fold.py). An optional `progress` (ports.ActionProgress,
 the CLI's `reconcile` provides one) is told as each action finishes. Every order is recorded in
 the rate-limit ledger of the CA it went to (ports.RateLedger, when one is given for it): placed
-or not, its failed validations, a rateLimited answer's Retry-After.
+or not, its failed validations, a rateLimited answer's Retry-After. In fleet mode an
+issue/renew runs under the order gate (ports.OrderGate: the certificate's lease, fenced
+writes); an action another node does (HandledElsewhere) is a skipped outcome.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from controller.certinfo import key_type_of_key
 from controller.errors import (
     ConfigError,
     ControllerError,
+    HandledElsewhere,
     PermanentError,
     RateLimited,
     StoreError,
@@ -56,6 +59,7 @@ from controller.ports import (
     Issuer,
     IssuerFactory,
     NjetWriter,
+    OrderGate,
     Prober,
     RateLedger,
     RegisteredDomain,
@@ -94,6 +98,8 @@ class Executor:
     # the [[acme.fallback]] CAs' ledgers with their scopes: an order at one is recorded there
     fallback_budgets: tuple[tuple[BudgetScope, RateLedger], ...] = ()
     registered_domain: RegisteredDomain | None = None
+    # fleet mode: one node orders a certificate at a time (ports.OrderGate); None: one node
+    gate: OrderGate | None = None
     clock: Clock = field(kw_only=True)
     sleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep, kw_only=True)
 
@@ -125,6 +131,8 @@ class Executor:
                 outcome = await self._apply_stored(action)
             else:
                 outcome = await self._delete(action)
+        except HandledElsewhere as exc:  # fleet mode: another node does it
+            outcome = Outcome(action, ok=False, skipped=True, error=str(exc))
         except TemporaryError as exc:
             outcome = Outcome(action, ok=False, error=str(exc), retry_after=exc.retry_after)
         except (PermanentError, ConfigError) as exc:
@@ -148,6 +156,13 @@ class Executor:
     # -- issue / renew ---------------------------------------------------------------------
 
     async def _issue(self, action: Action) -> Outcome:
+        if self.gate is None:
+            return await self._issue_here(action)
+        # fleet mode: under the certificate's lease, re-checked against the shared store
+        async with self.gate.order(action.domain, expected=action.expected_fingerprint):
+            return await self._issue_here(action)
+
+    async def _issue_here(self, action: Action) -> Outcome:
         assert action.spec is not None and action.key_type is not None
         current = self._current(action.domain)
         if not current.as_planned(action):

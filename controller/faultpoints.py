@@ -3,7 +3,9 @@
 Code that must survive a kill at any moment (adapters/store/lego.py) calls `fault_point("name")`
 between two file operations. When the environment variable NJCM_FAULT_POINT equals that name,
 the process sends itself SIGKILL right there; `name@N` kills at the N-th time the point is
-reached in this process (1-based). Otherwise the call is a dictionary lookup and a return.
+reached in this process (1-based). With NJCM_FAULT_ACTION=stop the process sends itself SIGSTOP
+instead (a pause at that instant: a fleet test resumes it with SIGCONT after its lease ran
+out). Otherwise the call is a dictionary lookup and a return.
 
 Every point is declared once with `register(...)` at import time of the module that uses it, so
 `KNOWN_POINTS` lists them all and a test can run one crash scenario per point. Calling an
@@ -18,6 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 ENV_VAR = "NJCM_FAULT_POINT"
+ACTION_VAR = "NJCM_FAULT_ACTION"  # "kill" (the default) or "stop"
 
 KNOWN_POINTS: set[str] = set()
 
@@ -50,7 +53,8 @@ def fault_point(name: str) -> None:
     _hits[name] = count
     if nth and count != int(nth):
         return
-    os.kill(os.getpid(), signal.SIGKILL)
+    stop = os.environ.get(ACTION_VAR, "kill") == "stop"
+    os.kill(os.getpid(), signal.SIGSTOP if stop else signal.SIGKILL)
 
 
 @contextmanager

@@ -68,6 +68,10 @@ def fold(
             out[domain] = CertStatus(domain=domain)
         elif cur.orphaned_at is not None:
             out[domain] = cur.with_desired_again()
+    for domain in desired.elsewhere:  # fleet mode: wanted by another live node
+        cur = out.get(domain)
+        if cur is not None and cur.orphaned_at is not None:
+            out[domain] = cur.with_desired_again()
 
     # a probe that shows the stored cert served is as good as a verified apply (e.g. after a
     # crash between the apply and the status write)
@@ -124,8 +128,10 @@ def _issued(cur: CertStatus, o: Outcome, now: datetime) -> CertStatus:
 
 
 def _failed(cur: CertStatus, o: Outcome, now: datetime) -> CertStatus:
+    # an apply, or a new pair this node could not apply: this node's failure, not the order's
+    own = o.action.kind is ActionKind.APPLY or o.stored_fingerprint is not None
     new = cur.with_failure(o.error or "unknown error", spec_hash=o.action.spec_hash, at=now,
-                           retry_after=o.retry_after)
+                           retry_after=o.retry_after, node_only=own)
     if o.stored_fingerprint is not None and o.action.kind is not ActionKind.APPLY:
         # a new pair was stored but could not be applied: it is not what NJet serves
         new = _issued(new, o, now)

@@ -168,6 +168,23 @@ class ControllerMetrics:
             ("ca", "limit"),
         )
         self._rate_budget_series: set[tuple[str, str]] = set()
+        # fleet mode ([store] backend = "postgres"): this node's view, labelled by node name
+        self._fleet_db_up = r.gauge(
+            "njcm_fleet_database_up", "1 while this node reaches the fleet database, else 0.",
+            ("node",))
+        self._fleet_live = r.gauge(
+            "njcm_fleet_nodes_live", "Nodes of the fleet whose heartbeat is recent.", ("node",))
+        self._fleet_leases = r.gauge(
+            "njcm_fleet_leases_held", "Certificate leases this node holds (orders running).",
+            ("node",))
+        self._fleet_settings = r.gauge(
+            "njcm_fleet_settings_agree",
+            "1 while this node's [acme] settings are the fleet's (it may order), else 0.",
+            ("node",))
+        self._fleet_served = r.gauge(
+            "njcm_fleet_certificates_served",
+            "Certificates each node's NJet was last proved to serve (the fingerprint stored).",
+            ("node",))
 
     def set_certificate(
         self,
@@ -284,6 +301,17 @@ class ControllerMetrics:
         for (ca, limit), left in now.items():
             self._rate_budget.set(float(left), ca=ca, limit=limit)
         self._rate_budget_series = set(now)
+
+    def set_fleet(self, node: str, *, db_up: bool, live: int, leases: int,
+                  settings_agree: bool | None, served: dict[str, int]) -> None:
+        """Fleet mode: this node's gauges, and per node how many certificates it serves."""
+        self._fleet_db_up.set(1.0 if db_up else 0.0, node=node)
+        self._fleet_live.set(float(live), node=node)
+        self._fleet_leases.set(float(leases), node=node)
+        if settings_agree is not None:
+            self._fleet_settings.set(1.0 if settings_agree else 0.0, node=node)
+        for name, count in served.items():
+            self._fleet_served.set(float(count), node=name)
 
     def render(self) -> str:
         return self.registry.render()

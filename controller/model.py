@@ -115,8 +115,13 @@ class NameWarning:
 
 @dataclass(frozen=True)
 class Desired:
+    """The certificates this node wants (`specs`, by store key). In fleet mode (adapters/pg/
+    nodes.py) `elsewhere` holds the keys only other live nodes want, each with those nodes:
+    this node neither orders nor applies them, and does not count them as orphaned."""
+
     specs: Mapping[str, CertificateSpec]
     warnings: tuple[NameWarning, ...] = ()
+    elsewhere: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

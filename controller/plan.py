@@ -193,7 +193,7 @@ def plan(
     for s, d in decided:
         out.add(s, d)
     orphans = [subject(d, None, observed, statuses.get(d), now, settings)
-               for d in sorted(set(observed.stored) - set(desired.specs))]
+               for d in sorted(set(observed.stored) - set(desired.specs) - set(desired.elsewhere))]
     first = [decide(ORPHANED, s) for s in orphans]
     deletions = PassDeletions(
         pending=frozenset(s.domain for s, d in zip(orphans, first, strict=True)

@@ -1,6 +1,7 @@
 """One reconcile pass, the converge loop, and the long-running loop with coalesced wake-ups.
 
-Data flow of a pass: desired (njet.conf + runtime-announced servers) + observe() + status →
+Data flow of a pass: desired (njet.conf + runtime-announced servers; in fleet mode merged
+with the other live nodes' by `fleet_sync`, fleet.py) + observe() + status →
 (executing passes: the ARI step records the CA's renewal windows that are due, ari.py) →
 plan() (with the rate-limit ledger's snapshot, when a budget applies) → execute() (which
 records each order in the ledger) → fold() → status saved. Entry points (cli, admin API, MQTT
@@ -51,6 +52,8 @@ from controller.threads import off_loop
 
 register("reconcile.before_status_write", "reconcile.after_status_write")
 
+FleetSync = Callable[[Desired], Awaitable[tuple[Desired, "dict[str, CertStatus] | None"]]]
+
 
 @dataclass
 class PassResult:
@@ -87,6 +90,10 @@ class Reconciler:
     # the [[acme.fallback]] CAs' ledgers with their scopes, each its own budget
     fallback_budgets: tuple[tuple[BudgetScope, RateLedger], ...] = ()
     registered_domain: RegisteredDomain | None = None
+    # fleet mode (fleet.py): at the start of every pass, with this node's desired state: the
+    # fleet's merged desired state and the shared statuses (None: keep the ones in memory),
+    # after the node's heartbeat, its desired state published and its mirror pulled
+    fleet_sync: FleetSync | None = None
     _domains: dict[str, str] = field(default_factory=dict)  # host -> registered domain
     _statuses: dict[str, CertStatus] | None = None
     _last_desired: Desired | None = None
@@ -164,10 +171,15 @@ class Reconciler:
             loaded = await off_loop(self.status_store.load_all)
             if self._statuses is None:  # not loaded meanwhile (an admin call)
                 self._statuses = loaded
+        if self.fleet_sync is not None:
+            desired, shared = await self.fleet_sync(desired)
+            if shared is not None:
+                self._statuses = shared
         observed = await self.gatherer.observe(desired, probe=probe)
         if poll and self.ari is not None:
             await self._poll_ari(desired, observed)
-        release = self.gc_confirmations.load() if self.gc_confirmations is not None else None
+        release = (await off_loop(self.gc_confirmations.load)
+                   if self.gc_confirmations is not None else None)
         now = self.clock()
         p = plan(desired, observed, self.statuses, now, self.settings, release=release,
                  budget=self._budget(desired, now))
@@ -199,8 +211,8 @@ class Reconciler:
                       detail=a.message)
         outcomes = await self.executor.execute(result.plan.actions) if result.plan.actions else []
         result.outcomes = outcomes
-        self._consume_release(result)
-        self._fold(result)
+        await self._consume_release(result)
+        await self._fold(result)
         self.passes_run += 1
         seconds = time.monotonic() - started
         for observer in ([self.observer] if self.observer is not None else []) + self.observers:
@@ -225,7 +237,7 @@ class Reconciler:
         except ControllerError as exc:
             log_event("quarantine not expired", level=logging.WARNING, error=str(exc))
 
-    def _consume_release(self, result: PassResult) -> None:
+    async def _consume_release(self, result: PassResult) -> None:
         """A gc confirmation releases once: the first executing pass that read it removes it,
         whether its deletions ran or were no longer pending (a later one needs a new one)."""
         if result.release is None or self.gc_confirmations is None:
@@ -235,24 +247,28 @@ class Reconciler:
                       deletions=len(result.plan.gc_released), by=result.release.by,
                       confirmed_at=result.release.confirmed_at.isoformat())
         try:
-            self.gc_confirmations.consume(result.release)
+            await store_write(self.gc_confirmations.consume, result.release)
         except ControllerError as exc:
             log_event("gc confirmation not removed", level=logging.ERROR, error=str(exc))
 
-    def _fold(self, result: PassResult) -> None:
+    async def _fold(self, result: PassResult) -> None:
         before = self.statuses
         after, removed = fold(before, desired=result.desired, plan=result.plan,
                               outcomes=result.outcomes, now=self.clock(),
                               observed=result.observed)
         fault_point("reconcile.before_status_write")
         self._statuses = after  # kept in memory even when it cannot be saved (disk full)
+        changed = [st for domain, st in after.items() if before.get(domain) != st]
+        if changed or removed:  # in a worker thread: a slow disk or database never stalls
+            await store_write(self._write_statuses, changed, sorted(removed))
+        fault_point("reconcile.after_status_write")
+
+    def _write_statuses(self, changed: list[CertStatus], removed: list[str]) -> None:
         # one status that cannot be written never keeps the others from being written
-        for domain, st in after.items():
-            if before.get(domain) != st:
-                self._persist(domain, self.status_store.save, st)
+        for st in changed:
+            self._persist(st.domain, self.status_store.save, st)
         for domain in removed:
             self._persist(domain, self.status_store.delete, domain)
-        fault_point("reconcile.after_status_write")
 
     def _persist(self, domain: str, write: Callable[[Any], None], arg: object) -> None:
         try:

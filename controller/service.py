@@ -4,7 +4,10 @@ Order at start-up: raise the open-file limit to its hard limit, wait for the sto
 (naming its holder's pid; NJet starts the next instance ~0.1 s after sending SIGTERM to the
 old one), recover an interrupted store swap, remove challenge locations a
 previous run left in NJet, rebuild runtime-announced servers from NJet's retained records,
-then run the loop with the admin API and the MQTT listener as wake-up sources.
+then run the loop with the admin API and the MQTT listener as wake-up sources. In fleet mode
+([store] backend = "postgres", fleet.py) the fleet database's notifications wake the loop
+too, a heartbeat says the node is live, and the challenge relay answers the other nodes'
+challenges.
 Nothing here may end the process on an error: NJet does not restart a crashed copilot.
 
 SIGTERM (also SIGINT, SIGQUIT) stops at once, even while a CA call hangs: no new request goes to
@@ -82,6 +85,8 @@ class Service:
         self.mqtt: MqttListener | None = None
         self.admin: AdminServer | None = None
         self._stop_requested = False
+        self._fleet_task: asyncio.Future[None] | None = None
+        self.backend.fleet = self.app.fleet
 
     # -- events ------------------------------------------------------------------------
 
@@ -154,6 +159,10 @@ class Service:
                 self.mqtt = MqttListener(self.config.mqtt_address, on_event=self.on_event,
                                          on_connection_change=self.on_connection)
                 await self.mqtt.start()
+            if self.app.fleet is not None:  # LISTEN, heartbeats, the challenge relay
+                self.app.start_relay()
+                self._fleet_task = asyncio.ensure_future(
+                    self.app.fleet.background(lambda: self.loop.wake()))
             self._install_signals()
             log_event("controller started", prefix=str(self.config.prefix),
                       store_only=self.config.store_only, admin=self.config.admin.address)
@@ -207,6 +216,10 @@ class Service:
         self.loop.stop()
 
     async def _shutdown(self) -> None:
+        if self._fleet_task is not None:
+            self._fleet_task.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.wait_for(self._fleet_task, timeout=5.0)
         for closer in (self.mqtt.stop if self.mqtt else None,
                        self.admin.stop if self.admin else None,
                        self.app.close,

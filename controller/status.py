@@ -50,6 +50,9 @@ class Condition:
         return self.status == "True"
 
 
+FAILURE_NODE = "node"
+"""`CertStatus.failure_scope` of a failure of one node's own NJet (fleet mode splits by it)."""
+
 RENEWAL_SOURCE_ARI = "ari"
 """`CertStatus.renewal_source` of a renewal time chosen inside the CA's ARI window."""
 
@@ -101,6 +104,10 @@ class CertStatus:
     last_failure_at: AwareDatetime | None = None
     # no new attempt before this instant (per-certificate backoff across passes)
     backoff_until: AwareDatetime | None = None
+    # FAILURE_NODE when the last failure was this node's own (an apply, or a new pair that
+    # could not be applied): in fleet mode its backoff holds this node only (adapters/pg/
+    # status.py); None: the order failed, which holds the whole fleet
+    failure_scope: str | None = None
     # hash of the spec the attempts/backoff belong to; a changed spec resets the backoff
     spec_hash: str | None = None
     # the renewal instant chosen once; None = use the policy default. Set by the ARI step
@@ -159,16 +166,19 @@ class CertStatus:
     def with_success(self, *, spec_hash: str | None, at: datetime) -> CertStatus:
         """An action succeeded: the failures and the backoff are forgotten."""
         return replace(self, attempts=0, last_failure=None, last_failure_at=None,
-                       backoff_until=None, spec_hash=spec_hash or self.spec_hash,
-                       last_success_at=at)
+                       backoff_until=None, failure_scope=None,
+                       spec_hash=spec_hash or self.spec_hash, last_success_at=at)
 
     def with_failure(
-        self, error: str, *, spec_hash: str | None, at: datetime, retry_after: float | None
+        self, error: str, *, spec_hash: str | None, at: datetime, retry_after: float | None,
+        node_only: bool = False,
     ) -> CertStatus:
-        """An action failed: count the attempt (afresh for another spec) and back off."""
+        """An action failed: count the attempt (afresh for another spec) and back off;
+        `node_only`: a failure of this node's own NJet, not of the order (failure_scope)."""
         attempts = self.attempts + 1 if self.spec_hash in (None, spec_hash) else 1
         return replace(self, attempts=attempts, last_failure=error, last_failure_at=at,
                        backoff_until=at + backoff_delay(attempts, retry_after=retry_after),
+                       failure_scope=FAILURE_NODE if node_only else None,
                        spec_hash=spec_hash or self.spec_hash)
 
     def with_issued(self, *, at: datetime | None = None, profile: str | None = None,

@@ -85,6 +85,9 @@ SECTIONS: dict[str, str] = {
            " Errors name the key, never its value.",
     "notify": "A webhook told about every certificate event (issued, renewed, failed,"
               " deleted). Only `scheme://host[:port]` of the URL is ever logged.",
+    "store": "Where the certificate set lives: the `.lego/` files of one node (the default), or"
+             " a PostgreSQL database several NJet nodes share (fleet mode, README \"Fleet"
+             " mode\").",
 }
 
 KEYS: dict[str, str] = {
@@ -230,6 +233,20 @@ KEYS: dict[str, str] = {
     "notify.secretFile": "a file holding the HMAC-SHA256 key: every post then carries"
                          " `X-NJCM-Signature: sha256=<hex>` and `X-NJCM-Timestamp`; `\"\"` ="
                          " unsigned (relative to the prefix)",
+    "store.backend": "`\"file\"` (the `.lego/` store) or `\"postgres\"` (fleet mode)",
+    "store.dsn": "the libpq connection string of the fleet database (`host=... dbname=...` or"
+                 " a `postgresql://` URL; sslmode and the other libpq keys apply)",
+    "store.dsnFile": "a file holding the DSN, relative to the prefix (NJet starts copilots"
+                     " with an empty environment: keep a password here)",
+    "store.dsnEnv": "the name of an environment variable holding the DSN",
+    "store.nodeName": "this node's name in the fleet; unset: `<host name>:<prefix>`",
+    "store.encryptionKeyFile": "32 bytes (raw, hex or base64) sealing private keys in the"
+                               " database with AES-256-GCM; unset: keys stored in clear (a"
+                               " warning in the log and in `diff`)",
+    "store.leaseDuration": "how long a node's claim to order one certificate lasts without"
+                           " renewal (renewed every third of it while the order runs)",
+    "store.nodeTimeout": "a node counts as live while its last heartbeat (every quarter of"
+                         " this) is younger",
 }
 
 

@@ -5,6 +5,7 @@
 #   and chromium (the status page test drives it through Playwright: no browser download)
 #   and systemd (systemd-analyze verifies the unit file of deploy/systemd/)
 #   and prometheus, for promtool only (checks deploy/prometheus/): its service is never started
+#   and haproxy (the fleet tests put it in front of several nodes; they run their own process)
 #   Python: a virtualenv in .venv with the project and its dev, bench and build extras from PyPI
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +19,7 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 command -v systemd-analyze >/dev/null 2>&1 || need_apt+=(systemd)  # verifies deploy/systemd/
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v named >/dev/null 2>&1 || [ -x /usr/sbin/named ] || need_apt+=(bind9)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 command -v nsupdate >/dev/null 2>&1 || need_apt+=(bind9-utils bind9-dnsutils)
 # `ip` adds the loopback aliases the dns-01 tests run several authoritative servers on
 command -v ip >/dev/null 2>&1 || [ -x /usr/sbin/ip ] || [ -x /sbin/ip ] || need_apt+=(iproute2)

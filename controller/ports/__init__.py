@@ -5,7 +5,8 @@ The ports are split by area, one module each, and this package re-exports every 
 them): store.py (the certificate store and the other files the loop keeps), issuing.py (the CA:
 issuer, CA choices, renewal information), challenges.py (challenge solvers, DNS providers),
 njet.py (NJet's API and the TLS probe), loop.py (desired state, pass observers, action
-progress), admin.py (the admin API's backend and the values it answers with). `Clock` is here.
+progress), admin.py (the admin API's backend and the values it answers with), fleet.py (fleet mode's
+order gate). `Clock` is here.
 
 Who implements what: CertStore (adapters/store/lego.py), Issuer (adapters/acme/client.py;
 its CaChoices: adapters/acme/multi.py),
@@ -13,8 +14,9 @@ AriPoller (adapters/acme/ari.py),
 NjetReader + NjetWriter (adapters/njet/api.py), Prober (app.tls_probe over
 adapters/njet/probe.py), StatusPersistence (adapters/store/statusfile.py), RuntimeSpecs
 (adapters/store/runtime.py), GcConfirmations (adapters/store/gcconfirm.py), QuarantineExpiry
-(adapters/store/quarantine.py), RateLedger (adapters/store/ledger.py), ChallengeSolver +
-LeftoverCleaner (adapters/challenges/, adapters/dns/solver.py), DnsProvider (adapters/dns/:
+(adapters/store/quarantine.py), RateLedger (adapters/store/ledger.py; adapters/pg/ledger.py
+in fleet mode), OrderGate (fleet.py), ChallengeSolver + LeftoverCleaner (adapters/challenges/,
+adapters/dns/solver.py), DnsProvider (adapters/dns/:
 rfc2136.py, lexicon_provider.py, exec_provider.py), DesiredLoader (app.py over
 desired_source.py), AdminBackend + PassObserver (admin_backend.py; the event log's PassEvents
 in adapters/store/events.py is a PassObserver too), ActionProgress (cli_output.py;
@@ -50,6 +52,7 @@ from controller.ports.admin import (
     RenewResult,
 )
 from controller.ports.challenges import ChallengeSolver, DnsProvider, LeftoverCleaner
+from controller.ports.fleet import OrderGate
 from controller.ports.issuing import (
     AriAnswer,
     AriPoller,
@@ -93,6 +96,7 @@ __all__ = [
     "LeftoverCleaner",
     "NjetReader",
     "NjetWriter",
+    "OrderGate",
     "PassObserver",
     "ProbeOutcome",
     "Prober",

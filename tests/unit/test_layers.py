@@ -79,6 +79,7 @@ LAYER_OF: dict[str, str] = {
     "controller.desired": "loading",
     "controller.desired_source": "loading",
     "controller.dnsconfig": "loading",
+    "controller.storeconfig": "loading",
     # adapters
     "controller.adapters.*": "adapters",
     # steps
@@ -100,6 +101,8 @@ LAYER_OF: dict[str, str] = {
     "controller.cli_certs": "composition",
     "controller.cli_show": "composition",
     "controller.cli_output": "composition",
+    "controller.fleet": "composition",
+    "controller.cli_store": "composition",
 }
 
 # Adapter subpackages import no other adapter subpackage except through these seams
@@ -111,6 +114,9 @@ ADAPTER_SEAMS: dict[tuple[str, str], str] = {
     ("challenges", "controller.adapters.njet.api"): "http-01 through NJet edits a location",
     ("challenges", "controller.adapters.njet.wire"): "http-01 through NJet edits a location",
     ("dns", "controller.adapters.store.fsutil"): "secrets read and pending cleanups written safely",
+    ("pg", "controller.adapters.store.lego"): "fleet mode mirrors the shared store into .lego/",
+    ("pg", "controller.adapters.store.fsutil"): "account files are written atomically, 0600",
+    ("pg", "controller.adapters.store.gcconfirm"): "the deletion guard's release: one JSON body",
 }
 
 NETWORK_OR_ASYNC = ("asyncio", "aiohttp", "socket", "ssl", "_ssl", "selectors", "subprocess",

@@ -34,7 +34,7 @@ from controller.policy import GcRelease
 from controller.ports import GcConfirmations
 
 
-class _ConfirmDoc(BaseModel):
+class ConfirmDoc(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     version: int = 1
@@ -65,7 +65,7 @@ class GcConfirmFile(fsutil.ReadOnlyGuard):
             self._unusable(str(fsutil.store_error("read", self.path, exc)))
             return None
         try:
-            doc = _ConfirmDoc.model_validate_json(data)
+            doc = ConfirmDoc.model_validate_json(data)
             names = frozenset(validate_store_key(n) for n in doc.names)  # <name>@<slot> too
         except (ValidationError, ConfigError) as exc:
             count = exc.error_count() if isinstance(exc, ValidationError) else 1
@@ -83,7 +83,7 @@ class GcConfirmFile(fsutil.ReadOnlyGuard):
     def save(self, release: GcRelease, *, stored: int = 0) -> None:
         """Replace the confirmation atomically; StoreError naming the file when it cannot."""
         self._writable("save a gc confirmation")
-        doc = _ConfirmDoc(names=sorted(release.names), count=len(release.names), stored=stored,
+        doc = ConfirmDoc(names=sorted(release.names), count=len(release.names), stored=stored,
                           confirmed_at=release.confirmed_at, by=release.by)
         try:
             fsutil.make_dirs(self.paths.lego, mode=0o700)
