@@ -15,7 +15,7 @@ import asyncio
 import logging
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +30,7 @@ from controller.metrics import ControllerMetrics
 from controller.model import Observed, StoredCert
 from controller.pass_metrics import PassFeed
 from controller.plan import Plan, next_renewal
-from controller.ports import CertStore, GcConfirmResult, IssuerFactory, RenewResult
+from controller.ports import CertStore, GcConfirmResult, IssuerFactory, NodeServing, RenewResult
 from controller.reasons import Reason
 from controller.reconcile import Loop, Reconciler
 from controller.render import plan_to_dict
@@ -110,11 +110,25 @@ class ControllerBackend:
         ]
 
     async def list_certs(self) -> list[CertView]:
-        return self._views()
+        return await self._with_fleet(self._views())
 
     async def get_cert(self, domain: str) -> CertView | None:
-        views = self._views(only=domain)
+        views = await self._with_fleet(self._views(only=domain))
         return views[0] if views else None
+
+    async def _with_fleet(self, views: list[CertView]) -> list[CertView]:
+        """Fleet mode: each view with what every node's NJet serves (read off the loop; the
+        views stay as they are while the database is away)."""
+        if self.fleet is None or not views:
+            return views
+        try:
+            served = await asyncio.to_thread(self.fleet.status.served_by)
+        except ControllerError:
+            return views
+        return [replace(v, served_by=tuple(
+            NodeServing(s.node, s.fingerprint, s.probed_at,
+                        current=s.fingerprint is not None and s.fingerprint == v.fingerprint)
+            for s in served.get(v.domain, ()))) for v in views]
 
     async def delete_cert(self, domain: str, *, revoke: bool = False) -> DeleteResult:
         # never unlinked: moved to quarantine/ (`certs quarantine restore` brings it back)

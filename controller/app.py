@@ -192,10 +192,12 @@ class App:
     config: Config
     read_only: bool = False  # `diff`: nothing under .lego is created, repaired or rewritten
     paths: StorePaths = field(init=False)
-    # the certificate store, statuses, deletion-guard confirmation and [acme]'s CA's ledger:
-    # files under .lego/, or (fleet mode) the fleet database's, with .lego/ as the mirror
-    store: CertStore = field(init=False)
-    status_files: StatusPersistence = field(init=False)
+    store: LegoStore = field(init=False)  # the files under .lego/ (fleet mode: the mirror)
+    status_files: StatusFiles = field(init=False)  # .lego/status/
+    # what the loop uses: the certificate store, statuses, deletion-guard confirmation and
+    # [acme]'s CA's ledger: the files above, or (fleet mode) the fleet database's
+    cert_store: CertStore = field(init=False)
+    status_store: StatusPersistence = field(init=False)
     runtime: RuntimeStore = field(init=False)
     gc_confirmations: GcConfirmations = field(init=False)
     quarantine: Quarantine = field(init=False)
@@ -212,10 +214,11 @@ class App:
         cfg = self.config
         self.paths = StorePaths(cfg.prefix)
         mirror = LegoStore(self.paths, read_only=self.read_only)
-        self.store = mirror
+        self.store = self.cert_store = mirror
         # the reconciler's clock, read when used (tests swap it after construction)
         self.status_files = StatusFiles(self.paths, read_only=self.read_only,
                                         clock=lambda: self.reconciler.clock())
+        self.status_store = self.status_files
         self.runtime = RuntimeStore(self.paths, read_only=self.read_only,
                                     wildcards=cfg.dns_configured)
         self.gc_confirmations = GcConfirmFile(self.paths, read_only=self.read_only)
@@ -224,8 +227,8 @@ class App:
             from controller.fleet import Fleet
 
             self.fleet = Fleet(cfg, mirror, read_only=self.read_only)
-            self.store = self.fleet.store
-            self.status_files = self.fleet.status
+            self.cert_store = self.fleet.store
+            self.status_store = self.fleet.status
             self.gc_confirmations = PgGcConfirmations(self.fleet.db)
         self.quarantine = Quarantine(self.paths, retention=cfg.controller.quarantineRetention,
                                      read_only=self.read_only)
@@ -246,13 +249,13 @@ class App:
         timeout = cfg.controller.probeTimeout.total_seconds()
         prober: Prober | None = None if cfg.store_only else tls_probe
         clock = utc_now  # the one clock, handed to the reconciler and every step that needs "now"
-        gatherer = Gatherer(self.store, settings, njet=self.njet, prober=prober,
+        gatherer = Gatherer(self.cert_store, settings, njet=self.njet, prober=prober,
                             probe_timeout=timeout)
         scope = budget_scope(cfg)
         self.ledger = self._ledger(scope.ca)
         fallbacks = tuple((fb, self._ledger(fb.ca)) for fb in fallback_scopes(cfg))
         executor = Executor(
-            store=self.store,
+            store=self.cert_store,
             issuer_factory=self.issuer,
             njet=self.njet,
             prober=prober,
@@ -272,7 +275,7 @@ class App:
             load_desired=self.load_desired,
             gatherer=gatherer,
             executor=executor,
-            status_store=self.status_files,
+            status_store=self.status_store,
             clock=clock,
             gc_confirmations=self.gc_confirmations,
             quarantine=None if self.read_only else self.quarantine,
@@ -283,7 +286,7 @@ class App:
             fleet_sync=self.fleet.sync if self.fleet is not None else None,
         )
         if cfg.acme.ari and not self.read_only:  # `diff` and `certs` only show what is recorded
-            self.reconciler.ari = AriStep(self.ari_poller, self.store,
+            self.reconciler.ari = AriStep(self.ari_poller, self.cert_store,
                                           clock=lambda: self.reconciler.clock(),
                                           concurrency=cfg.controller.concurrency)
 
@@ -300,7 +303,7 @@ class App:
         an interrupted store swap, remove the dns-01 records a previous run left (with [dns]),
         and remove challenge locations a previous run left in NJet (NJet keeps dynamic
         locations across restarts)."""
-        for line in self.store.recover():
+        for line in self.cert_store.recover():
             log_event("store recovery", detail=line)
         await self._remove_dns_leftovers()
         if not self.config.acme.proxyHttpChallengeServerIp or self.njet is None:

@@ -53,7 +53,7 @@ async def dispatch(app: App, args: argparse.Namespace) -> int:
 def cmd_list(app: App, output: str) -> int:
     stored, problems = app.store.load_all()
     now = app.reconciler.clock()
-    statuses = app.status_files.load_all()
+    statuses = app.status_store.load_all()
     rows: list[dict[str, Any]] = []
     for domain in sorted(stored):
         info = stored[domain].info
@@ -70,7 +70,9 @@ def cmd_list(app: App, output: str) -> int:
             # the directory URL of the CA that issued it ([acme]'s or a fallback's), if known
             "ca": status.issuer_ca if status is not None else None,
         })
-    doc = {"certificates": rows, "problems": dict(problems)}
+    doc: dict[str, Any] = {"certificates": rows, "problems": dict(problems)}
+    if app.fleet is not None:
+        doc["fleet"] = fleet_listing(app, rows)
 
     def text(wide: bool) -> None:
         c = Colour.for_stream(sys.stdout)
@@ -91,6 +93,8 @@ def cmd_list(app: App, output: str) -> int:
 
         styles = [None, None, lambda s: c("red", s) if s == "UNUSABLE" else s, left]
         table(grid, colour=c, styles=styles)
+        if "fleet" in doc:
+            _print_fleet(doc["fleet"], c)
         for domain, why in sorted(problems.items()):
             print(f"{c('red', 'problem:')} {domain}: {why} (a desired name's pair is "
                   "quarantined and reissued by the next reconcile)")
@@ -121,9 +125,9 @@ async def cmd_delete(app: App, name: str, *, revoke: bool) -> int:
     events = EventLog(app.paths)
     try:
         try:
-            revoked = revoke and await revoke_stored(app.store, app.issuer, domain,
+            revoked = revoke and await revoke_stored(app.cert_store, app.issuer, domain,
                                                      now=app.reconciler.clock())
-            where = await asyncio.to_thread(app.store.quarantine, domain)
+            where = await asyncio.to_thread(app.cert_store.quarantine, domain)
         except ControllerError as exc:
             record_event(events, kind="cli", peer=cli_peer(), action="delete", domain=domain,
                          result="failed", detail=str(exc))
@@ -213,7 +217,7 @@ async def cmd_status(app: App, output: str) -> int:
 def store_status(app: App) -> dict[str, Any]:
     """What the store says with no controller running: counts, problems, the soonest expiry."""
     stored, problems = app.store.load_all()
-    statuses = app.status_files.load_all()
+    statuses = app.status_store.load_all()
     now = app.reconciler.clock()
     soonest = min(stored.values(), key=lambda s: s.info.not_after, default=None)
     expired = sorted(d for d, s in stored.items() if s.info.not_after <= now)
@@ -265,3 +269,50 @@ def _print_status(doc: dict[str, Any], *, wide: bool) -> None:
             print(f"  {key + ':':<16}{'-' if shown in (None, '', []) else shown}")
     for p in plain.get("problems") or []:
         print(f"  {c('red', 'problem:')} {p['domain']}: {p['reason']}")
+
+
+# -- fleet mode ---------------------------------------------------------------------------------
+
+
+def fleet_listing(app: App, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Fleet mode's part of `certs list`: per certificate in the fleet's store, which node
+    serves which fingerprint, and where the nodes' njet.conf disagree."""
+    fleet = app.fleet
+    assert fleet is not None
+    from controller.errors import ControllerError
+
+    try:
+        certs = fleet.store.fleet_rows()
+        served = fleet.status.served_by()
+        view = fleet.nodes.merged(app.reconciler.desired(keep_last_good=True))
+    except ControllerError as exc:
+        return {"node": fleet.node, "error": str(exc)}
+    mirrored = {r["domain"] for r in rows}
+    out = []
+    for row in sorted(certs, key=lambda r: r.key):
+        nodes = [{"node": s.node, "fingerprint": s.fingerprint,
+                  "current": s.fingerprint == row.fingerprint,
+                  "probed_at": s.probed_at.isoformat() if s.probed_at else None}
+                 for s in served.get(row.key, [])]
+        out.append({"domain": row.key, "fingerprint": row.fingerprint, "serial": row.serial,
+                    "not_after": row.not_after.isoformat(), "written_by": row.written_by,
+                    "mirrored_here": row.key in mirrored, "served_by": nodes})
+    return {"node": fleet.node, "certificates": out,
+            "disagreements": list(view.disagreements)}
+
+
+def _print_fleet(doc: dict[str, Any], c: Colour) -> None:
+    if "error" in doc:
+        print(f"{c('red', 'fleet:')} the fleet database cannot be read: {doc['error']}")
+        return
+    print(f"\nfleet (this node: {doc['node']}): who serves what")
+    grid = [["DOMAIN", "SERIAL", "WRITTEN_BY", "SERVED_BY"]]
+    for cert in doc["certificates"]:
+        serving = ", ".join(
+            f"{n['node']}" + ("" if n["current"] else
+                              f" (old {str(n['fingerprint'] or 'nothing')[:12]})")
+            for n in cert["served_by"]) or "-"
+        grid.append([cert["domain"], cert["serial"], cert["written_by"], serving])
+    table(grid, colour=c, styles=[None])
+    for line in doc["disagreements"]:
+        print(f"{c('yellow', 'njet.conf differs:')} {line}")

@@ -25,6 +25,7 @@ import logging
 import resource
 import signal
 from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING
 
 from controller.adapters.admin.limits import ConnectionLimits
 from controller.adapters.admin.server import AdminServer, start_admin
@@ -48,6 +49,9 @@ from controller.metrics import ControllerMetrics
 from controller.model import Source
 from controller.reconcile import Loop
 from controller.servernames import usable_names
+
+if TYPE_CHECKING:
+    from controller.adapters.pg.events import PgEventLog
 
 SRV_TOPICS = "/ins/srv/#"
 START_RETRY = 30.0  # seconds between start-up attempts after a store error
@@ -79,6 +83,12 @@ class Service:
             self.app.reconciler.observers.append(self.notifications.observer)
         # every finished action into the event log (`certs show`, GET /api/v1/events)
         self.app.reconciler.observers.append(PassEvents(events))
+        self.fleet_events: PgEventLog | None = None
+        if self.app.fleet is not None:  # and the fleet's append-only log of every node's
+            from controller.adapters.pg.events import PgEventLog
+
+            self.fleet_events = PgEventLog(self.app.fleet.db, self.app.fleet.node)
+            self.app.reconciler.observers.append(self.fleet_events)
         self.app.reconciler.executor.on_acme = self.metrics.observe_acme_request
         if self.app.reconciler.ari is not None:  # renewalInfo requests by result
             self.app.reconciler.ari.on_request = self.metrics.observe_ari_request
@@ -216,6 +226,8 @@ class Service:
         self.loop.stop()
 
     async def _shutdown(self) -> None:
+        if self.fleet_events is not None:
+            await asyncio.to_thread(self.fleet_events.close)
         if self._fleet_task is not None:
             self._fleet_task.cancel()
             with contextlib.suppress(BaseException):

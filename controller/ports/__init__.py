@@ -49,6 +49,7 @@ from controller.ports.admin import (
     CertView,
     DeleteResult,
     GcConfirmResult,
+    NodeServing,
     RenewResult,
 )
 from controller.ports.challenges import ChallengeSolver, DnsProvider, LeftoverCleaner
@@ -96,6 +97,7 @@ __all__ = [
     "LeftoverCleaner",
     "NjetReader",
     "NjetWriter",
+    "NodeServing",
     "OrderGate",
     "PassObserver",
     "ProbeOutcome",

@@ -16,8 +16,20 @@ from controller.model import CertInfo
 
 
 @dataclass(frozen=True)
+class NodeServing:
+    """Fleet mode: what one node's NJet was last proved to serve for a certificate, and
+    whether that is the fingerprint the fleet's store holds (`current`)."""
+
+    node: str
+    fingerprint: str | None
+    probed_at: datetime | None
+    current: bool
+
+
+@dataclass(frozen=True)
 class CertView:
-    """What the admin API shows of one certificate. Never carries a private key."""
+    """What the admin API shows of one certificate. Never carries a private key. In fleet
+    mode `served_by` lists every node's NJet (empty otherwise)."""
 
     domain: str
     names: tuple[str, ...]
@@ -37,6 +49,7 @@ class CertView:
     last_failure: str | None = None
     backoff_until: datetime | None = None
     problem: str | None = None
+    served_by: tuple[NodeServing, ...] = ()
 
     @classmethod
     def from_info(cls, domain: str, info: CertInfo, *, now: datetime, **status: Any) -> CertView:

@@ -10,6 +10,7 @@ renewal on one node is served by the others, and no node's mirror holds a mismat
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -21,7 +22,7 @@ import pytest
 
 from tests.fixtures.pg import pg_dsn  # noqa: F401
 from tests.support.fleet import FleetRig
-from tests.support.procs import wait_until
+from tests.support.procs import clean_env, controller_program, wait_until
 
 pytestmark = pytest.mark.pebble
 
@@ -41,6 +42,12 @@ def rig(tmp_path: Path, fleet_pebble: Any, pg_dsn: str) -> Iterator[FleetRig]:  
         yield rig.start()
     finally:
         rig.stop()
+
+
+def cli(node: Any, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([controller_program(), "-p", str(node.root), "-c",
+                           "conf/cert-manager.toml", *args], capture_output=True, text=True,
+                          timeout=60, cwd="/", env=clean_env())
 
 
 def admin_post(node: Any, path: str) -> dict[str, Any]:
@@ -74,6 +81,30 @@ def test_twenty_names_on_three_nodes_one_order_each_every_node_serves(rig: Fleet
         health = node.health() or {}
         assert health.get("fleet", {}).get("database_up") is True, health
         assert health.get("fleet", {}).get("live_nodes") == 3, health
+
+    # what an operator sees on any node: the fleet's leases and nodes (diff), who serves
+    # what (certs list, GET /api/v1/cert), per-node series (/metrics)
+    node = rig.nodes[2]
+    diff = cli(node, "diff", "-o", "json")
+    assert diff.returncode == 0, diff.stdout + diff.stderr
+    fleet = json.loads(diff.stdout)["fleet"]
+    assert sorted(n["name"] for n in fleet["nodes"] if n["live"]) == [
+        "node-0", "node-1", "node-2"]
+    assert fleet["keys_encrypted"] is True and fleet["settings_agree"] is True
+    listing = json.loads(cli(node, "certs", "list", "-o", "json").stdout)["fleet"]
+    assert len(listing["certificates"]) == len(NAMES)
+    for cert in listing["certificates"]:
+        assert sorted(n["node"] for n in cert["served_by"] if n["current"]) == [
+            "node-0", "node-1", "node-2"], cert
+    assert listing["disagreements"] == []
+    with urllib.request.urlopen(f"http://127.0.0.1:{node.admin_port}/api/v1/cert/{NAMES[0]}",
+                                timeout=5) as r:
+        view = json.loads(r.read())
+    assert len([s for s in view["served_by"] if s["current"]]) == 3, view
+    with urllib.request.urlopen(f"http://127.0.0.1:{node.admin_port}/metrics", timeout=5) as r:
+        metrics = r.read().decode()
+    assert 'njcm_fleet_nodes_live{node="node-2"} 3' in metrics
+    assert 'njcm_fleet_database_up{node="node-2"} 1' in metrics
 
     # a renewal asked on one node: one more order, and the other two serve it within seconds
     name = NAMES[3]
