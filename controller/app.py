@@ -19,6 +19,7 @@ are grouped by the packaged public suffix list (store/psl.py).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -401,4 +402,4 @@ class App:
         if self.njet is not None:
             await self.njet.close()
         if self.fleet is not None:
-            self.fleet.close()
+            await asyncio.to_thread(self.fleet.close)

@@ -203,14 +203,16 @@ class Fleet:
                 with contextlib.suppress(Exception):
                     await self.relay.close()
 
+
     def _dispatch(self, wake: Callable[[], None]) -> Callable[[str, str], None]:
         def on_notify(channel: str, payload: str) -> None:
             if channel == "njcm_challenge":
                 if self.relay is not None:
                     self.relay.wake()
                 return
-            if channel == "njcm_desired" and payload == self.node:
-                return  # our own publish
+            if channel == "njcm_status" or (channel == "njcm_desired"
+                                             and payload == self.node):
+                return  # statuses are re-read by every pass; our own publish
             wake()
         return on_notify
 
@@ -285,6 +287,12 @@ class Fleet:
         return doc
 
     def close(self) -> None:
+        """A clean stop (app.py, in a worker thread): this node stops counting as live at
+        once, so no order of the fleet waits for its challenge confirmation; then the
+        connections close."""
+        if not self.read_only and self.last_sync is not None:
+            with contextlib.suppress(ControllerError):
+                self.nodes.leave()
         self.db.close()
 
 

@@ -153,6 +153,15 @@ class NodeRegistry:
             self._published = None
         self.started_at = row[0]
 
+    def leave(self) -> None:
+        """A clean stop: this node stops counting as live at once (its heartbeat is set back
+        past the timeout), so no order waits for its challenge confirmation. Its wanted names
+        then count as unwanted; a name's garbage collection still waits deleteGracePeriod,
+        and the node's next heartbeat makes them wanted again."""
+        with self._lock, self.db.tx() as conn:
+            conn.execute("UPDATE nodes SET heartbeat_at = now() - %s - interval '1 second' "
+                         "WHERE name = %s", (self.timeout, self.node))
+
     def publish(self, desired: Desired) -> bool:
         """Replace this node's node_specs rows when they changed since the last publish;
         True if written (NOTIFY njcm_desired <node>)."""
