@@ -9,6 +9,7 @@
     desired = FakeDesired(specs)              # DesiredLoader
     observer = RecordingObserver()            # PassObserver
     ledger = MemoryLedger(ca)                 # RateLedger
+    gate = MemoryGate("node-a", shared)       # OrderGate: fleet mode's one holder per key
 
 Each follows its Protocol's written contract, records what it was asked, and can be told to
 fail. tests/unit/test_fakes.py checks every fake against its Protocol (mypy) and by behaviour.
@@ -24,14 +25,15 @@ served, its retry answers "repeated", and only a fresh key gets out.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from controller.certinfo import fingerprint_pem, key_matches_cert, read_cert_info
-from controller.errors import ControllerError, StoreError, TemporaryError
+from controller.errors import ControllerError, HandledElsewhere, StoreError, TemporaryError
 from controller.fold import Outcome
 from controller.model import (
     CertificateSpec,
@@ -572,3 +574,36 @@ def block_for(s: CertificateSpec, *, bootstrap: KeyKind = "ecc") -> FakeBlock:
     boot = make_cert(s.names, key_type=kt, self_signed=True)
     return FakeBlock(s.listens, s.names, served={bootstrap: fingerprint_pem(boot.cert_pem)},
                      config_cert_type=bootstrap)
+
+
+class MemoryGate:
+    """ports.OrderGate in memory: one holder per key across every "node" sharing `shared`
+    (a dict key -> node), `stored` the fleet store's fingerprints (key -> fingerprint).
+    `order` raises HandledElsewhere while another node holds the key or when the fleet store
+    holds another certificate than `expected`; `refuse` makes every order HandledElsewhere
+    (this node's settings differ). `entered` counts the holds that went through."""
+
+    def __init__(self, node: str = "node-a", shared: dict[str, str] | None = None,
+                 stored: dict[str, str] | None = None) -> None:
+        self.node = node
+        self.shared = {} if shared is None else shared
+        self.stored = {} if stored is None else stored
+        self.refuse: str | None = None
+        self.entered = 0
+
+    @contextlib.asynccontextmanager
+    async def order(self, key: str, *, expected: str | None) -> AsyncIterator[None]:
+        if self.refuse is not None:
+            raise HandledElsewhere(self.refuse)
+        holder = self.shared.get(key)
+        if holder is not None and holder != self.node:
+            raise HandledElsewhere(f"the lease on {key} is held by {holder}")
+        current = self.stored.get(key)
+        if current is not None and current != expected:
+            raise HandledElsewhere(f"another node stored a new certificate for {key}")
+        self.shared[key] = self.node
+        self.entered += 1
+        try:
+            yield
+        finally:
+            del self.shared[key]

@@ -20,6 +20,7 @@ from controller.ports import (
     IssuerFactory,
     NjetReader,
     NjetWriter,
+    OrderGate,
     PassObserver,
     ProbeOutcome,
     Prober,
@@ -37,6 +38,7 @@ from tests.fakes import (
     FakeNjet,
     FakeProber,
     FakeRepeated,
+    MemoryGate,
     MemoryGcConfirmations,
     MemoryLedger,
     MemoryStatus,
@@ -56,6 +58,7 @@ def test_every_fake_is_its_protocol() -> None:
     njet = FakeNjet()
     fake_issuer = FakeIssuer(clock)
     store: CertStore = MemoryStore()
+    gate: OrderGate = MemoryGate()
     issuer: Issuer = fake_issuer
     factory: IssuerFactory = fake_issuer.factory
     reader: NjetReader = njet
@@ -69,7 +72,7 @@ def test_every_fake_is_its_protocol() -> None:
     expiry: QuarantineExpiry = RecordingExpiry()
     ledger: RateLedger = MemoryLedger()  # behaviour: tests/unit/test_rate_ledger.py
     ports = [store, issuer, factory, reader, writer, prober, outcome, statuses, desired, observer,
-             confirmations, expiry, ledger]
+             confirmations, expiry, ledger, gate]  # gate behaviour: test_fleet_core.py
     assert all(p is not None for p in ports)
 
 
