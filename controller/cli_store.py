@@ -179,6 +179,8 @@ def fleet_text(doc: dict[str, Any]) -> list[str]:
     elif doc.get("settings_differing"):
         lines.append("  ! nodes whose [acme] settings differ (they do not order): "
                      + ", ".join(doc["settings_differing"]))
+    for pending in doc.get("pending_applies", []):
+        lines.append(f"  ~ {pending['key']}: not yet served by {', '.join(pending['nodes'])}")
     for line in doc.get("disagreements", []):
         lines.append(f"  ~ {line}")
     return lines

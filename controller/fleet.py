@@ -284,7 +284,27 @@ class Fleet:
         doc["settings_leader"] = state.leader if state is not None else None
         doc["settings_differing"] = list(state.differing) if state is not None else []
         doc["disagreements"] = list(self.disagreements)
+        try:
+            doc["pending_applies"] = self._pending_applies({n.name for n in nodes if n.live})
+        except ControllerError as exc:
+            doc["database_error"] = str(exc)
         return doc
+
+    def _pending_applies(self, live: set[str]) -> list[dict[str, Any]]:
+        """Per certificate of the fleet's store, the live nodes whose NJet was last proved to
+        serve something else (or nothing): each has an apply to do."""
+        served = self.status.served_by()
+        with self.db.tx() as conn:
+            wanted: dict[str, set[str]] = {}
+            for node, key in conn.execute("SELECT node, key FROM node_specs").fetchall():
+                wanted.setdefault(str(key), set()).add(str(node))
+        out = []
+        for row in sorted(self.store.fleet_rows(), key=lambda r: r.key):
+            done = {s.node for s in served.get(row.key, []) if s.fingerprint == row.fingerprint}
+            behind = sorted((live & wanted.get(row.key, set())) - done)
+            if behind:
+                out.append({"key": row.key, "nodes": behind})
+        return out
 
     def close(self) -> None:
         """A clean stop (app.py, in a worker thread): this node stops counting as live at

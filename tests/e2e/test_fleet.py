@@ -91,6 +91,7 @@ def test_twenty_names_on_three_nodes_one_order_each_every_node_serves(rig: Fleet
     assert sorted(n["name"] for n in fleet["nodes"] if n["live"]) == [
         "node-0", "node-1", "node-2"]
     assert fleet["keys_encrypted"] is True and fleet["settings_agree"] is True
+    assert fleet["pending_applies"] == [] and fleet["leases"] == []
     listing = json.loads(cli(node, "certs", "list", "-o", "json").stdout)["fleet"]
     assert len(listing["certificates"]) == len(NAMES)
     for cert in listing["certificates"]:
