@@ -188,7 +188,7 @@ class Fleet:
     async def background(self, wake: Callable[[], None]) -> None:
         """LISTEN, heartbeat and the challenge relay until cancelled (service.py)."""
         tasks = [asyncio.ensure_future(self.db.listen(CHANNELS, self._dispatch(wake))),
-                 asyncio.ensure_future(self._heartbeats())]
+                 asyncio.ensure_future(self._heartbeats(wake))]
         if self.relay is not None:
             tasks.append(asyncio.ensure_future(self.relay.run()))
         try:
@@ -216,14 +216,19 @@ class Fleet:
             wake()
         return on_notify
 
-    async def _heartbeats(self) -> None:
+    async def _heartbeats(self, wake: Callable[[], None]) -> None:
+        """Every nodeTimeout/4: this node is live. During an outage also the retry: the first
+        heartbeat that gets through wakes the loop, whose pass then catches up."""
         every = max(1.0, self.config.store.nodeTimeout.total_seconds() / 4)
         while True:
-            await asyncio.sleep(every)
+            await asyncio.sleep(every if self.db_error is None else min(every, 5.0))
             try:
                 await asyncio.to_thread(self.nodes.heartbeat)
             except ControllerError as exc:
                 self._outage(exc)
+                continue
+            if self.db_error is not None:
+                wake()
 
     # -- views ---------------------------------------------------------------------------------
 
