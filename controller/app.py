@@ -208,6 +208,7 @@ class App:
     njet: NjetClient | None = field(init=False, default=None)
     reconciler: Reconciler = field(init=False)
     _issuer: Issuer | None = field(init=False, default=None)
+    _issuer_lock: asyncio.Lock = field(init=False, default_factory=asyncio.Lock)
     _solvers: SolverSet | None = field(init=False, default=None)
     _ari: AriPoller | None = field(init=False, default=None)
 
@@ -362,13 +363,16 @@ class App:
     async def issuer(self) -> Issuer:
         """[acme]'s CA and the [[acme.fallback]] ones (adapters/acme/multi.py), built on
         first use; each CA's own issuer is built when an order first goes to it."""
-        if self._issuer is None:
-            from controller.adapters.acme.multi import CaFallbackIssuer
+        if self._issuer is not None:
+            return self._issuer
+        async with self._issuer_lock:  # concurrent first orders build one issuer, one account
+            if self._issuer is None:
+                from controller.adapters.acme.multi import CaFallbackIssuer
 
-            if self.fleet is not None:  # the fleet's ACME accounts first: one per CA
-                await self.fleet.pull_accounts()
-
-            self._issuer = CaFallbackIssuer.from_config(self.config, self.paths, self.solvers)
+                if self.fleet is not None:  # the fleet's ACME accounts first: one per CA
+                    await self.fleet.pull_accounts()
+                self._issuer = CaFallbackIssuer.from_config(self.config, self.paths,
+                                                            self.solvers)
         return self._issuer
 
     async def ari_poller(self) -> AriPoller:

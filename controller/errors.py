@@ -48,6 +48,12 @@ class HandledElsewhere(ControllerError):
     differ from the fleet's). The executor reports it as a skipped action, with no backoff."""
 
 
+class StoreUnavailable(TemporaryError):
+    """Fleet mode: the fleet database cannot be reached right now (down, restarting, cut
+    off). An action that meets it is skipped, not backed off: the next pass (woken when the
+    database answers again) retries it."""
+
+
 class RateLimited(TemporaryError):
     """The CA answered rateLimited (HTTP 429); `retry_after` says for how long, when it did.
     The rate-limit ledger records it (policies/ratelimits.py)."""

@@ -41,6 +41,7 @@ from controller.errors import (
     PermanentError,
     RateLimited,
     StoreError,
+    StoreUnavailable,
     TemporaryError,
     ValidationFailed,
     order_placed,
@@ -131,7 +132,8 @@ class Executor:
                 outcome = await self._apply_stored(action)
             else:
                 outcome = await self._delete(action)
-        except HandledElsewhere as exc:  # fleet mode: another node does it
+        except (HandledElsewhere, StoreUnavailable) as exc:  # fleet mode: another node
+            # does it, or the fleet database is away (retried by the next pass, no backoff)
             outcome = Outcome(action, ok=False, skipped=True, error=str(exc))
         except TemporaryError as exc:
             outcome = Outcome(action, ok=False, error=str(exc), retry_after=exc.retry_after)

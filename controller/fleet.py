@@ -6,7 +6,8 @@ Database (adapters/pg/db.py) and, over it, the fenced certificate store with its
 the event log, ledger, deletion-guard confirmation and ACME account sync. It gives the loop:
 - `sync` (the Reconciler's `fleet_sync`, at the start of every pass): heartbeat, publish this
   node's desired state, read the fleet's merged one, pull new certificates into the mirror,
-  reload the shared statuses. When the database cannot be reached it keeps the last fleet view
+  reload the shared statuses (a refused DSN: one-shot commands stop with its ConfigError,
+  `run` treats it as an outage). When the database cannot be reached it keeps the last fleet view
   (or, before any, counts every mirrored certificate as wanted elsewhere), so an outage never
   makes a certificate look orphaned; the error is logged once per outage, /healthz says so.
 - `gate` (ports.OrderGate, the executor's): one order per certificate across the fleet.
@@ -36,7 +37,7 @@ from controller.adapters.pg.nodes import NodeRegistry, SettingsState
 from controller.adapters.pg.status import PgStatus
 from controller.adapters.store.lego import LegoStore
 from controller.config import Config
-from controller.errors import ControllerError, HandledElsewhere
+from controller.errors import ConfigError, ControllerError, HandledElsewhere, StoreUnavailable
 from controller.logs import log_event
 from controller.metrics import ControllerMetrics
 from controller.model import Desired
@@ -78,6 +79,8 @@ class Fleet:
     disagreements: tuple[str, ...] = field(init=False, default=())
     _view: Desired | None = field(init=False, default=None)
     relay: ChallengeRelay | None = field(init=False, default=None)
+    # `run` (service.py) keeps going when the DSN is refused; one-shot commands stop with it
+    patient: bool = field(init=False, default=False)
     _served: dict[str, int] = field(init=False, default_factory=dict)
     _served_at: float | None = field(init=False, default=None)
 
@@ -111,6 +114,11 @@ class Fleet:
         """The Reconciler's fleet_sync (see the module docstring)."""
         try:
             view, statuses = await asyncio.to_thread(self._sync, local)
+        except ConfigError as exc:
+            if not self.patient:  # a one-shot command: the DSN is wrong, say so and stop
+                raise
+            self._outage(exc)  # `run`: an operator can fix the role or database meanwhile
+            return self._fallback(local), None
         except ControllerError as exc:
             self._outage(exc)
             return self._fallback(local), None
@@ -370,6 +378,4 @@ def _tree_stamp(root: Path) -> tuple[int, int]:
 
 
 def raise_unreachable(error: str) -> None:
-    from controller.errors import TemporaryError
-
-    raise TemporaryError(f"no order while the fleet database is unreachable: {error}")
+    raise StoreUnavailable(f"no order while the fleet database is unreachable: {error}")

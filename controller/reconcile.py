@@ -105,7 +105,15 @@ class Reconciler:
     @property
     def statuses(self) -> dict[str, CertStatus]:
         if self._statuses is None:
-            self._statuses = self.status_store.load_all()
+            try:
+                self._statuses = self.status_store.load_all()
+            except ControllerError as exc:
+                if self.fleet_sync is None:
+                    raise
+                # fleet mode with the database away: none known yet; each pass's fleet_sync
+                # loads them once it answers
+                log_event("fleet statuses not loaded", level=logging.WARNING, error=str(exc))
+                self._statuses = {}
         return self._statuses
 
     def update_status(self, status: CertStatus) -> None:
@@ -167,14 +175,16 @@ class Reconciler:
         """Desired + observe + status -> plan; with `poll` (executing passes) the ARI step
         first records the renewal windows that are due."""
         desired = await self.desired_async(keep_last_good=keep_last_good, fresh=probe)
-        if self._statuses is None:  # the first scan of status/ runs off the loop too
-            loaded = await off_loop(self.status_store.load_all)
-            if self._statuses is None:  # not loaded meanwhile (an admin call)
-                self._statuses = loaded
-        if self.fleet_sync is not None:
+        if self.fleet_sync is not None:  # the shared statuses come with the fleet's view
             desired, shared = await self.fleet_sync(desired)
             if shared is not None:
                 self._statuses = shared
+            elif self._statuses is None:  # the database is away and none were loaded yet
+                self._statuses = {}
+        elif self._statuses is None:  # the first scan of status/ runs off the loop too
+            loaded = await off_loop(self.status_store.load_all)
+            if self._statuses is None:  # not loaded meanwhile (an admin call)
+                self._statuses = loaded
         observed = await self.gatherer.observe(desired, probe=probe)
         if poll and self.ari is not None:
             await self._poll_ari(desired, observed)
@@ -415,6 +425,7 @@ class Loop:
                     break  # stopped during the reconcile: it was cancelled
                 self.last_error = None
             except Exception as exc:  # the loop never dies: NJet does not restart a copilot
+                self._probe = self._probe or probe  # the probe it was to make is still due
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log_event("reconcile failed", level=logging.ERROR, error=self.last_error)
                 await asyncio.sleep(self.error_pause)

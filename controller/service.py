@@ -97,6 +97,8 @@ class Service:
         self._stop_requested = False
         self._fleet_task: asyncio.Future[None] | None = None
         self.backend.fleet = self.app.fleet
+        if self.app.fleet is not None:  # a refused DSN is an outage to wait out, not an exit
+            self.app.fleet.patient = True
 
     # -- events ------------------------------------------------------------------------
 

@@ -23,6 +23,7 @@ import re
 import signal
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -120,10 +121,16 @@ class FleetNode:
         return self.proc is not None and self.proc.poll() is not None
 
     def health(self) -> dict[str, Any] | None:
+        """/healthz's document, also when it answers 503 (degraded); None: no answer."""
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.admin_port}/healthz",
                                         timeout=2) as r:
                 return dict(json.loads(r.read()))
+        except urllib.error.HTTPError as err:
+            try:
+                return dict(json.loads(err.read()))
+            except ValueError:
+                return None
         except (OSError, ValueError):
             return None
 
@@ -198,7 +205,7 @@ class FleetRig:
         self.haproxy = Haproxy(self.workdir / "haproxy", {
             "http01": (self.pebble.http_port, http_backends),
             "tlsalpn01": (self.pebble.tls_port, tls_backends),
-        })
+        }, health_checks=False)
         self.haproxy.start()
         if controllers:
             for node in self.nodes:

@@ -19,7 +19,7 @@ from controller.policies.renewal import names_changed
 from controller.policies.subject import Act, Wait
 from controller.policy import DESIRED, ORPHANED, Chain, PolicySettings, Subject, decide
 from controller.reasons import Reason
-from controller.status import CertStatus
+from controller.status import FAILURE_NODE, CertStatus
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
 SPEC = CertificateSpec(domain="a.test", names=("a.test",), listens=("127.0.0.1:8443",))
@@ -156,8 +156,11 @@ CASES = [
     case("the backoff holds a forced renewal back", {"forced_renewal"}, "backoff",
          Reason.BACKOFF, waits=(Reason.BACKOFF,),
          status=replace(BACKING_OFF, force_renew=True)),
-    case("the backoff holds an apply back", {"not_served"}, "backoff", Reason.BACKOFF,
-         waits=(Reason.BACKOFF,), status=BACKING_OFF, served_fingerprint="0" * 64),
+    case("the backoff of a failed apply holds the next apply back", {"not_served"}, "backoff",
+         Reason.BACKOFF, waits=(Reason.BACKOFF,),
+         status=replace(BACKING_OFF, failure_scope=FAILURE_NODE), served_fingerprint="0" * 64),
+    case("a failed order does not hold back applying the stored pair", {"not_served"},
+         "not_served", Reason.NOT_SERVED, status=BACKING_OFF, served_fingerprint="0" * 64),
     case("the backoff holds before the caveat is looked at", {"cert_missing"}, "backoff",
          Reason.BACKOFF, waits=(Reason.BACKOFF,), stored=None, status=BACKING_OFF,
          **NOT_IN_NJET),

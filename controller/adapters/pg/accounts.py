@@ -10,10 +10,12 @@ KeySealer (label = the path); the registration (account.json) is stored as it is
   0700; a path that would leave the folder or go through a link is refused). A local file that
   differs from the database's is kept (this node's account works; a warning says so). A row
   whose key does not open is logged and skipped. Returns the number of files written.
-- `push()` uploads every local account file the database does not hold yet (a temp file, a
-  link or anything but a regular file is skipped); one it holds with other content stays the
-  fleet's (warning) unless `replace=True`. Returns the number written. The first node to push
-  an account makes it the fleet's: stable, no flapping between nodes.
+- `push()` uploads every local account the database does not hold yet, one account folder as
+  one unit (a temp file, a link or anything but a regular file is skipped); an account it
+  holds stays the fleet's (a warning when this node's files differ) unless `replace=True`.
+  Returns the number of files written. The first node to push an account makes it the
+  fleet's: stable, no flapping between nodes, never one node's key with another's
+  registration.
 Built by app.py in fleet mode (pull at start before the issuer loads its account, push after
 the issuer registered one); sync: call from a worker thread. Never logs file contents.
 """
@@ -98,25 +100,36 @@ class AccountSync:
         return False
 
     def push(self, *, replace: bool = False) -> int:
-        """Upload every local account file the database does not hold; the number written.
-        A file the database holds with other content is left as the fleet's (a warning says
-        so), unless `replace`; a row this node cannot open is never replaced unless `replace`."""
+        """Upload every local account the database does not hold; the number of files
+        written. An account (a `<ca>/<email>/` folder) goes up as one unit in one
+        transaction, and only while the database has no file of it: two nodes that
+        registered at once never mix one's registration with the other's key (the first
+        keeps it; the other's stays local, with a warning when its files differ). `replace`
+        overwrites file by file."""
         written = 0
+        accounts: dict[tuple[str, str], list[tuple[str, tuple[str, ...], bytes]]] = {}
         for rel, parts, body in self._local_files():
+            accounts.setdefault((parts[0], parts[1]), []).append((rel, parts, body))
+        for (ca, email), files in sorted(accounts.items()):
             with self.db.tx() as conn:
-                row = conn.execute("SELECT body_sealed, key_alg FROM accounts WHERE ca = %s "
-                                   "AND email = %s AND path = %s FOR UPDATE",
-                                   (parts[0], parts[1], rel)).fetchone()
-                if row is not None and not replace:
-                    self._differs(str(row[1]), bytes(row[0]), rel, body)
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
+                             (f"njcm-account:{ca}/{email}",))
+                rows = {str(r[0]): (str(r[2]), bytes(r[1])) for r in conn.execute(
+                    "SELECT path, body_sealed, key_alg FROM accounts WHERE ca = %s AND "
+                    "email = %s", (ca, email)).fetchall()}
+                if rows and not replace:
+                    for rel, _parts, body in files:
+                        if rel in rows:
+                            self._differs(rows[rel][0], rows[rel][1], rel, body)
                     continue
-                alg, sealed = (self.sealer.seal(body, label=rel) if is_key_file(parts)
-                               else (CLEAR, body))
-                conn.execute("INSERT INTO accounts (ca, email, path, body_sealed, key_alg) "
-                             "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (ca, email, path) DO "
-                             "UPDATE SET body_sealed = EXCLUDED.body_sealed, "
-                             "key_alg = EXCLUDED.key_alg", (parts[0], parts[1], rel, sealed, alg))
-            written += 1
+                for rel, parts, body in files:
+                    alg, sealed = (self.sealer.seal(body, label=rel) if is_key_file(parts)
+                                   else (CLEAR, body))
+                    conn.execute("INSERT INTO accounts (ca, email, path, body_sealed, key_alg) "
+                                 "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (ca, email, path) DO "
+                                 "UPDATE SET body_sealed = EXCLUDED.body_sealed, "
+                                 "key_alg = EXCLUDED.key_alg", (ca, email, rel, sealed, alg))
+                    written += 1
         return written
 
     def _differs(self, alg: str, sealed: bytes, rel: str, body: bytes) -> None:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -42,7 +43,7 @@ from controller.adapters.pg.db import Database
 from controller.adapters.pg.leases import Leases
 from controller.adapters.store.lego import LegoStore
 from controller.certinfo import key_matches_cert, read_cert_info
-from controller.errors import ConfigError, StoreError
+from controller.errors import ConfigError, StoreError, StoreUnavailable
 from controller.faultpoints import fault_point, register
 from controller.logs import log_event
 from controller.model import CertInfo, IssuedCert, StoredCert
@@ -51,6 +52,7 @@ from controller.paths import split_store_key, validate_store_key
 FAULT_POINTS = register("fleet.before_db_write", "fleet.after_db_write")
 CHANNEL = "njcm_cert"
 WRITE_LOCK = 0x6E6A6377  # "njcw": held by every writer of `certs` while it draws a version
+WRITE_PATIENCE = 8.0  # seconds a fenced write is retried while the database is away
 
 _COLUMNS = ("key, domain, cert_pem, issuer_pem, key_sealed, key_alg, cert_url, meta, "
             "fingerprint, serial, not_after, generation, written_by")
@@ -163,20 +165,36 @@ class FleetCertStore:
         row = self._row(domain, issued, info, lease.generation, self.node)
         lost = f"the lease on {domain} was lost (generation {lease.generation})"
         fault_point("fleet.before_db_write")
+        delay, waited = 0.25, 0.0
+        while True:  # a database restarting (about a second) does not cost the new order
+            try:
+                self._fenced_write(domain, row, lease.generation, lost)
+                break
+            except StoreUnavailable:
+                if waited >= WRITE_PATIENCE:
+                    raise
+            time.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 2.0)
+        fault_point("fleet.after_db_write")
+        return self.mirror.put(domain, issued)
+
+    def _fenced_write(self, domain: str, row: Mapping[str, Any], generation: int,
+                      lost: str) -> None:
+        """One transaction: the lease is still ours at `generation`, then the upsert (the
+        same row again after a commit whose answer was lost is a no-op) and the NOTIFY."""
         with self.db.tx() as conn:
             ours = conn.execute(
                 "SELECT 1 FROM leases WHERE key = %s AND owner = %s AND generation = %s "
                 "AND expires_at > now() FOR UPDATE",
-                (domain, self.node, lease.generation)).fetchone()
+                (domain, self.node, generation)).fetchone()
             if ours is None:
-                raise self._refuse(domain, lease.generation, lost)
+                raise self._refuse(domain, generation, lost)
             conn.execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
             if conn.execute(_UPSERT, row).fetchone() is None:
-                raise self._refuse(domain, lease.generation,
+                raise self._refuse(domain, generation,
                                    f"the database holds {domain} of a newer lease generation")
             Database.notify(conn, CHANNEL, domain)
-        fault_point("fleet.after_db_write")
-        return self.mirror.put(domain, issued)
 
     def put_unfenced(self, domain: str, issued: IssuedCert, *, by: str) -> bool:
         """Store without a lease, generation 0 (`store migrate`): only where the database holds

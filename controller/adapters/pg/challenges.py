@@ -44,12 +44,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from controller.adapters.pg.db import Database
-from controller.errors import ControllerError
+from controller.errors import ControllerError, StoreUnavailable
 from controller.logs import log_event
 from controller.ports import ChallengeSolver, LeftoverCleaner
 
 CHANNEL = "njcm_challenge"
 ACK_POLL_SECONDS = 0.15
+INSERT_PATIENCE = 8.0  # seconds a challenge row is retried while the database is away
 
 
 class FleetChallengeSolver:
@@ -69,7 +70,7 @@ class FleetChallengeSolver:
     async def present(self, domain: str, token: str, key_authorization: str) -> None:
         await self.local.present(domain, token, key_authorization)
         try:
-            await asyncio.to_thread(self._insert, domain, token, key_authorization)
+            await self._insert_retrying(domain, token, key_authorization)
         except ControllerError:
             await self._local_cleanup(domain, token, key_authorization)  # nothing committed
             raise
@@ -105,6 +106,21 @@ class FleetChallengeSolver:
         return lines
 
     # -- helpers -----------------------------------------------------------------------------
+
+    async def _insert_retrying(self, domain: str, token: str, key_authorization: str) -> None:
+        """The row, retried for a few seconds while the database is away (a restart takes
+        about a second): the CA already placed the order, and abandoning it costs one."""
+        delay, waited = 0.25, 0.0
+        while True:
+            try:
+                await asyncio.to_thread(self._insert, domain, token, key_authorization)
+                return
+            except StoreUnavailable:
+                if waited >= INSERT_PATIENCE:
+                    raise
+            await asyncio.sleep(delay)
+            waited += delay
+            delay = min(delay * 2, 2.0)
 
     async def _undo(self, domain: str, token: str, key_authorization: str) -> None:
         with contextlib.suppress(Exception):

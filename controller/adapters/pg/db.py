@@ -12,8 +12,13 @@ Contract:
   TemporaryError("database <shown>: <why>") (`shown` is the DSN without its password); a wrong
   password, an unknown role or database, a refused pg_hba entry raise ConfigError with the same
   one line. A query error (a bug, a constraint) is StoreError. The password never appears.
-- An unresponsive server (a black-holed link) fails within about `connect_timeout` + 10 s:
-  TCP keepalives and tcp_user_timeout are set unless the DSN sets them.
+- An unresponsive server fails instead of hanging: TCP keepalives and tcp_user_timeout are
+  set unless the DSN sets them, and a watchdog thread cuts the socket of any transaction
+  still running after TX_DEADLINE (a link that accepts but never forwards, as a proxy in
+  front of a hung server does, defeats TCP's own timers). A pooled connection idle for a
+  moment is checked before use (the server may have restarted meanwhile).
+- Connection-level failures are StoreUnavailable (a TemporaryError): an action that meets one
+  is skipped, not backed off; the next pass retries it.
 - `listen()` keeps one LISTEN connection (asyncio) until cancelled, reconnecting with backoff;
   after every (re)connect it reports `*` on each channel, since notifications sent while it was
   away are lost (the listener then rescans).
@@ -25,7 +30,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -33,10 +41,13 @@ import psycopg
 from psycopg import conninfo
 
 from controller.adapters.pg import migrations
-from controller.errors import ConfigError, ControllerError, StoreError, TemporaryError
+from controller.errors import ConfigError, ControllerError, StoreError, StoreUnavailable
 from controller.logs import log_event
 
 Conn = psycopg.Connection[tuple[Any, ...]]
+
+TX_DEADLINE = 30.0  # seconds a transaction may take before the watchdog cuts its socket
+IDLE_CHECK = 0.5  # a pooled connection idle longer than this is checked before use
 
 _LINK_DEFAULTS = {"keepalives": "1", "keepalives_idle": "5", "keepalives_interval": "2",
                   "keepalives_count": "3", "tcp_user_timeout": "10000"}
@@ -74,8 +85,57 @@ def translate(exc: BaseException, shown: str) -> ControllerError:
     if state in _CONFIG_SQLSTATES or any(w in why.lower() for w in _CONFIG_WORDS):
         return ConfigError(f"database {shown}: {why}")
     if isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError | OSError):
-        return TemporaryError(f"database {shown}: {why}")
+        return StoreUnavailable(f"database {shown}: {why}")
     return StoreError(f"database {shown}: {why}")
+
+
+class _Watchdog:
+    """One daemon thread that cuts the socket of a transaction past its deadline, so a
+    blocked libpq read returns an error instead of waiting for ever."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[int, tuple[float, Conn]] = {}
+        self._thread: threading.Thread | None = None
+
+    def watch(self, conn: Conn, seconds: float) -> None:
+        with self._lock:
+            self._running[id(conn)] = (time.monotonic() + seconds, conn)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="njcm-db-watchdog",
+                                                daemon=True)
+                self._thread.start()
+
+    def done(self, conn: Conn) -> None:
+        with self._lock:
+            self._running.pop(id(conn), None)
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(1.0)
+            now = time.monotonic()
+            with self._lock:
+                late = [c for deadline, c in self._running.values() if deadline <= now]
+                for c in late:
+                    self._running.pop(id(c), None)
+            for c in late:
+                _sever(c)
+
+
+def _sever(conn: Conn) -> None:
+    """Shut the connection's socket down (a duplicate of its descriptor: libpq's stays valid
+    and sees the error on its next read)."""
+    with contextlib.suppress(OSError, ValueError, psycopg.Error):
+        sock = socket.socket(fileno=os.dup(conn.fileno()))
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        finally:
+            sock.close()
+    log_event("fleet database transaction cut after its deadline", level=logging.WARNING,
+              seconds=TX_DEADLINE)
+
+
+_WATCHDOG = _Watchdog()
 
 
 class Database:
@@ -94,7 +154,7 @@ class Database:
         self._dsn = conninfo.make_conninfo(dsn, **extra)
         self.read_only = read_only
         self._pool_size = pool_size
-        self._idle: list[Conn] = []
+        self._idle: list[tuple[Conn, float]] = []  # (connection, monotonic time returned)
         self._lock = threading.Lock()
         self._schema_lock = threading.Lock()
         self._schema_ok = False
@@ -119,19 +179,38 @@ class Database:
         return err
 
     def _take(self) -> Conn:
-        with self._lock:
-            while self._idle:
-                conn = self._idle.pop()
-                if not conn.closed and not conn.broken:
-                    return conn
+        while True:
+            with self._lock:
+                if not self._idle:
+                    break
+                conn, since = self._idle.pop()
+            if conn.closed or conn.broken:
+                continue
+            if time.monotonic() - since < IDLE_CHECK or self._alive(conn):
+                return conn
         return self._connect()
+
+    @staticmethod
+    def _alive(conn: Conn) -> bool:
+        """A quick round trip on an idle pooled connection (False: drop it)."""
+        _WATCHDOG.watch(conn, 5.0)
+        try:
+            conn.execute("SELECT 1")
+            conn.rollback()
+            return True
+        except psycopg.Error:
+            with contextlib.suppress(Exception):
+                conn.close()
+            return False
+        finally:
+            _WATCHDOG.done(conn)
 
     def _give_back(self, conn: Conn) -> None:
         if conn.closed or conn.broken:
             return
         with self._lock:
             if not self._closed and len(self._idle) < self._pool_size:
-                self._idle.append(conn)
+                self._idle.append((conn, time.monotonic()))
                 return
         with contextlib.suppress(Exception):
             conn.close()
@@ -146,10 +225,12 @@ class Database:
     @contextlib.contextmanager
     def _raw_tx(self) -> Iterator[Conn]:
         conn = self._take()
+        _WATCHDOG.watch(conn, TX_DEADLINE)
         try:
             with conn.transaction():
                 yield conn
         except psycopg.Error as exc:
+            _WATCHDOG.done(conn)
             if conn.broken or conn.closed:
                 with contextlib.suppress(Exception):
                     conn.close()
@@ -157,8 +238,10 @@ class Database:
                 self._give_back(conn)
             raise self._failed(exc) from None
         except BaseException:
+            _WATCHDOG.done(conn)
             self._give_back(conn)
             raise
+        _WATCHDOG.done(conn)
         self.up = True
         self.last_error = None
         self._give_back(conn)
@@ -189,7 +272,7 @@ class Database:
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            idle, self._idle = self._idle, []
+            idle, self._idle = [c for c, _ in self._idle], []
         for conn in idle:
             with contextlib.suppress(Exception):
                 conn.close()
@@ -211,9 +294,14 @@ class Database:
                     on_state(True)
                 for channel in channels:
                     on_notify(channel, "*")
-                async for note in conn.notifies():
-                    on_notify(note.channel, note.payload)
-                raise psycopg.OperationalError("the LISTEN connection ended")
+                while True:  # every 15 s of silence: a round trip proves the link is alive
+                    async for note in conn.notifies(timeout=15.0):
+                        on_notify(note.channel, note.payload)
+                    try:
+                        await asyncio.wait_for(conn.execute("SELECT 1"), 10.0)
+                    except TimeoutError:
+                        raise psycopg.OperationalError(
+                            "the LISTEN connection stopped answering") from None
             except (psycopg.Error, OSError) as exc:
                 err = translate(exc, self.shown)
                 if on_state is not None:
