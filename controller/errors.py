@@ -48,6 +48,13 @@ class HandledElsewhere(ControllerError):
     differ from the fleet's). The executor reports it as a skipped action, with no backoff."""
 
 
+class Fenced(StoreError):
+    """Fleet mode: a store write refused because this node lost the certificate's lease (it
+    was paused or cut off past it) and another node may have stored a newer certificate. The
+    new pair is discarded; the executor reports a skipped action (no backoff), and the next
+    pass applies what the fleet stored."""
+
+
 class StoreUnavailable(TemporaryError):
     """Fleet mode: the fleet database cannot be reached right now (down, restarting, cut
     off). An action that meets it is skipped, not backed off: the next pass (woken when the

@@ -37,6 +37,7 @@ from controller.certinfo import key_type_of_key
 from controller.errors import (
     ConfigError,
     ControllerError,
+    Fenced,
     HandledElsewhere,
     PermanentError,
     RateLimited,
@@ -132,8 +133,9 @@ class Executor:
                 outcome = await self._apply_stored(action)
             else:
                 outcome = await self._delete(action)
-        except (HandledElsewhere, StoreUnavailable) as exc:  # fleet mode: another node
-            # does it, or the fleet database is away (retried by the next pass, no backoff)
+        except (HandledElsewhere, StoreUnavailable, Fenced) as exc:  # fleet mode: another
+            # node does it, the fleet database is away (retried by the next pass, no backoff),
+            # or this node lost the lease while ordering (the next pass applies the fleet's)
             outcome = Outcome(action, ok=False, skipped=True, error=str(exc))
         except TemporaryError as exc:
             outcome = Outcome(action, ok=False, error=str(exc), retry_after=exc.retry_after)

@@ -156,6 +156,29 @@ def test_what_one_node_shows_another(db: Database) -> None:
         pgstatus.NodeServes("node-a", "a" * 64, T0), pgstatus.NodeServes("node-b", "b" * 64, T0)]
 
 
+def test_a_stale_node_never_undoes_another_nodes_fields(db: Database) -> None:
+    """B loaded before A stored a new pair; B's own change (its apply succeeded) must not
+    drop what A recorded (issued_at, issuer_ca, profile): fields merge, last writer per field."""
+    a, b = PgStatus(db, "node-a"), PgStatus(db, "node-b")
+    a.save(CertStatus(domain="shop.test", spec_hash="h1"))
+    stale = b.load_all()["shop.test"]
+    issued = a.load_all()["shop.test"].with_issued(at=T0, profile="", ordered="").with_issuer_ca(
+        "https://ca.test/dir")
+    a.save(issued)
+    b.save(stale.with_success(spec_hash="h1", at=T0 + timedelta(minutes=1)))  # B's own change
+    seen = a.load_all()["shop.test"]
+    assert seen.issued_at == T0 and seen.issuer_ca == "https://ca.test/dir"
+    assert seen.last_success_at == T0 + timedelta(minutes=1)
+    # a field B sets back to its default leaves the row; A's fields stay
+    b.load_all()
+    cleared = b.load_all()["shop.test"].with_failure("x", spec_hash="h1", at=T0,
+                                                     retry_after=None)
+    b.save(cleared)
+    b.save(cleared.with_success(spec_hash="h1", at=T0 + timedelta(minutes=2)))
+    seen = a.load_all()["shop.test"]
+    assert seen.attempts == 0 and seen.last_failure is None and seen.issuer_ca is not None
+
+
 def test_save_of_an_unchanged_status_writes_nothing(db: Database) -> None:
     a = PgStatus(db, "node-a")
     status = full_status(scope=None)

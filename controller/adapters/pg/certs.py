@@ -43,7 +43,7 @@ from controller.adapters.pg.db import Database
 from controller.adapters.pg.leases import Leases
 from controller.adapters.store.lego import LegoStore
 from controller.certinfo import key_matches_cert, read_cert_info
-from controller.errors import ConfigError, StoreError, StoreUnavailable
+from controller.errors import ConfigError, Fenced, StoreError, StoreUnavailable
 from controller.faultpoints import fault_point, register
 from controller.logs import log_event
 from controller.model import CertInfo, IssuedCert, StoredCert
@@ -152,9 +152,9 @@ class FleetCertStore:
                 "fingerprint": info.fingerprint, "serial": info.serial,
                 "not_after": info.not_after, "generation": generation, "by": by}
 
-    def _refuse(self, domain: str, generation: int | None, why: str) -> StoreError:
+    def _refuse(self, domain: str, generation: int | None, why: str) -> Fenced:
         log_event("fenced write refused", level=logging.ERROR, key=domain, generation=generation)
-        return StoreError(f"fenced: {why}; a newer certificate may exist; this one is discarded")
+        return Fenced(f"fenced: {why}; a newer certificate may exist; this one is discarded")
 
     def put(self, domain: str, issued: IssuedCert) -> StoredCert:
         """The fenced write (see the module docstring); returns what the mirror now holds."""

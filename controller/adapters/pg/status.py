@@ -67,6 +67,7 @@ _WRITE_LIMITS = ("SELECT set_config('statement_timeout', '10s', true), "
                  "set_config('lock_timeout', '5s', true)")
 
 Body = dict[str, Any]
+_UNSET = object()  # a field absent from a compact body
 
 
 _MISSING = object()
@@ -345,12 +346,23 @@ class PgStatus:
             with self.db.tx() as conn:
                 conn.execute(_WRITE_LIMITS)
                 if write_f:
-                    written.append(("f", _version(conn.execute(
+                    # field by field onto the row as it is now: another node's change of a
+                    # field this node did not change is kept (no lost update of issued_at,
+                    # issuer_ca, a backoff...); a field back at its default leaves the body
+                    changed = {k: v for k, v in fleet.items()
+                               if fleet_seen is None or fleet_seen.get(k, _UNSET) != v}
+                    dropped = [k for k in (fleet_seen or {}) if k not in fleet]
+                    got = conn.execute(
                         "INSERT INTO cert_status (key, body, written_by) "
                         "VALUES (%s, %s::jsonb, %s) ON CONFLICT (key) DO UPDATE SET "
-                        "body = EXCLUDED.body, version = EXCLUDED.version, "
-                        "written_by = EXCLUDED.written_by RETURNING version",
-                        (key, orjson.dumps(fleet).decode(), self.node)).fetchone()), fleet))
+                        "body = (cert_status.body - %s::text[]) || %s::jsonb, "
+                        "version = EXCLUDED.version, written_by = EXCLUDED.written_by "
+                        "RETURNING version, body::text",
+                        (key, orjson.dumps(fleet).decode(), self.node, dropped,
+                         orjson.dumps(changed).decode())).fetchone()
+                    assert got is not None
+                    merged_body = orjson.loads(got[1])
+                    written.append(("f", int(got[0]), merged_body))
                     Database.notify(conn, "njcm_status", key)
                 if write_n:
                     written.append(("n", _version(conn.execute(
