@@ -21,7 +21,7 @@ from bench.report import markdown, write_results
 from bench.runner import BENCHES, Options, document, machine, run_benches
 
 QUICK = Options(runs=3, trials=3, names=10, peer_certs=2, dns_runs=3, wildcards=10,
-                ari_certs=1000)
+                ari_certs=1000, fleet_names=10, fleet_certs=500)
 
 
 def parse(argv: list[str] | None) -> tuple[Options, Path, bool]:
@@ -45,6 +45,10 @@ def parse(argv: list[str] | None) -> tuple[Options, Path, bool]:
                    " (default 50, quick 10)")
     p.add_argument("--ari-certs", type=int, help="ari: certificates whose polls are simulated"
                    " (default 10000, quick 1000)")
+    p.add_argument("--fleet-names", type=int, help="fleet: names on 3 nodes and on one"
+                   " (default 200, quick 10)")
+    p.add_argument("--fleet-certs", type=int, help="fleet: certificates in the database for"
+                   " the cold start (default 10000, quick 500)")
     p.add_argument("--profile", action="store_true", help="always profile the scale bench")
     p.add_argument("--out", type=Path, default=RESULTS_DIR, help="results directory")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -60,6 +64,8 @@ def parse(argv: list[str] | None) -> tuple[Options, Path, bool]:
         sim_servers=a.sim_servers, events=a.events, profile=a.profile, only=only,
         dns_runs=a.dns_runs or base.dns_runs, wildcards=a.wildcards or base.wildcards,
         ari_certs=a.ari_certs or base.ari_certs,
+        fleet_names=a.fleet_names or base.fleet_names,
+        fleet_certs=a.fleet_certs or base.fleet_certs,
         mode="quick" if a.quick else "full",
     )
     return opts, a.out, a.keep

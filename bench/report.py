@@ -113,9 +113,32 @@ def _ari(f: dict[str, Any]) -> list[Row]:
              f"{_s(r['renewal_seconds']['median'])} (poll + issuance, n={r['trials']})")]
 
 
+def _fleet(f: dict[str, Any]) -> list[Row]:
+    three, one, cold = f["three_nodes"], f["one_node"], f["cold"]
+    ren = three["renewal"]
+    fl, fi, full = cold["postgres"], cold["file"], cold["postgres_restart_mirror_full"]
+    return [(f"{three['names']} names on 3 nodes: orders issued (Pebble's log)",
+             str(three["orders"])),
+            ("until every node serves every name: 3 nodes / 1 node",
+             f"{_s(three['all_served_seconds'])} / {_s(one['all_served_seconds'])} → "
+             f"{f['three_over_one']:.2f}×"),
+            (f"forced renewal stored → the other 2 nodes serve it (n={ren['trials']})",
+             f"{_stats(ren['propagation_seconds'])}; from the request "
+             f"{_s(ren['request_to_served_seconds']['median'])}"),
+            (f"cold start, {cold['n']} certs: new node (pulls all) / file backend",
+             f"{_s(fl['cold_seconds'])} / {_s(fi['cold_seconds'])} "
+             f"({f['cold_ratio_to_file']:.1f}×); restart, mirror full {_s(full['cold_seconds'])};"
+             f" file, first load (writes its index) {_s(fi['first_load_seconds'])}"),
+            (f"no-op compute, {cold['n']} certs: fleet / file (medians)",
+             f"{_s(fl['noop_seconds']['median'])} / {_s(fi['noop_seconds']['median'])} "
+             f"({f['noop_ratio_to_file']:.2f}×)"),
+            (f"store migrate --from file --to postgres, {cold['n']} certs",
+             _s(cold["migrate_seconds"]))]
+
+
 ROWS: dict[str, Callable[[dict[str, Any]], list[Row]]] = {
     "floor": _floor, "served": _served, "throughput": _throughput, "scale": _scale,
-    "events": _events, "dns01": _dns01, "ari": _ari,
+    "events": _events, "dns01": _dns01, "ari": _ari, "fleet": _fleet,
 }
 
 

@@ -5,7 +5,8 @@ and writes the results) and by tests/bench/test_bench_smoke.py (tiny sizes). A b
 is recorded as {"error": ...} and the others still run; a missed goal is just a figure.
 Order: floor (time to served needs its median), served and events (one simulator and one
 controller `run` shared), throughput (needs Pebble's http-01 port free), scale, dns01 (its own
-BIND and Pebble), ari (the ARI shim in front of the one Pebble).
+BIND and Pebble), ari (the ARI shim in front of the one Pebble), fleet (last: its haproxy holds
+Pebble's validation ports while it runs; it needs the machine's PostgreSQL).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 from bench.common import BenchError
 
-BENCHES = ("floor", "served", "throughput", "scale", "events", "dns01", "ari")
+BENCHES = ("floor", "served", "throughput", "scale", "events", "dns01", "ari", "fleet")
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,8 @@ class Options:
     dns_runs: int = 5  # dns01: issuances per challenge type
     wildcards: int = 50  # dns01: wildcard certificates in one pass
     ari_certs: int = 10_000  # ari: certificates whose polls are simulated
+    fleet_names: int = 200  # fleet: names on 3 nodes (and on 1)
+    fleet_certs: int = 10_000  # fleet: certificates in the database for the cold start
     profile: bool = False
     only: tuple[str, ...] = BENCHES
     mode: str = "full"
@@ -63,6 +66,7 @@ def run_benches(opts: Options, pebble: Any, workdir: Path, stem: Path) -> dict[s
     from bench.ari import run_ari
     from bench.dns01 import run_dns01
     from bench.events import run_events
+    from bench.fleet import run_fleet
     from bench.floor import run_floor
     from bench.scale import run_scale
     from bench.served import run_served
@@ -105,6 +109,10 @@ def run_benches(opts: Options, pebble: Any, workdir: Path, stem: Path) -> dict[s
     if "ari" in want:
         _guarded("ari", results, lambda: run_ari(
             pebble, workdir / "ari", certs=opts.ari_certs, trials=opts.trials))
+    if "fleet" in want:
+        _guarded("fleet", results, lambda: run_fleet(
+            pebble, workdir / "fleet", names=opts.fleet_names, certs=opts.fleet_certs,
+            trials=opts.trials))
     return {name: results[name] for name in BENCHES if name in results}
 
 

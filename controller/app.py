@@ -111,7 +111,8 @@ def build_solvers(config: Config, njet: NjetClient | None,
             return solver
         from controller.adapters.pg.challenges import FleetChallengeSolver
 
-        return FleetChallengeSolver(solver, fleet.db, fleet.node, fleet.live_nodes)
+        return FleetChallengeSolver(solver, fleet.db, fleet.node, fleet.live_nodes,
+                                    node_timeout=config.store.nodeTimeout)
 
     def http01() -> ChallengeSolver:
         local = LocalHttp01Solver(acme.httpChallengeServerAddress)

@@ -348,6 +348,7 @@ class FleetGate:
         if fleet.db_error is not None:
             raise_unreachable(fleet.db_error)
         deadline = time.monotonic() + self.max_wait
+        await self._stored_elsewhere(key, expected)  # before the lease: nothing to wait for
         async with contextlib.AsyncExitStack() as stack:
             while True:
                 try:
@@ -356,14 +357,22 @@ class FleetGate:
                 except LeaseBusy as busy:
                     if time.monotonic() >= deadline:
                         raise HandledElsewhere(f"{busy}; not ordered here") from None
-                    await asyncio.sleep(min(1.0, max(0.2, busy.retry_after or 1.0)))
-            current = await asyncio.to_thread(fleet.store.db_fingerprint, key)
-            if current is not None and current != expected:
-                await asyncio.to_thread(fleet.store.pull, [key])
-                raise HandledElsewhere(
-                    f"another node stored a new certificate for {key} ({current[:16]}); "
-                    "it is applied from the shared store")
+                    await asyncio.sleep(0.25)
+                    # the holder's certificate may land before its lease is released
+                    await self._stored_elsewhere(key, expected)
+            await self._stored_elsewhere(key, expected)  # re-checked under the lease
             yield
+
+    async def _stored_elsewhere(self, key: str, expected: str | None) -> None:
+        """HandledElsewhere (after pulling it into the mirror) when the fleet's store holds
+        another certificate for `key` than `expected`, the one this plan saw."""
+        fleet = self.fleet
+        current = await asyncio.to_thread(fleet.store.db_fingerprint, key)
+        if current is not None and current != expected:
+            await asyncio.to_thread(fleet.store.pull, [key])
+            raise HandledElsewhere(
+                f"another node stored a new certificate for {key} ({current[:16]}); "
+                "it is applied from the shared store")
 
 
 def _tree_stamp(root: Path) -> tuple[int, int]:

@@ -25,7 +25,7 @@ pytestmark = pytest.mark.pebble
 
 TINY = Options(runs=1, trials=1, names=2, peer_certs=1, concurrency=4, scale=200,
                sim_servers=200, events=50, dns_runs=1, wildcards=2, ari_certs=200,
-               mode="smoke")
+               fleet_names=1, fleet_certs=20, mode="smoke")
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +122,25 @@ def test_every_bench_runs_once_and_reports_every_figure(bench_pebble: Any,
     positive(ari["revoked"]["delay_seconds"], "median")
     positive(ari["revoked"]["renewal_seconds"], "median")
     check_goals(benches["ari"])
+
+    fleet = benches["fleet"]["figures"]
+    three, one = fleet["three_nodes"], fleet["one_node"]
+    assert (three["nodes"], three["names"], one["nodes"], one["names"]) == (3, 1, 1, 1)
+    positive(three, "all_served_seconds", "orders")
+    positive(one, "all_served_seconds", "orders")
+    positive(fleet, "three_over_one", "cold_ratio_to_file", "noop_ratio_to_file")
+    assert three["renewal"]["trials"] == 1
+    positive(three["renewal"]["propagation_seconds"], "median")
+    positive(three["renewal"]["request_to_served_seconds"], "median")
+    cold = fleet["cold"]
+    assert cold["n"] == 20
+    positive(cold, "generate_seconds", "migrate_seconds")
+    positive(cold["file"], "first_load_seconds")
+    for run in (cold["file"], cold["postgres"], cold["postgres_restart_mirror_full"]):
+        assert run["stored"] == 20 and run["noop_actions"] == 0
+        positive(run, "cold_seconds")
+        positive(run["noop_seconds"], "median")
+    check_goals(benches["fleet"])
 
     doc = document(TINY, bench_pebble, benches, started=started, peers=peers,
                    machine_at_start=machine())

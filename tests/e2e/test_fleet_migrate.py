@@ -131,6 +131,15 @@ def test_file_to_postgres_to_a_new_prefix_without_reissuing(
     assert stored(second) == original
     assert {k: (s, f) for k, (s, f, _, _) in db_rows(pg_dsn).items()} == original
 
+    # a third node that never migrated anything: its first pass pulls, orders nothing
+    third = Prefix(tmp_path / "third")
+    third.write_conf(conf(NAMES))
+    third.write_toml(fleet_toml(pebble, pg_dsn, key_file))
+    rec = third.cli("reconcile")
+    assert rec.returncode == 0, rec.stdout + rec.stderr
+    assert issued(pebble) == before
+    assert stored(third) == original
+
 
 def test_a_different_certificate_under_the_same_name_is_refused_both_ways(
         tmp_path: Path, pebble_factory: Any, pg_dsn: str) -> None:

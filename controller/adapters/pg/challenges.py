@@ -58,8 +58,12 @@ class FleetChallengeSolver:
 
     def __init__(self, local: ChallengeSolver, db: Database, node: str,
                  live_nodes: Callable[[], Sequence[str]], *, ack_timeout: float = 10.0,
-                 lifetime: timedelta = timedelta(minutes=10)) -> None:
+                 lifetime: timedelta = timedelta(minutes=10),
+                 node_timeout: timedelta | None = None) -> None:
         self.local = local
+        # set (fleet.py): every poll reads which nodes are live now (the database's clock), so
+        # a node that came up since `live_nodes` was last refreshed is waited for too
+        self._node_timeout = node_timeout
         self.challenge_type: str = local.challenge_type
         self._db = db
         self._node = node
@@ -145,19 +149,21 @@ class FleetChallengeSolver:
     async def _await_acks(self, domain: str, token: str) -> None:
         started = time.monotonic()
         deadline = started + self._ack_timeout
-        missing = self._others()
+        # with node_timeout the first poll says who is live: always ask at least once
+        missing = self._others() if self._node_timeout is None else {"(not asked yet)"}
         db_error: str | None = None
         while missing:
             try:
-                acked = await asyncio.to_thread(self._acks, token)
+                acked, live = await asyncio.to_thread(self._acks, token)
                 db_error = None
             except ControllerError as exc:
                 if db_error is None:
                     log_event("challenge acks cannot be read; still waiting",
                               level=logging.WARNING, domain=domain, error=str(exc))
                 db_error = str(exc)
-                acked = set()
-            missing = self._others() - acked
+                acked, live = set(), None
+            others = self._others() if live is None else live - {self._node}
+            missing = others - acked
             if not missing or time.monotonic() >= deadline:
                 break
             await asyncio.sleep(min(ACK_POLL_SECONDS, max(0.0, deadline - time.monotonic())))
@@ -185,11 +191,15 @@ class FleetChallengeSolver:
                  self._lifetime))
             Database.notify(conn, CHANNEL, token)
 
-    def _acks(self, token: str) -> set[str]:
+    def _acks(self, token: str) -> tuple[set[str], set[str] | None]:
+        """The nodes that acked `token`, and (with node_timeout) the nodes live right now."""
         with self._db.tx() as conn:
             rows = conn.execute("SELECT node FROM challenge_acks WHERE token = %s",
                                 (token,)).fetchall()
-        return {str(r[0]) for r in rows}
+            live = None if self._node_timeout is None else {str(r[0]) for r in conn.execute(
+                "SELECT name FROM nodes WHERE heartbeat_at > now() - %s",
+                (self._node_timeout,)).fetchall()}
+        return {str(r[0]) for r in rows}, live
 
     def _delete(self, token: str) -> None:
         with self._db.tx() as conn:

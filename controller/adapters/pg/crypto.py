@@ -34,8 +34,8 @@ def load_key_file(path: Path) -> bytes:
         raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"[store] encryptionKeyFile {path}: {exc.strerror or exc}") from None
-    if len(raw) == 32:
-        return raw
+    if len(raw) == 32 and not all(c in b"0123456789abcdefABCDEF" for c in raw):
+        return raw  # (32 hex digits would be a 16-byte key written as text: refused below)
     text = raw.strip()
     for decode in (bytes.fromhex, base64.b64decode):
         try:

@@ -126,6 +126,7 @@ class NodeRegistry:
         self.host = socket.gethostname()
         self.started_at: datetime | None = None
         self._published: str | None = None
+        self._published_desired: Desired | None = None  # the object last published or found same
         self._lock = threading.Lock()
 
     # -- this node -----------------------------------------------------------------------------
@@ -151,6 +152,7 @@ class NodeRegistry:
             # the row was gone (forgotten as dead while this node was away): publish again
             log_event("fleet node row re-created", node=self.node)
             self._published = None
+            self._published_desired = None
         self.started_at = row[0]
 
     def leave(self) -> None:
@@ -165,11 +167,14 @@ class NodeRegistry:
     def publish(self, desired: Desired) -> bool:
         """Replace this node's node_specs rows when they changed since the last publish;
         True if written (NOTIFY njcm_desired <node>)."""
+        if desired is self._published_desired:  # the same (unchanged) desired state
+            return False
         rows = sorted((key, spec.domain, list(spec.names), spec_to_json(spec))
                       for key, spec in desired.specs.items())
         digest = canonical_hash(rows)
         with self._lock:
             if digest == self._published:
+                self._published_desired = desired
                 return False
             with self.db.tx() as conn:
                 conn.execute("DELETE FROM node_specs WHERE node = %s", (self.node,))
@@ -181,6 +186,7 @@ class NodeRegistry:
                          for key, domain, names, spec in rows])
                 Database.notify(conn, "njcm_desired", self.node)
             self._published = digest
+            self._published_desired = desired
         return True
 
     # -- the fleet -----------------------------------------------------------------------------
