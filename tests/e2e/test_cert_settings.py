@@ -57,8 +57,8 @@ def recording_solvers(
     built: list[ChallengeType] = []
     original = app_module.build_solvers
 
-    def build(config: Any, njet: Any) -> SolverSet:
-        real = original(config, njet)
+    def build(config: Any, njet: Any, fleet: Any = None) -> SolverSet:
+        real = original(config, njet, fleet)
 
         def factory(kind: ChallengeType) -> Callable[[], ChallengeSolver]:
             def make() -> ChallengeSolver:

@@ -109,6 +109,7 @@ def cluster_rig(tmp_path: Path, fleet_pebble: Any, pg_cluster: PgCluster,
 DOWN_NAMES = [f"d{i}.dbdown.test" for i in range(3)]
 
 
+@pytest.mark.slow  # about 50 s each: the long set (CI runs it after the README's command)
 @pytest.mark.timeout(240)
 def test_database_down_at_start_nodes_serve_their_mirror_and_recover(
         cluster_rig: FleetRig, pg_cluster: PgCluster) -> None:
@@ -171,6 +172,7 @@ def test_database_down_at_start_nodes_serve_their_mirror_and_recover(
 RESTART_NAMES = [f"r{i:02d}.dbrestart.test" for i in range(10)]
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_database_restarted_while_orders_run_fleet_converges(
         cluster_rig: FleetRig, pg_cluster: PgCluster) -> None:
