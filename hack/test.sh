@@ -20,6 +20,7 @@ if [ "${NJCM_LINT:-1}" != 0 ]; then
   echo "== mypy"; mypy
 fi
 # Most tests wait on subprocesses, handshakes and brokers rather than the CPU: four workers
-# keep two cores busy.
+# keep two cores busy; an idle worker steals queued tests from a busy one (no long tail).
 workers=${NJCM_TEST_WORKERS:-4}
-echo "== pytest"; exec pytest -q -rs -p no:cacheprovider -n "$workers" "$@"
+dist=(); [ "$workers" = 0 ] || dist=(--dist worksteal)
+echo "== pytest"; exec pytest -q -rs -p no:cacheprovider -n "$workers" "${dist[@]}" "$@"
