@@ -12,7 +12,7 @@ import hashlib
 import logging
 import ssl
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -26,7 +26,6 @@ from controller.adapters.challenges.solvers import LocalHttp01Solver, LocalTlsAl
 from controller.adapters.pg.challenges import ChallengeRelay, FleetChallengeSolver
 from controller.adapters.pg.db import Database
 from controller.errors import TemporaryError
-from tests.fixtures.pg import drop_database, dsn_of, fresh_database
 from tests.support.hackmods import free_tcp_port
 
 TOKEN = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA"
@@ -113,16 +112,6 @@ async def eventually(check: Callable[[], Any], within: float, step: float = 0.05
 
 
 # -- database ----------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def pg_dsn() -> Iterator[str]:
-    """tests/fixtures/pg.py's fixture (the root conftest does not list that plugin yet)."""
-    name = fresh_database()
-    try:
-        yield dsn_of(name)
-    finally:
-        drop_database(name)
 
 
 def rows(dsn: str, sql: str, *args: object) -> list[tuple[Any, ...]]:

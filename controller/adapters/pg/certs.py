@@ -41,8 +41,7 @@ from psycopg.types.json import Jsonb
 from controller.adapters.pg.crypto import KeySealer
 from controller.adapters.pg.db import Database
 from controller.adapters.pg.leases import Leases
-from controller.adapters.store.lego import LegoStore
-from controller.certinfo import key_matches_cert, read_cert_info
+from controller.adapters.store.lego import LegoStore, checked_pair
 from controller.errors import ConfigError, Fenced, StoreError, StoreUnavailable
 from controller.faultpoints import fault_point, register
 from controller.logs import log_event
@@ -96,15 +95,7 @@ def _checked(domain: str, issued: IssuedCert) -> CertInfo:
         validate_store_key(domain)
     except ConfigError as exc:
         raise StoreError(f"cannot store a certificate under {domain!r}: {exc}") from None
-    try:
-        info = read_cert_info(issued.cert_pem)
-        matches = key_matches_cert(issued.key_pem, issued.cert_pem)
-    except ValueError as exc:
-        raise StoreError(f"refusing to store the certificate of {domain}: {exc}") from None
-    if not matches:
-        raise StoreError(f"refusing to store the certificate of {domain}: the key does not "
-                         "match it")
-    return info
+    return checked_pair(domain, issued)
 
 
 class FleetCertStore:

@@ -67,7 +67,7 @@ from controller.certinfo import key_matches_cert, read_cert_info, split_pem_chai
 from controller.clock import utc_now
 from controller.errors import ConfigError, StoreError
 from controller.gcpause import gc_paused
-from controller.model import IssuedCert, StoredCert
+from controller.model import CertInfo, IssuedCert, StoredCert
 from controller.paths import (
     StorePaths,
     safe_file_name,
@@ -103,6 +103,21 @@ def resource_json(domain: str, cert_url: str) -> bytes:
     """lego's <name>.json: its certificate.Resource without the PEM fields (tab-indented)."""
     doc = {"domain": domain, "certUrl": cert_url, "certStableUrl": cert_url}
     return json.dumps(doc, indent="\t").encode() + b"\n"
+
+
+def checked_pair(domain: str, issued: IssuedCert) -> CertInfo:
+    """The facts of `issued`'s certificate when its key matches it; StoreError otherwise (the
+    check every store write makes first: this store's put, and fleet mode's database write)."""
+    try:
+        info = read_cert_info(issued.cert_pem)
+        matches = key_matches_cert(issued.key_pem, issued.cert_pem)
+    except ValueError as exc:
+        raise StoreError(f"refusing to store the certificate of {domain}: {exc}") from None
+    if not matches:
+        raise StoreError(
+            f"refusing to store the certificate of {domain}: the key does not match it"
+        )
+    return info
 
 
 class LegoStore(fsutil.ReadOnlyGuard):
@@ -303,15 +318,7 @@ class LegoStore(fsutil.ReadOnlyGuard):
             name = safe_file_name(domain)
         except ConfigError as exc:
             raise StoreError(f"cannot store a certificate under {domain!r}: {exc}") from None
-        try:
-            info = read_cert_info(issued.cert_pem)
-            matches = key_matches_cert(issued.key_pem, issued.cert_pem)
-        except ValueError as exc:
-            raise StoreError(f"refusing to store the certificate of {domain}: {exc}") from None
-        if not matches:
-            raise StoreError(
-                f"refusing to store the certificate of {domain}: the key does not match it"
-            )
+        info = checked_pair(domain, issued)
         chain = issued.issuer_pem if issued.issuer_pem.strip() else b""
         if not chain:
             chain = b"".join(split_pem_chain(issued.cert_pem)[1:])
